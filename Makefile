@@ -1,0 +1,46 @@
+# Two commands a new user needs: `make run` (set up + dvc repro) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU build on this kind of machine; e.g. TORCH_SPEC="torch==2.13.0" TORCH_INDEX=https://download.pytorch.org/whl/cu126
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test test-fast lint ui bench compose clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup  ## the pipeline on the default dataset, tracked in ./mlflow.db
+	dvc repro
+	mlpflow report
+
+test: setup  ## the whole suite, slow tests included
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+ui: setup  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
+	mlpflow ui
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py --n 100000 --epochs 5
+	$(BIN)/python benchmarks/pipeline_overhead.py
+
+compose: setup  ## regenerate params.yaml from conf/
+	mlpflow compose
+
+clean:
+	rm -rf data/prepared data/cache models reports outputs multirun

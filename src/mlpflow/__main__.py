@@ -1,0 +1,3 @@
+from mlpflow.cli import main
+
+main()

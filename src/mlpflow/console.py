@@ -1,0 +1,30 @@
+"""What the user sees in the terminal: the config tree and the end-of-run summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.tree import Tree
+
+console = Console(stderr=False)
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    tree = Tree("[bold]config[/bold]")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if OmegaConf.is_config(value) else str(value)
+        tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
+    console.print(tree)
+
+
+def print_metrics(title: str, metrics: Mapping[str, float]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    console.print(table)

@@ -1,0 +1,55 @@
+"""User-facing errors: each carries one line saying what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import TypeVar
+
+
+class MlpflowError(Exception):
+    """Base of every error the user can fix; printed as one line, never as a traceback."""
+
+
+class ConfigError(MlpflowError):
+    """A config value or combination is invalid."""
+
+
+class DataError(MlpflowError):
+    """The input data cannot be used as configured."""
+
+
+class TrackingError(MlpflowError):
+    """The MLflow tracking store cannot be reached or used."""
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn an MlpflowError into one line on stderr and exit code 2.
+
+    `HYDRA_FULL_ERROR=1` (Hydra's own switch) or `MLPFLOW_FULL_ERROR=1` re-raises instead.
+    """
+    try:
+        yield
+    except MlpflowError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MLPFLOW_FULL_ERROR") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def exits_cleanly(func: F) -> F:
+    """Decorator form of `friendly_errors` for entry points."""
+
+    @wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        with friendly_errors():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""The network, its losses and penalties, and the LightningModule that trains them."""

@@ -1,0 +1,133 @@
+"""The LightningModule: MLP + data loss + penalty, trained with manual optimization.
+
+The data module hands each training step a *chunk* of `batches_per_step` minibatches; the
+step takes one optimizer step per minibatch. The math is plain minibatch training (the same
+minibatches in the same order give the same weights for any chunk size); Lightning's fixed
+per-step cost (hooks, logging, progress bar) is paid once per chunk instead of per minibatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from mlpflow.evaluation.metrics import build_metrics
+from mlpflow.model.mlp import MLP
+from mlpflow.model.penalties import penalized_parameters, weight_penalty
+
+# Keys of a config group that describe the component but are not constructor arguments.
+_META_KEYS = ("name", "full_batch")
+
+
+def build_partial(cfg: Mapping[str, Any], **kwargs: Any) -> Any:
+    """Hydra-instantiate a `_target_` config, leaving out our descriptive keys."""
+    return instantiate({k: v for k, v in cfg.items() if k not in _META_KEYS}, **kwargs)
+
+
+class MLPModule(pl.LightningModule):
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        task: str,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        regularization: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        monitor: dict[str, Any],
+        batch_size: int,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        # Plain containers only: the checkpoint then loads with torch.load(weights_only=True).
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.task = task
+        self.net = MLP(n_features, n_outputs, **model)
+        self.loss_fn = build_partial(loss, task=task)
+        self.penalty_strengths = (regularization["l1"], regularization["l2"])
+        self.penalized = penalized_parameters(self.net, regularization["include_bias"])
+        num_classes = 2 if task == "binary" else n_outputs
+        metrics = build_metrics(task, num_classes, threshold)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Raw outputs: logits (classification) or predictions (regression); [N] when one output."""
+        out = self.net(x)
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+    def scores(self, outputs: Tensor) -> Tensor:
+        """Positive-class probability (binary), class probabilities (multiclass) or values."""
+        if self.task == "binary":
+            return torch.sigmoid(outputs)
+        if self.task == "multiclass":
+            return torch.softmax(outputs, dim=-1)
+        return outputs
+
+    @torch.no_grad()
+    def predict_scores(self, x: Tensor, chunk_rows: int = 65536) -> Tensor:
+        self.eval()
+        return torch.cat([self.scores(self(part)) for part in x.split(chunk_rows)])
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> dict[str, Tensor]:
+        """One forward pass and loss; train adds the penalty, val/test update the metrics."""
+        x, y = batch
+        outputs = self(x)
+        data_loss = self.loss_fn(outputs, y)
+        if split == "train":
+            penalty = weight_penalty(self.penalized, *self.penalty_strengths)
+            return {"loss": data_loss + penalty, "data_loss": data_loss, "penalty": penalty}
+        metrics = self.val_metrics if split == "val" else self.test_metrics
+        metrics.update(self.scores(outputs), y)
+        self.log(f"{split}/loss", data_loss, on_epoch=True, batch_size=len(y))
+        self.log_dict(metrics, on_epoch=True)
+        return {"loss": data_loss}
+
+    def training_step(self, chunk: tuple[Tensor, Tensor], chunk_idx: int) -> None:
+        optimizer = self.optimizers()
+        x_chunk, y_chunk = chunk
+        totals = torch.zeros(3, device=x_chunk.device)
+        batch_size = self.hparams.batch_size
+        for x, y in zip(x_chunk.split(batch_size), y_chunk.split(batch_size), strict=True):
+            losses = self._step((x, y), "train")
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(losses["loss"])
+            optimizer.step()
+            totals += torch.stack([losses["loss"], losses["data_loss"], losses["penalty"]]).detach() * len(y)
+        totals /= len(y_chunk)
+        self.log_dict(
+            {"train/loss": totals[0], "train/data_loss": totals[1], "train/penalty": totals[2]},
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(y_chunk),
+        )
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        """Manual optimization steps schedulers itself: once per epoch, after validation."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(self.trainer.callback_metrics[self.hparams.monitor["metric"]])
+        else:
+            scheduler.step()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_partial(self.hparams.optimizer)(self.parameters())
+        if self.hparams.scheduler.get("_target_") is None:
+            return optimizer
+        scheduler = build_partial(self.hparams.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

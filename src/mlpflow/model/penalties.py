@@ -1,0 +1,28 @@
+"""Explicit weight penalties added to the data loss: l1·Σ|w| + l2·Σw²."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[nn.Parameter]:
+    """Weight matrices only (ndim >= 2) unless include_bias: biases and norm scales stay free."""
+    return [p for p in module.parameters() if include_bias or p.ndim >= 2]
+
+
+def weight_penalty(
+    params: list[nn.Parameter], l1: float = 0.0, l2: float = 0.0
+) -> Tensor:
+    """l1·Σ|w| + l2·Σw² over `params`; exactly zero (and no graph) when both strengths are 0.
+
+    Unlike the optimizer's weight_decay (which shrinks w by lr·λ·w inside the update, and for
+    AdamW outside the adaptive scaling), this term is part of the loss, so its gradient
+    l1·sign(w) + 2·l2·w flows through the optimizer like the data gradient does.
+    """
+    penalty = torch.zeros((), device=params[0].device if params else None)
+    if l1:
+        penalty = penalty + l1 * torch.stack([p.abs().sum() for p in params]).sum()
+    if l2:
+        penalty = penalty + l2 * torch.stack([p.pow(2).sum() for p in params]).sum()
+    return penalty

@@ -1,0 +1,102 @@
+"""conf/ composes for every option; params.yaml is conf/ composed; bad values fail early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from mlpflow.config import CONF_DIR, compose, data_task, params_yaml, validate
+from mlpflow.errors import ConfigError
+from mlpflow.model.module import build_partial
+
+REPO = Path(__file__).resolve().parents[1]
+# A dataset that fits each loss, so that every option composes into a valid config.
+DATA_FOR_LOSS = {"bce": "breast_cancer", "cross_entropy": "digits", "mse": "diabetes",
+                 "huber": "diabetes"}
+
+
+def group_options() -> list[tuple[str, str]]:
+    return [
+        (group.name, option.stem)
+        for group in sorted(CONF_DIR.iterdir()) if group.is_dir()
+        for option in sorted(group.glob("*.yaml")) if not option.stem.startswith("_")
+    ]
+
+
+def test_committed_params_yaml_is_conf_composed() -> None:
+    committed = (REPO / "params.yaml").read_text()
+    assert committed == params_yaml(compose()), "params.yaml is stale: run `mlpflow compose`"
+
+
+def test_params_yaml_has_no_hydra_interpolations() -> None:
+    assert "${" not in (REPO / "params.yaml").read_text()
+
+
+@pytest.mark.parametrize(("group", "option"), group_options())
+def test_every_option_composes_validates_and_instantiates(group: str, option: str) -> None:
+    overrides = [f"{group}={option}"]
+    if group == "loss":
+        overrides.append(f"data={DATA_FOR_LOSS[option]}")
+    if group == "data" and option == "csv":
+        overrides += ["data.path=rows.csv", "data.target=y"]
+    if group == "data" and option in ("digits", "wine"):
+        overrides.append("loss=cross_entropy")
+    if group == "data" and option == "diabetes":
+        overrides.append("loss=mse")
+    cfg = compose(overrides)
+    validate(cfg)
+
+    task = data_task(cfg) or "binary"
+    outputs = torch.zeros(4, 3) if task == "multiclass" else torch.zeros(4)
+    assert build_partial(cfg.loss, task=task)(outputs, torch.zeros(4).long()) >= 0
+    optimizer = build_partial(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert optimizer.defaults["lr"] == cfg.optimizer.lr
+    if cfg.scheduler.get("_target_"):
+        assert hasattr(build_partial(cfg.scheduler)(optimizer), "step")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    assert all(isinstance(c, pl.Callback) for c in callbacks)
+    if cfg.trainer.accelerator == "cpu":
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+        assert trainer.max_epochs == cfg.trainer.max_epochs
+    else:  # no GPU on CI machines: check the config asks for one
+        assert cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["optimizer.lr=-0.1"], "optimizer.lr"),
+        (["optimizer.lr=fast"], "optimizer.lr"),
+        (["model.hidden_dims=[]"], "model.hidden_dims"),
+        (["model.hidden_dims=[64,0]"], "model.hidden_dims"),
+        (["model.activation=swish"], "model.activation"),
+        (["model.dropout=1.5"], "model.dropout"),
+        (["data=digits"], "loss=bce"),
+        (["experiment=diabetes", "loss=cross_entropy"], "loss=cross_entropy"),
+        (["loss=huber"], "loss=huber"),
+        (["data.val_size=0.6", "data.test_size=0.4"], "leaves no train data"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs"),
+        (["regularization=l1", "regularization.l1=-1"], "regularization.l1"),
+        (["monitor.metric=train/loss"], "monitor.metric"),
+        (["data.nan_policy=ignore"], "data.nan_policy"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_the_key(overrides: list[str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace("[", r"\[")):
+        validate(compose(overrides))
+
+
+def test_unknown_group_option_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError, match=r"optimizer/rmsprop.*available: adam, adamw, gd, sgd"):
+        compose(["optimizer=rmsprop"])
+
+
+def test_experiment_presets_pick_the_loss_of_their_task() -> None:
+    assert compose(["experiment=digits"]).loss.name == "cross_entropy"
+    assert compose(["experiment=diabetes"]).loss.name == "mse"

@@ -1,0 +1,106 @@
+"""The seed's math: forward pass, losses, penalties, one GD step per epoch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlpflow.model import losses
+from mlpflow.model.mlp import MLP
+from mlpflow.model.penalties import penalized_parameters, weight_penalty
+
+
+@pytest.fixture
+def tiny_net() -> MLP:
+    torch.manual_seed(0)
+    net = MLP(n_inputs=3, n_outputs=1, hidden_dims=[2])
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [-0.25, 0.0, 1.5]]))
+        net[0].bias.copy_(torch.tensor([0.1, -0.2]))
+        net[2].weight.copy_(torch.tensor([[3.0, -0.5]]))
+        net[2].bias.copy_(torch.tensor([0.7]))
+    return net
+
+
+def test_forward_pass_is_affine_relu_affine(tiny_net: MLP) -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    w1, b1 = tiny_net[0].weight, tiny_net[0].bias
+    w2, b2 = tiny_net[2].weight, tiny_net[2].bias
+    expected = torch.relu(x @ w1.T + b1) @ w2.T + b2
+    assert torch.allclose(tiny_net(x), expected)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu"])
+def test_activation_and_depth_follow_config(activation: str) -> None:
+    net = MLP(5, 4, hidden_dims=[8, 7, 6], activation=activation, dropout=0.1, batch_norm=True)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [8, 7, 6, 4]
+    assert sum(type(m).__name__.lower().replace("_", "") == activation.replace("_", "")
+               for m in net) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in net) == 3
+    assert net(torch.randn(10, 5)).shape == (10, 4)
+
+
+@pytest.mark.parametrize(("l1", "l2"), [(0.01, 0.0), (0.0, 0.02), (0.01, 0.02)])
+def test_penalty_value_and_gradient_match_formula(tiny_net: MLP, l1: float, l2: float) -> None:
+    params = penalized_parameters(tiny_net)
+    weights = [tiny_net[0].weight, tiny_net[2].weight]
+    assert [p is w for p, w in zip(params, weights, strict=True)] == [True, True]
+    penalty = weight_penalty(params, l1, l2)
+    expected = sum(l1 * w.abs().sum() + l2 * (w**2).sum() for w in weights)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-6)
+    penalty.backward()
+    for w in weights:
+        assert torch.allclose(w.grad, l1 * torch.sign(w) + 2 * l2 * w)
+    assert tiny_net[0].bias.grad is None  # biases are not penalized
+
+
+def test_penalty_includes_biases_when_configured(tiny_net: MLP) -> None:
+    params = penalized_parameters(tiny_net, include_bias=True)
+    expected = sum(p.abs().sum() for p in tiny_net.parameters())
+    assert weight_penalty(params, l1=1.0).item() == pytest.approx(expected.item())
+
+
+def test_zero_strength_penalty_is_exactly_zero(tiny_net: MLP) -> None:
+    assert weight_penalty(penalized_parameters(tiny_net)).item() == 0.0
+
+
+LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0])
+LABELS = torch.tensor([1, 0, 0, 1])
+
+
+def test_bce_equals_formula_and_functional() -> None:
+    loss = losses.BinaryCrossEntropy("binary", pos_weight=2.0)(LOGITS, LABELS)
+    p, y = torch.sigmoid(LOGITS), LABELS.float()
+    formula = -(2.0 * y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+    assert loss.item() == pytest.approx(formula.item(), rel=1e-5)
+    functional = F.binary_cross_entropy_with_logits(LOGITS, y, pos_weight=torch.tensor(2.0))
+    assert loss.item() == pytest.approx(functional.item())
+
+
+def test_cross_entropy_equals_formula_and_functional() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    target = torch.tensor([0, 1])
+    loss = losses.CrossEntropy("multiclass")(logits, target)
+    formula = -torch.log_softmax(logits, dim=1)[torch.arange(2), target].mean()
+    assert loss.item() == pytest.approx(formula.item(), rel=1e-6)
+    smoothed = losses.CrossEntropy("multiclass", label_smoothing=0.1)(logits, target)
+    assert smoothed.item() == pytest.approx(
+        F.cross_entropy(logits, target, label_smoothing=0.1).item()
+    )
+
+
+def test_mse_on_probability_for_binary_and_on_values_for_regression() -> None:
+    binary = losses.MeanSquaredError("binary")(LOGITS, LABELS)
+    assert binary.item() == pytest.approx(((torch.sigmoid(LOGITS) - LABELS) ** 2).mean().item())
+    values, target = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 2.0, 1.0])
+    regression = losses.MeanSquaredError("regression")(values, target)
+    assert regression.item() == pytest.approx(((values - target) ** 2).mean().item())
+
+
+def test_huber_is_quadratic_inside_delta_and_linear_outside() -> None:
+    output, target = torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0])
+    loss = losses.Huber("regression", delta=1.0)(output, target)
+    assert loss.item() == pytest.approx((0.5 * 0.5**2 + 1.0 * (3.0 - 0.5)) / 2)
+    assert loss.item() == pytest.approx(F.huber_loss(output, target, delta=1.0).item())
