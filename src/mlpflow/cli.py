@@ -46,8 +46,10 @@ def report(args: argparse.Namespace) -> None:
     run = read_json(f"{args.reports}/train.json")
     if run.get("run_id"):
         console.print(f"MLflow run [bold]{run['run_name']}[/bold] ({run['run_id']})")
-        console.print("open it:  make ui   (or: mlpflow ui) then browse "
-                      f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}")
+        console.print(
+            "open it:  make ui   (or: mlpflow ui) then browse "
+            f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+        )
 
 
 def ui(args: argparse.Namespace) -> None:
@@ -58,7 +60,16 @@ def ui(args: argparse.Namespace) -> None:
     from mlpflow.tracking import tracking_uri
 
     uri = tracking_uri(OmegaConf.create({"tracking": {"uri": args.uri}}))
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    command = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print(" ".join(command))
     os.execvp(command[0], command)
 
@@ -77,13 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=stage)
 
-    p = commands.add_parser("train", help="prepare, train and evaluate from conf/ with Hydra "
-                            "overrides (-m for sweeps)", add_help=False)
+    p = commands.add_parser(
+        "train",
+        help="prepare, train and evaluate from conf/ with Hydra overrides (-m for sweeps)",
+        add_help=False,
+    )
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     p.set_defaults(func=train)
 
-    p = commands.add_parser("report", help="print the test metrics and the MLflow run of the last "
-                            "dvc repro")
+    p = commands.add_parser(
+        "report", help="print the test metrics and the MLflow run of the last dvc repro"
+    )
     p.add_argument("--reports", default="reports")
     p.set_defaults(func=report)
 

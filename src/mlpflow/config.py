@@ -90,8 +90,15 @@ def _fail(key: str, value: Any, requirement: str) -> None:
     raise ConfigError(f"{key}={value!r} {requirement}")
 
 
-def _number(cfg: DictConfig, key: str, low: float, high: float | None = None, *,
-            low_open: bool = False, integer: bool = False) -> None:
+def _number(
+    cfg: DictConfig,
+    key: str,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    integer: bool = False,
+) -> None:
     value = OmegaConf.select(cfg, key)
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
@@ -150,8 +157,11 @@ def validate(cfg: DictConfig) -> None:
         or len(hidden) == 0
         or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden)
     ):
-        _fail("model.hidden_dims", OmegaConf.to_object(hidden) if OmegaConf.is_config(hidden)
-              else hidden, "must be a non-empty list of positive integers, e.g. [128,64]")
+        _fail(
+            "model.hidden_dims",
+            OmegaConf.to_object(hidden) if OmegaConf.is_config(hidden) else hidden,
+            "must be a non-empty list of positive integers, e.g. [128,64]",
+        )
     _choice(cfg, "model.activation", ACTIVATIONS)
     _number(cfg, "model.dropout", 0, 1)
 

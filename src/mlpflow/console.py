@@ -28,3 +28,17 @@ def print_metrics(title: str, metrics: Mapping[str, float]) -> None:
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     console.print(table)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's banners (device info, product tips) out of the user's terminal."""
+    import logging
+    import warnings
+
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "pytorch_lightning.accelerators.cuda",
+        "lightning_fabric.utilities.rank_zero",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -26,12 +26,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     import pytorch_lightning as pl
 
+    from mlpflow.console import quiet_lightning
     from mlpflow.data.datamodule import TabularDataModule
     from mlpflow.evaluation.curves import write_plots
     from mlpflow.evaluation.figures import write_figures
     from mlpflow.model.module import MLPModule
     from mlpflow.tracking import make_logger, tracking_uri
 
+    quiet_lightning()
     module = MLPModule.load_from_checkpoint(
         Path(cfg.paths.models) / "best.ckpt", map_location="cpu", weights_only=True
     )
@@ -40,11 +42,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     logger = None
     if cfg.tracking.enabled and train_report.get("run_id"):
-        logger = make_logger(cfg, train_report.get("tracking_uri") or tracking_uri(cfg),
-                             run_id=train_report["run_id"])
+        logger = make_logger(
+            cfg,
+            train_report.get("tracking_uri") or tracking_uri(cfg),
+            run_id=train_report["run_id"],
+        )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, logger=logger or False, deterministic=True,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        accelerator="cpu",
+        devices=1,
+        logger=logger or False,
+        deterministic=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
     )
     metrics = {k: float(v) for k, v in trainer.test(module, datamodule, verbose=False)[0].items()}
 

@@ -60,7 +60,8 @@ def ensure_store(uri: str, experiment: str) -> str:
         except MlflowException:  # created meanwhile by a parallel process
             return client.get_experiment_by_name(experiment).experiment_id
     except MlflowException as error:
-        raise TrackingError(f"MLflow store {uri} cannot be used: {error.message.splitlines()[0]}")
+        message = error.message.splitlines()[0]
+        raise TrackingError(f"MLflow store {uri} cannot be used: {message}") from error
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -89,15 +90,22 @@ def run_name(cfg: DictConfig) -> str:
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
     dims = "x".join(str(w) for w in cfg.model.hidden_dims)
-    parts = [f"mlp{dims}", cfg.model.activation, cfg.loss.name, cfg.regularization.name,
-             cfg.optimizer.name, config_hash(cfg)]
+    parts = [
+        f"mlp{dims}",
+        cfg.model.activation,
+        cfg.loss.name,
+        cfg.regularization.name,
+        cfg.optimizer.name,
+        config_hash(cfg),
+    ]
     return "-".join(str(p) for p in parts)
 
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=project_root())
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, cwd=project_root()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -121,8 +129,9 @@ def lineage_tags(cfg: DictConfig, meta: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
-def make_logger(cfg: DictConfig, uri: str, *, run_id: str | None = None,
-                tags: dict[str, str] | None = None) -> MLFlowLogger:
+def make_logger(
+    cfg: DictConfig, uri: str, *, run_id: str | None = None, tags: dict[str, str] | None = None
+) -> MLFlowLogger:
     from pytorch_lightning.loggers import MLFlowLogger
 
     return MLFlowLogger(
@@ -131,7 +140,7 @@ def make_logger(cfg: DictConfig, uri: str, *, run_id: str | None = None,
         tracking_uri=uri,
         tags=tags,
         run_id=run_id,
-        log_model=True,
+        log_model=False,  # the best checkpoint is logged once, by train, under checkpoints/
     )
 
 

@@ -32,7 +32,9 @@ def _tracking_logger(cfg: DictConfig, meta: dict[str, Any]) -> Any:
     except TrackingError as error:
         if cfg.tracking.required:
             raise
-        warnings.warn(f"{error}; training without tracking: this run is NOT in MLflow", stacklevel=1)
+        warnings.warn(
+            f"{error}; training without tracking: this run is NOT in MLflow", stacklevel=1
+        )
         return None
     return tracking.make_logger(cfg, uri, tags=tracking.lineage_tags(cfg, meta))
 
@@ -50,10 +52,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from hydra.utils import instantiate
 
+    from mlpflow.console import quiet_lightning
     from mlpflow.data.datamodule import TabularDataModule
     from mlpflow.model.module import MLPModule
     from mlpflow.tracking import flatten, run_name, tracking_uri
 
+    quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = TabularDataModule(
         cfg.paths.prepared,
@@ -62,6 +66,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=cfg.seed,
         full_batch=cfg.optimizer.full_batch,
     )
+    datamodule.setup("fit")
+    target_mean, target_scale = datamodule.target_stats()
     section = lambda key: OmegaConf.to_container(cfg[key], resolve=True)  # noqa: E731
     module = MLPModule(
         n_features=meta["n_features"],
@@ -75,17 +81,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         monitor=section("monitor"),
         batch_size=datamodule.train_batch_size,
         threshold=cfg.evaluate.threshold,
+        target_mean=target_mean,
+        target_scale=target_scale,
     )
     # `callbacks.<name>=null` switches one off.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
     if logger is not None:
         logger.log_hyperparams(flatten(cfg))
-        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True),
-                                   "config/config.yaml")
+        logger.experiment.log_text(
+            logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
+        )
     trainer.fit(module, datamodule=datamodule)
 
     best = Path(trainer.checkpoint_callback.best_model_path)
+    if logger is not None:
+        logger.experiment.log_artifact(logger.run_id, str(best), "checkpoints")
     best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"]
     report = {
         "run_id": logger.run_id if logger else None,

@@ -85,7 +85,16 @@ class TabularDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
             if split not in self.splits:
-                self.splits[split] = as_tensors(*load_split(self.prepared_dir, split), self.meta["task"])
+                self.splits[split] = as_tensors(
+                    *load_split(self.prepared_dir, split), self.meta["task"]
+                )
+
+    def target_stats(self) -> tuple[float, float]:
+        """Mean and std of the train target (regression), which the model learns standardized."""
+        if self.meta["task"] != "regression":
+            return 0.0, 1.0
+        y = self.splits["train"][1]
+        return float(y.mean()), float(y.std()) or 1.0
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

@@ -43,6 +43,8 @@ class MLPModule(pl.LightningModule):
         monitor: dict[str, Any],
         batch_size: int,
         threshold: float = 0.5,
+        target_mean: float = 0.0,
+        target_scale: float = 1.0,
     ) -> None:
         super().__init__()
         # Plain containers only: the checkpoint then loads with torch.load(weights_only=True).
@@ -69,7 +71,13 @@ class MLPModule(pl.LightningModule):
             return torch.sigmoid(outputs)
         if self.task == "multiclass":
             return torch.softmax(outputs, dim=-1)
-        return outputs
+        return outputs * self.hparams.target_scale + self.hparams.target_mean
+
+    def loss_target(self, y: Tensor) -> Tensor:
+        """Regression learns the standardized target (train mean/std); classes stay indices."""
+        if self.task != "regression":
+            return y
+        return (y - self.hparams.target_mean) / self.hparams.target_scale
 
     @torch.no_grad()
     def predict_scores(self, x: Tensor, chunk_rows: int = 65536) -> Tensor:
@@ -80,7 +88,7 @@ class MLPModule(pl.LightningModule):
         """One forward pass and loss; train adds the penalty, val/test update the metrics."""
         x, y = batch
         outputs = self(x)
-        data_loss = self.loss_fn(outputs, y)
+        data_loss = self.loss_fn(outputs, self.loss_target(y))
         if split == "train":
             penalty = weight_penalty(self.penalized, *self.penalty_strengths)
             return {"loss": data_loss + penalty, "data_loss": data_loss, "penalty": penalty}
@@ -100,7 +108,9 @@ class MLPModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(losses["loss"])
             optimizer.step()
-            totals += torch.stack([losses["loss"], losses["data_loss"], losses["penalty"]]).detach() * len(y)
+            totals += torch.stack(
+                [losses["loss"], losses["data_loss"], losses["penalty"]]
+            ).detach() * len(y)
         totals /= len(y_chunk)
         self.log_dict(
             {"train/loss": totals[0], "train/data_loss": totals[1], "train/penalty": totals[2]},

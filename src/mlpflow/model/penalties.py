@@ -11,9 +11,7 @@ def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[
     return [p for p in module.parameters() if include_bias or p.ndim >= 2]
 
 
-def weight_penalty(
-    params: list[nn.Parameter], l1: float = 0.0, l2: float = 0.0
-) -> Tensor:
+def weight_penalty(params: list[nn.Parameter], l1: float = 0.0, l2: float = 0.0) -> Tensor:
     """l1·Σ|w| + l2·Σw² over `params`; exactly zero (and no graph) when both strengths are 0.
 
     Unlike the optimizer's weight_decay (which shrinks w by lr·λ·w inside the update, and for

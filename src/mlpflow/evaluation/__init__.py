@@ -1,0 +1,1 @@
+"""Test-time evaluation: torchmetrics collections, DVC plot data (JSON) and PNG figures."""

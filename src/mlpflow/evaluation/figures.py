@@ -1,0 +1,123 @@
+"""PNG figures of the evaluation, drawn by scikit-learn's Display classes on the Agg backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # headless: stages run in DVC, CI and queued experiments
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    PredictionErrorDisplay,
+    RocCurveDisplay,
+)
+
+from mlpflow.evaluation.curves import (
+    TASKS,
+    curve_defined,
+    one_vs_rest,
+    predicted_labels,
+    resolve_class_names,
+)
+
+DPI = 100
+
+
+@contextmanager
+def _figure(path: Path, title: str) -> Iterator[Axes]:
+    """Axes to draw on; the figure is saved to `path` and always closed."""
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=DPI)
+    try:
+        yield ax
+        ax.set_title(title)
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
+
+
+def _roc(path: Path, task: str, target: np.ndarray, scores: np.ndarray, names: list[str]) -> None:
+    """One ROC curve (AUC in the legend) per class; binary draws the positive class only.
+
+    Curves whose target holds a single class are undefined and left out.
+    """
+    curves = [c for c in one_vs_rest(task, target, scores, names) if curve_defined(c[1])]
+    with _figure(path, "ROC" if task == "binary" else "ROC (one-vs-rest)") as ax:
+        for i, (name, y_true, y_score) in enumerate(curves):
+            RocCurveDisplay.from_predictions(
+                y_true,
+                y_score,
+                pos_label=1,
+                name=names[1] if name is None else name,
+                ax=ax,
+                plot_chance_level=i == len(curves) - 1,
+            )
+
+
+def _confusion(path: Path, target: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
+    with _figure(path, "Confusion matrix") as ax:
+        ConfusionMatrixDisplay.from_predictions(
+            target,
+            predicted,
+            labels=list(range(len(names))),
+            display_labels=names,
+            xticks_rotation="vertical" if len(names) > 5 else "horizontal",
+            ax=ax,
+        )
+
+
+def write_figures(
+    task: str,
+    target: np.ndarray,
+    scores: np.ndarray,
+    out_dir: str | Path,
+    *,
+    class_names: list[str] | None,
+    threshold: float = 0.5,
+    calibration_bins: int = 10,
+) -> list[Path]:
+    """Write the task's PNGs into `out_dir` (created if needed); return their paths.
+
+    binary: roc, precision_recall, confusion_matrix, calibration; multiclass: roc (one-vs-rest),
+    confusion_matrix; regression: predicted_vs_true.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = np.asarray(target)
+    scores = np.asarray(scores)
+
+    if task == "regression":
+        path = out / "predicted_vs_true.png"
+        with _figure(path, "Predicted vs true") as ax:
+            PredictionErrorDisplay.from_predictions(
+                target, scores, kind="actual_vs_predicted", subsample=None, ax=ax
+            )
+        return [path]
+
+    names = resolve_class_names(task, scores, class_names)
+    written = [out / "roc.png", out / "confusion_matrix.png"]
+    _roc(written[0], task, target, scores, names)
+    _confusion(written[1], target, predicted_labels(task, scores, threshold), names)
+    if task == "binary":
+        pr_path, calibration_path = out / "precision_recall.png", out / "calibration.png"
+        with _figure(pr_path, "Precision-recall") as ax:
+            if curve_defined(target):
+                PrecisionRecallDisplay.from_predictions(
+                    target, scores, pos_label=1, name=names[1], ax=ax, plot_chance_level=True
+                )
+        with _figure(calibration_path, "Calibration") as ax:
+            CalibrationDisplay.from_predictions(
+                target, scores, n_bins=calibration_bins, pos_label=1, name=names[1], ax=ax
+            )
+        written += [pr_path, calibration_path]
+    return written

@@ -1,0 +1,152 @@
+"""Real Lightning training + evaluation, in-process, one per task type; determinism; GD steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from mlpflow import evaluate, prepare, train
+
+
+def train_and_evaluate(cfg) -> tuple[dict, dict]:
+    prepare.run(cfg)
+    report = train.run(cfg)
+    return report, evaluate.run(cfg)
+
+
+def test_breast_cancer_beats_baseline_and_fills_the_mlflow_run(cfg_factory, tmp_path: Path):
+    cfg = cfg_factory("trainer.max_epochs=40")
+    report, metrics = train_and_evaluate(cfg)
+    assert metrics["test/roc_auc"] >= 0.97
+    assert metrics["test/acc"] > 0.9  # majority class is ~0.63
+
+    reports = Path(cfg.paths.reports)
+    train_json = json.loads((reports / "train.json").read_text())
+    assert train_json["run_id"] == report["run_id"]
+    assert 0 <= train_json["best_epoch"] < 40
+    nested = json.loads((reports / "metrics.json").read_text())
+    assert nested["test"]["roc_auc"] == pytest.approx(metrics["test/roc_auc"])
+    for name in ("roc", "precision_recall", "confusion", "calibration"):
+        assert (reports / "plots" / f"{name}.json").stat().st_size > 0
+
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(report["run_id"])
+    assert run.info.run_name == report["run_name"]
+    assert run.info.run_name.startswith("mlp128x64-relu-bce-none-adam-")
+    assert run.data.params["optimizer.lr"] == "0.001"
+    assert run.data.params["model.hidden_dims"] == "[128, 64]"
+    for metric in (
+        "train/loss",
+        "train/data_loss",
+        "train/penalty",
+        "val/loss",
+        "val/roc_auc",
+        "test/roc_auc",
+        "test/pr_auc",
+        "test/f1",
+    ):
+        assert metric in run.data.metrics, metric
+    history = client.get_metric_history(run.info.run_id, "val/roc_auc")
+    assert len(history) == train_json["epochs_run"]  # one point per epoch, not per step
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "checkpoints", "plots", "figures", "reports"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/best.ckpt"
+    ]
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/roc.png" in figures
+    assert (
+        run.data.tags["data.fingerprint"]
+        == json.loads((Path(cfg.paths.prepared) / "meta.json").read_text())["fingerprint"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("experiment", "metric", "floor"),
+    [("digits", "test/acc", 0.9), ("wine", "test/acc", 0.85), ("diabetes", "test/r2", 0.3)],
+)
+def test_multiclass_and_regression_beat_trivial_baselines(cfg_factory, experiment, metric, floor):
+    # Baselines: the majority class (digits ~0.10, wine ~0.40), the mean (R² = 0).
+    cfg = cfg_factory(
+        f"experiment={experiment}", "data.batch_size=32", "trainer.max_epochs=30", tracking=False
+    )
+    _, metrics = train_and_evaluate(cfg)
+    assert metrics[metric] >= floor
+    plots = {p.name for p in (Path(cfg.paths.reports) / "plots").iterdir()}
+    expected = (
+        {"predicted_vs_true.json"} if experiment == "diabetes" else {"confusion.json", "roc.json"}
+    )
+    assert expected <= plots
+
+
+def test_synthetic_binary_with_penalty_logs_it(cfg_factory):
+    cfg = cfg_factory(
+        "data=synthetic",
+        "data.n_samples=2000",
+        "regularization=elastic_net",
+        "trainer.max_epochs=5",
+    )
+    report, metrics = train_and_evaluate(cfg)
+    assert metrics["test/roc_auc"] > 0.8
+    run = MlflowClient(cfg.tracking.uri).get_run(report["run_id"])
+    penalty, total, data = (
+        run.data.metrics[f"train/{k}"] for k in ("penalty", "loss", "data_loss")
+    )
+    assert penalty > 0
+    assert total == pytest.approx(data + penalty, rel=1e-4)
+
+
+def test_same_seed_same_metrics(tmp_path: Path):
+    from conftest import make_cfg
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = make_cfg(tmp_path / name, "trainer.max_epochs=8", "model.dropout=0.2", tracking=False)
+        runs.append(train_and_evaluate(cfg)[1])
+    assert runs[0] == runs[1]
+
+
+def test_gd_takes_exactly_one_optimizer_step_per_epoch(cfg_factory):
+    cfg = cfg_factory("optimizer=gd", "trainer.max_epochs=7", "callbacks=none", tracking=False)
+    prepare.run(cfg)
+    report = train.run(cfg)
+    assert report["global_step"] == 7
+
+
+def test_minibatch_steps_do_not_depend_on_batches_per_step(tmp_path: Path):
+    """Chunking is a speed knob only: 1 or 32 minibatches per Lightning step, same weights."""
+    from conftest import make_cfg
+
+    weights = []
+    for k in (1, 3):
+        cfg = make_cfg(
+            tmp_path / str(k),
+            "data.batch_size=32",
+            f"data.batches_per_step={k}",
+            "trainer.max_epochs=3",
+            "callbacks=none",
+            tracking=False,
+        )
+        prepare.run(cfg)
+        report = train.run(cfg)
+        assert report["global_step"] == 3 * 13  # ceil(397 / 32) steps per epoch
+        state = torch.load(Path(cfg.paths.models) / "last.ckpt", weights_only=True)["state_dict"]
+        weights.append(state)
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_loss_that_does_not_fit_inferred_task_fails_before_training(cfg_factory, tmp_path):
+    from mlpflow.errors import ConfigError
+
+    table = tmp_path / "rows.csv"
+    table.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i * 0.37}\n" for i in range(60)))
+    cfg = cfg_factory("data=csv", f"data.path={table}", "data.target=y", tracking=False)
+    prepare.run(cfg)  # the target is continuous: task auto -> regression
+    with pytest.raises(ConfigError, match="loss=bce does not fit the regression task"):
+        train.run(cfg)
+    assert not Path(cfg.paths.models).exists()
