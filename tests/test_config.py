@@ -9,21 +9,27 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from mlpflow.config import CONF_DIR, compose, data_task, params_yaml, validate
+from mlpflow.config import compose, conf_dir, data_task, params_yaml, validate
 from mlpflow.errors import ConfigError
 from mlpflow.model.module import build_partial
 
 REPO = Path(__file__).resolve().parents[1]
 # A dataset that fits each loss, so that every option composes into a valid config.
-DATA_FOR_LOSS = {"bce": "breast_cancer", "cross_entropy": "digits", "mse": "diabetes",
-                 "huber": "diabetes"}
+DATA_FOR_LOSS = {
+    "bce": "breast_cancer",
+    "cross_entropy": "digits",
+    "mse": "diabetes",
+    "huber": "diabetes",
+}
 
 
 def group_options() -> list[tuple[str, str]]:
     return [
         (group.name, option.stem)
-        for group in sorted(CONF_DIR.iterdir()) if group.is_dir()
-        for option in sorted(group.glob("*.yaml")) if not option.stem.startswith("_")
+        for group in sorted(conf_dir().iterdir())
+        if group.is_dir()
+        for option in sorted(group.glob("*.yaml"))
+        if not option.stem.startswith("_")
     ]
 
 

@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from mlpflow.errors import ConfigError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = SOURCE_ROOT / "conf"
 PARAMS_FILE = "params.yaml"
 
 TASKS = ("binary", "multiclass", "regression")
@@ -54,6 +53,12 @@ def project_root(start: Path | None = None) -> Path:
     return SOURCE_ROOT
 
 
+def conf_dir() -> Path:
+    """conf/ of the project around the working directory (as DVC uses it), else of this checkout."""
+    local = project_root() / "conf"
+    return local if (local / "config.yaml").exists() else SOURCE_ROOT / "conf"
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """conf/ composed with Hydra overrides, exactly as DVC's Hydra integration composes it."""
     from hydra import compose as hydra_compose
@@ -62,7 +67,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base=None):
+        with initialize_config_dir(str(conf_dir()), version_base=None):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
         message = str(error).strip().splitlines()[0]

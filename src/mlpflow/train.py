@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.config import CONF_DIR, check_loss_fits, validate
+from mlpflow.config import check_loss_fits, conf_dir, validate
 from mlpflow.errors import TrackingError, friendly_errors
 from mlpflow.files import write_json
 
@@ -102,10 +102,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run_id": logger.run_id if logger else None,
         "run_name": run_name(cfg) if logger else None,
         "experiment": cfg.tracking.experiment if logger else None,
+        "experiment_id": logger.experiment_id if logger else None,
         "tracking_uri": tracking_uri(cfg) if logger else None,
         "best_epoch": best_epoch,
         "epochs_run": trainer.current_epoch,
-        "checkpoint": str(best),
+        "checkpoint": best.name,
         "monitor": cfg.monitor.metric,
         "best_score": float(trainer.checkpoint_callback.best_model_score),
         "global_step": trainer.global_step,
@@ -126,7 +127,7 @@ def use_run_dir(cfg: DictConfig) -> None:
     cfg.paths.prepared = str(cache_dir(cfg))
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from mlpflow import evaluate
     from mlpflow.console import print_config_tree

@@ -1,0 +1,114 @@
+"""`dvc repro` and `dvc exp run` on a real git copy of the project, tracked in its own store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import REPO, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        args, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def copy_project(dest: Path) -> Path:
+    """What a fresh clone holds (tracked and new files), made its own git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in listed.splitlines():
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    trainer = dest / "conf" / "trainer" / "default.yaml"  # keep the test short
+    trainer.write_text(trainer.read_text().replace("max_epochs: 50", "max_epochs: 4"))
+    sh("mlpflow", "compose", cwd=dest)
+    sh("git", "init", "-q", "-b", "main", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=dest)
+    return dest
+
+
+def ran(output: str) -> set[str]:
+    return {
+        stage for stage in ("prepare", "train", "evaluate") if f"Running stage '{stage}'" in output
+    }
+
+
+def test_dvc_repro_then_noop_then_exp_run(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    out = sh("dvc", "repro", cwd=project)
+    assert ran(out) == {"prepare", "train", "evaluate"}
+
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["test"]["roc_auc"] > 0.9
+    for plot in ("roc", "precision_recall", "confusion", "calibration"):
+        assert (project / "reports" / "plots" / f"{plot}.json").exists()
+    assert (project / "models" / "best.ckpt").exists()
+    train_report = json.loads((project / "reports" / "train.json").read_text())
+
+    # The default store: an absolute SQLite URI at the project root.
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(train_report["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.name"] == "breast_cancer"
+    assert {"train/loss", "val/roc_auc", "test/roc_auc"} <= set(run.data.metrics)
+    assert run.data.metrics["test/roc_auc"] == pytest.approx(metrics["test"]["roc_auc"])
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "checkpoints",
+        "plots",
+        "figures",
+        "config",
+    }
+
+    shown = sh("dvc", "plots", "show", "--json", cwd=project)
+    assert "reports/plots/roc.json" in shown
+
+    assert ran(sh("dvc", "repro", cwd=project)) == set()  # nothing changed, nothing runs
+
+    out = sh("dvc", "exp", "run", "-S", "optimizer.lr=0.01", cwd=project)
+    assert ran(out) == {"train", "evaluate"}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["optimizer"]["lr"] == 0.01
+    runs = client.search_runs([run.info.experiment_id])
+    assert len(runs) == 2
+    assert {r.data.params["optimizer.lr"] for r in runs} == {"0.001", "0.01"}
+
+
+def test_hydra_entry_point_in_a_fresh_clone_prepares_what_it_needs(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    out = sh(
+        "python",
+        "-m",
+        "mlpflow.train",
+        "model.hidden_dims=[64,32]",
+        "loss=mse",
+        "regularization=l1",
+        "optimizer=sgd",
+        "trainer.max_epochs=3",
+        cwd=project,
+    )
+    assert "hidden_dims" in out and "regularization" in out  # the config tree was printed
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
+    assert run.info.run_name.startswith("mlp64x32-relu-mse-l1-sgd-")
+    assert "test/roc_auc" in run.data.metrics
+    assert list((project / "data" / "cache").iterdir())  # prepared into the cache, not data/
+    assert not (project / "data" / "prepared").exists()
