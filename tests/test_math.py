@@ -36,8 +36,10 @@ def test_activation_and_depth_follow_config(activation: str) -> None:
     net = MLP(5, 4, hidden_dims=[8, 7, 6], activation=activation, dropout=0.1, batch_norm=True)
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [8, 7, 6, 4]
-    assert sum(type(m).__name__.lower().replace("_", "") == activation.replace("_", "")
-               for m in net) == 3
+    assert (
+        sum(type(m).__name__.lower().replace("_", "") == activation.replace("_", "") for m in net)
+        == 3
+    )
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in net) == 3
     assert net(torch.randn(10, 5)).shape == (10, 4)
 
