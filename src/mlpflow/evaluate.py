@@ -34,8 +34,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from mlpflow.tracking import make_logger, tracking_uri
 
     quiet_lightning()
+    # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
     module = MLPModule.load_from_checkpoint(
-        Path(cfg.paths.models) / "best.ckpt", map_location="cpu", weights_only=True
+        Path(cfg.paths.models) / "best.ckpt",
+        map_location="cpu",
+        weights_only=True,
+        threshold=cfg.evaluate.threshold,
     )
     datamodule = TabularDataModule(
         cfg.paths.prepared, batch_size=cfg.data.batch_size, batches_per_step=1, seed=cfg.seed

@@ -7,16 +7,17 @@ from torch import Tensor, nn
 
 
 def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[nn.Parameter]:
-    """Weight matrices only (ndim >= 2) unless include_bias: biases and norm scales stay free."""
+    """Weight matrices (ndim >= 2); with include_bias, every parameter (BatchNorm's too)."""
     return [p for p in module.parameters() if include_bias or p.ndim >= 2]
 
 
 def weight_penalty(params: list[nn.Parameter], l1: float = 0.0, l2: float = 0.0) -> Tensor:
     """l1·Σ|w| + l2·Σw² over `params`; exactly zero (and no graph) when both strengths are 0.
 
-    Unlike the optimizer's weight_decay (which shrinks w by lr·λ·w inside the update, and for
-    AdamW outside the adaptive scaling), this term is part of the loss, so its gradient
-    l1·sign(w) + 2·l2·w flows through the optimizer like the data gradient does.
+    The term is part of the loss: its gradient l1·sign(w) + 2·l2·w goes through the optimizer
+    like the data gradient. For SGD and Adam an l2 penalty over the same parameters equals
+    weight_decay = 2·l2; AdamW's decoupled decay is different (docs/math.md). By default the
+    penalty covers weight matrices only, where weight_decay covers every parameter.
     """
     penalty = torch.zeros((), device=params[0].device if params else None)
     if l1:
