@@ -26,6 +26,10 @@ class TrackingError(MlpflowError):
     """The MLflow tracking store cannot be reached or used."""
 
 
+class ModelError(MlpflowError):
+    """A model, run or checkpoint reference cannot be found, resolved or safely loaded."""
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     """Turn an MlpflowError into one line on stderr and exit code 2.
@@ -53,3 +57,7 @@ def exits_cleanly(func: F) -> F:
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+class TrainingDiverged(MlpflowError):
+    """The training loss became NaN or infinite."""

@@ -20,9 +20,11 @@ from mlpflow.files import write_json
 TRAIN_REPORT = "train.json"
 
 
-def _tracking_logger(cfg: DictConfig, meta: dict[str, Any]) -> Any:
-    """The MLFlowLogger for this run, or None when tracking is off or optional and down."""
+def _tracking_logger(cfg: DictConfig, meta: dict[str, Any], run_id: str | None) -> Any:
+    """The MLFlowLogger for this run (a resumed one continues `run_id`), or None when tracking
+    is off, or optional and unreachable."""
     from mlpflow import tracking
+    from mlpflow.sweep import trial_tags
 
     if not cfg.tracking.enabled:
         return None
@@ -36,40 +38,17 @@ def _tracking_logger(cfg: DictConfig, meta: dict[str, Any]) -> Any:
             f"{error}; training without tracking: this run is NOT in MLflow", stacklevel=1
         )
         return None
-    return tracking.make_logger(cfg, uri, tags=tracking.lineage_tags(cfg, meta))
+    tags = {**tracking.lineage_tags(cfg, meta), **trial_tags()}
+    name = tracking.run_name(cfg) + (f"-j{tags['sweep.job']}" if "sweep.job" in tags else "")
+    return tracking.make_logger(cfg, uri, tags=tags, name=name, run_id=run_id)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train on cfg.paths.prepared; write the checkpoint and train.json; return the report."""
-    validate(cfg)
-    from mlpflow.data.splits import load_meta
-
-    meta = load_meta(cfg.paths.prepared)
-    check_loss_fits(cfg.loss.name, meta["task"], cfg.data.name)
-    logger = _tracking_logger(cfg, meta)
-
-    import pytorch_lightning as pl
-    import torch
-    from hydra.utils import instantiate
-
-    from mlpflow.console import quiet_lightning
-    from mlpflow.data.datamodule import TabularDataModule
+def build_module(cfg: DictConfig, meta: dict[str, Any], datamodule: Any) -> Any:
     from mlpflow.model.module import MLPModule
-    from mlpflow.tracking import flatten, run_name, tracking_uri
 
-    quiet_lightning()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = TabularDataModule(
-        cfg.paths.prepared,
-        batch_size=cfg.data.batch_size,
-        batches_per_step=cfg.data.batches_per_step,
-        seed=cfg.seed,
-        full_batch=cfg.optimizer.full_batch,
-    )
-    datamodule.setup("fit")
     target_mean, target_scale = datamodule.target_stats()
     section = lambda key: OmegaConf.to_container(cfg[key], resolve=True)  # noqa: E731
-    module = MLPModule(
+    return MLPModule(
         n_features=meta["n_features"],
         n_outputs=meta["n_outputs"],
         task=meta["task"],
@@ -84,31 +63,99 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         target_mean=target_mean,
         target_scale=target_scale,
     )
+
+
+def build_trainer(cfg: DictConfig, logger: Any) -> Any:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from mlpflow.sweep import pruning_requested
+
     # `callbacks.<name>=null` switches one off.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
-    if logger is not None:
+    if pruning_requested():
+        from mlpflow.pruning import OptunaPruning
+
+        callbacks.append(OptunaPruning(cfg.monitor.metric))
+    # `callbacks.progress_bar=null` means no bar at all, not Lightning's default one.
+    has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger or False, enable_progress_bar=has_bar
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train on cfg.paths.prepared; write the checkpoint and train.json; return the report.
+
+    A run of the same config killed earlier resumes from its last checkpoint, into its MLflow run.
+    """
+    validate(cfg)
+    from mlpflow import resume
+    from mlpflow.data.splits import load_meta
+    from mlpflow.tracking import config_hash
+
+    meta = load_meta(cfg.paths.prepared)
+    check_loss_fits(cfg.loss.name, meta["task"], cfg.data.name)
+    chash = config_hash(cfg)
+    start = resume.find(cfg.paths.models, chash)
+    logger = _tracking_logger(cfg, meta, start.run_id)
+
+    import pytorch_lightning as pl
+
+    from mlpflow.console import quiet_lightning
+    from mlpflow.data.datamodule import TabularDataModule
+    from mlpflow.tracking import flatten
+
+    quiet_lightning()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = TabularDataModule(
+        cfg.paths.prepared,
+        batch_size=cfg.data.batch_size,
+        batches_per_step=cfg.data.batches_per_step,
+        seed=cfg.seed,
+        full_batch=cfg.optimizer.full_batch,
+    )
+    datamodule.setup("fit")
+    module = build_module(cfg, meta, datamodule)
+    trainer = build_trainer(cfg, logger)
+    resume.begin(cfg.paths.models, chash, logger.run_id if logger else None)
+    if logger is not None and start.checkpoint is None:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.log_text(
             logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
         )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
+    report = finish(cfg, trainer, logger)
+    resume.finish(cfg.paths.models)
+    return report
+
+
+def finish(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
+    """Log the best checkpoint and model; write train.json, the stage's completion mark."""
+    import torch
+
+    from mlpflow.sweep import objective_name
+    from mlpflow.tracking import tracking_uri
 
     best = Path(trainer.checkpoint_callback.best_model_path)
+    best_score = float(trainer.checkpoint_callback.best_model_score)
     if logger is not None:
+        from mlpflow.export import log_model
+
         logger.experiment.log_artifact(logger.run_id, str(best), "checkpoints")
-    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"]
+        log_model(logger, best, cfg.paths.prepared)
+        logger.experiment.log_metric(logger.run_id, objective_name(cfg), best_score)
     report = {
         "run_id": logger.run_id if logger else None,
-        "run_name": run_name(cfg) if logger else None,
+        "run_name": logger.experiment.get_run(logger.run_id).info.run_name if logger else None,
         "experiment": cfg.tracking.experiment if logger else None,
         "experiment_id": logger.experiment_id if logger else None,
         "tracking_uri": tracking_uri(cfg) if logger else None,
-        "best_epoch": best_epoch,
+        "best_epoch": torch.load(best, map_location="cpu", weights_only=True)["epoch"],
         "epochs_run": trainer.current_epoch,
         "checkpoint": best.name,
         "monitor": cfg.monitor.metric,
-        "best_score": float(trainer.checkpoint_callback.best_model_score),
+        "best_score": best_score,
         "global_step": trainer.global_step,
     }
     write_json(Path(cfg.paths.reports) / TRAIN_REPORT, report)
@@ -127,20 +174,30 @@ def use_run_dir(cfg: DictConfig) -> None:
     cfg.paths.prepared = str(cache_dir(cfg))
 
 
-@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def pipeline(cfg: DictConfig) -> float:
+    """prepare (cached) -> train -> evaluate; returns the objective for sweeps."""
     from mlpflow import evaluate
-    from mlpflow.console import print_config_tree
     from mlpflow.prepare import ensure_prepared
 
+    validate(cfg)
+    use_run_dir(cfg)
+    ensure_prepared(cfg)
+    report = run(cfg)
+    evaluate.run(cfg)
+    return report["best_score"]
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def main(cfg: DictConfig) -> float:
+    from mlpflow.sweep import in_multirun, run_trial
+
+    if in_multirun():
+        return run_trial(pipeline, cfg)
+    from mlpflow.console import print_config_tree
+
+    print_config_tree(cfg)
     with friendly_errors():
-        print_config_tree(cfg)
-        validate(cfg)
-        use_run_dir(cfg)
-        ensure_prepared(cfg)
-        run(cfg)
-        metrics = evaluate.run(cfg)
-        return metrics.get(f"test/{cfg.monitor.metric.removeprefix('val/')}")
+        return pipeline(cfg)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from mlpflow.errors import TrainingDiverged
 from mlpflow.evaluation.metrics import build_metrics
 from mlpflow.model.mlp import MLP
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
@@ -112,6 +113,11 @@ class MLPModule(pl.LightningModule):
                 [losses["loss"], losses["data_loss"], losses["penalty"]]
             ).detach() * len(y)
         totals /= len(y_chunk)
+        if not torch.isfinite(totals[0]):
+            raise TrainingDiverged(
+                f"train/loss became {totals[0].item()} at epoch {self.current_epoch}: "
+                "lower optimizer.lr or strengthen regularization"
+            )
         self.log_dict(
             {"train/loss": totals[0], "train/data_loss": totals[1], "train/penalty": totals[2]},
             on_step=False,
@@ -134,6 +140,14 @@ class MLPModule(pl.LightningModule):
             scheduler.step(self.trainer.callback_metrics[self.hparams.monitor["metric"]])
         else:
             scheduler.step()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the RNG (dropout) state: a resumed run then equals an uninterrupted one."""
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def configure_optimizers(self) -> Any:
         optimizer = build_partial(self.hparams.optimizer)(self.parameters())
