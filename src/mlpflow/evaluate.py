@@ -31,12 +31,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from mlpflow.evaluation.curves import write_plots
     from mlpflow.evaluation.figures import write_figures
     from mlpflow.model.module import MLPModule
+    from mlpflow.serving import load_weights
     from mlpflow.tracking import make_logger, tracking_uri
 
     quiet_lightning()
+    checkpoint = Path(cfg.paths.models) / "best.ckpt"
+    load_weights(checkpoint)  # safe load first: a corrupt or foreign file gets a clear error
     # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
     module = MLPModule.load_from_checkpoint(
-        Path(cfg.paths.models) / "best.ckpt",
+        checkpoint,
         map_location="cpu",
         weights_only=True,
         threshold=cfg.evaluate.threshold,

@@ -1,0 +1,138 @@
+"""Every bad input a user can give: exit code != 0, one line naming what and how to fix,
+no traceback, and no output left looking complete."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from mlpflow import prepare
+from mlpflow.files import write_json
+
+from conftest import REPO, make_cfg, subprocess_env
+
+pytestmark = pytest.mark.slow
+HEADER = "a,b,c,y\n"
+
+
+def rows(n: int, make) -> str:
+    return HEADER + "".join(make(i) for i in range(n))
+
+
+GOOD = rows(40, lambda i: f"{i},{i % 7},{i * 0.5},{i % 2}\n")
+# name -> (what to write as data.csv, extra overrides, words the message must contain)
+CSV_CASES = {
+    "missing file": (None, [], ["not found", "data.path"]),
+    "empty file": ("", [], ["empty"]),
+    "missing target": (GOOD, ["data.target=label"], ["label", "a, b, c, y"]),
+    "non-numeric column": (rows(40, lambda i: f"{i},x{i},{i},{i % 2}\n"), [], ["b", "numbers"]),
+    "nan in features": (
+        rows(40, lambda i: f"{i},{'' if i == 3 else i},{i},{i % 2}\n"),
+        [],
+        ["NaN", "data.nan_policy"],
+    ),
+    "inf in features": (
+        rows(40, lambda i: f"{i},{'inf' if i == 3 else i},{i},{i % 2}\n"),
+        [],
+        ["data.nan_policy"],
+    ),
+    "single class": (rows(40, lambda i: f"{i},{i},{i},1\n"), [], ["single class"]),
+    "tiny dataset": (rows(3, lambda i: f"{i},{i},{i},{i % 2}\n"), [], ["rows"]),
+}
+CONFIG_CASES = {
+    "unknown group option": (["optimizer=rmsprop"], ["optimizer/rmsprop", "available"]),
+    "wrong type": (["optimizer.lr=fast"], ["optimizer.lr", "number"]),
+    "negative lr": (["optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),
+    "empty hidden_dims": (["model.hidden_dims=[]"], ["model.hidden_dims", "non-empty"]),
+    "loss/task mismatch": (["data=digits"], ["loss=bce", "loss=cross_entropy"]),
+    "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),
+}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["python", "-m", "mlpflow", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, words: list[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("error: ")
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES)
+def test_config_errors(case: str, tmp_path: Path):
+    overrides, words = CONFIG_CASES[case]
+    params = tmp_path / "params.yaml"
+    result = cli("compose", *overrides, "--output", str(params), cwd=REPO)
+    assert_one_clear_line(result, words)
+    assert not params.exists()
+
+
+@pytest.mark.parametrize("case", CSV_CASES)
+def test_data_errors(case: str, tmp_path: Path):
+    content, overrides, words = CSV_CASES[case]
+    table = tmp_path / "data.csv"
+    if content is not None:
+        table.write_text(content)
+    cfg = make_cfg(tmp_path, "data=csv", f"data.path={table}", "data.target=y", *overrides)
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(cfg, params, resolve=True)
+    assert_one_clear_line(cli("stage", "prepare", "--params", str(params), cwd=tmp_path), words)
+    assert not (Path(cfg.paths.prepared) / "meta.json").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def prepared(tmp_path: Path):
+    cfg = make_cfg(tmp_path)
+    prepare.run(cfg)
+    return cfg
+
+
+def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path: Path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    prepared.tracking.uri = uri
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(prepared, params, resolve=True)
+    line = assert_one_clear_line(
+        cli("stage", "train", "--params", str(params), cwd=tmp_path),
+        ["unreachable", "tracking.required=false"],
+    )
+    assert uri in line
+    assert not Path(prepared.paths.models).exists()
+    assert not (Path(prepared.paths.reports) / "train.json").exists()
+
+
+def test_corrupt_checkpoint_at_evaluate(prepared, tmp_path: Path):
+    models, reports = Path(prepared.paths.models), Path(prepared.paths.reports)
+    models.mkdir()
+    (models / "best.ckpt").write_bytes(b"not a checkpoint at all")
+    write_json(reports / "train.json", {"run_id": None})
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(prepared, params, resolve=True)
+    assert_one_clear_line(
+        cli("stage", "evaluate", "--params", str(params), cwd=tmp_path), ["best.ckpt"]
+    )
+    assert not (reports / "metrics.json").exists()
