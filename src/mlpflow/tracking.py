@@ -8,6 +8,8 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +20,39 @@ from mlpflow.config import project_root
 from mlpflow.errors import TrackingError
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from pytorch_lightning.loggers import MLFlowLogger
 
 
 def tracking_uri(cfg: DictConfig) -> str:
     """tracking.uri, else $MLFLOW_TRACKING_URI, else an absolute sqlite URI at the project root."""
-    uri = cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    return resolve_uri(cfg.tracking.get("uri"))
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """`uri`, else $MLFLOW_TRACKING_URI, else an absolute sqlite URI at the project root."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+@contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's global (fluent) tracking URI at `uri` for the block only.
+
+    Model logging, registration and `models:/` URIs read the global URI. `mlflow.set_tracking_uri`
+    also writes $MLFLOW_TRACKING_URI, which `resolve_uri` reads: both are restored afterwards.
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def _check_server(uri: str, timeout: float = 5.0) -> None:
@@ -37,6 +65,24 @@ def _check_server(uri: str, timeout: float = 5.0) -> None:
             f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}): "
             "start it, fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.required=false"
         ) from error
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on an existing store: an unreachable server or a missing SQLite file fails fast.
+
+    For commands that read runs (predict, register, compare): MlflowClient would otherwise
+    create an empty SQLite store, or retry a dead server for minutes.
+    """
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise TrackingError(
+            f"no MLflow store at {uri}: train a model first, or pass --uri / set "
+            "MLFLOW_TRACKING_URI to the store that holds your runs"
+        )
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
 
 
 def ensure_store(uri: str, experiment: str) -> str:
@@ -56,12 +102,23 @@ def ensure_store(uri: str, experiment: str) -> str:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(experiment)
+            return client.create_experiment(experiment, artifact_location=artifact_root(uri))
         except MlflowException:  # created meanwhile by a parallel process
             return client.get_experiment_by_name(experiment).experiment_id
     except MlflowException as error:
         message = error.message.splitlines()[0]
         raise TrackingError(f"MLflow store {uri} cannot be used: {message}") from error
+
+
+def artifact_root(uri: str) -> str | None:
+    """`mlruns/` next to a SQLite store; None (the server decides) otherwise.
+
+    MLflow's default for a SQLite store is ./mlruns of whatever directory first creates the
+    experiment: a test's cwd, or a queued `dvc exp run` copy that is deleted afterwards.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -123,20 +180,77 @@ def lineage_tags(cfg: DictConfig, meta: dict[str, Any]) -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     if commit:
         tags["mlflow.source.git.commit"] = commit
-        tags["git.dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no")))
+        # Dirty: tracked files changed, or new (not ignored) files where the code and config live.
+        changed = _git("status", "--porcelain", "--untracked-files=no")
+        new_code = _git("ls-files", "--others", "--exclude-standard", "--", "src", "conf")
+        tags["git.dirty"] = str(bool(changed or new_code))
+    dvc_md5 = dvc_output_md5(Path(cfg.paths.prepared))
+    if dvc_md5:
+        tags["data.dvc_md5"] = dvc_md5
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
 
 
+def dvc_output_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The md5 that dvc.lock records for the output at `path`, if it matches the files there now.
+
+    DVC runs a stage in the directory of dvc.yaml, where dvc.lock lives. The hash is re-derived
+    from the files as DVC 3 does it (md5 of the sorted JSON list of file md5s, plus ".dir"), so a
+    stale lock (data prepared again outside DVC) never tags a run with another data version.
+    """
+    import yaml
+
+    try:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    target = path.resolve()
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if (lock.parent / out["path"]).resolve() == target:
+                recorded = out.get("md5")
+                return recorded if recorded and recorded == _dvc_md5(target) else None
+    return None
+
+
+def _dvc_md5(path: Path) -> str | None:
+    if path.is_file():
+        return _file_md5(path)
+    if not path.is_dir():
+        return None
+    entries = sorted(
+        (
+            {"md5": _file_md5(f), "relpath": f.relative_to(path).as_posix()}
+            for f in path.rglob("*")
+            if f.is_file()
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def make_logger(
-    cfg: DictConfig, uri: str, *, run_id: str | None = None, tags: dict[str, str] | None = None
+    cfg: DictConfig,
+    uri: str,
+    *,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    name: str | None = None,
 ) -> MLFlowLogger:
     from pytorch_lightning.loggers import MLFlowLogger
 
     return MLFlowLogger(
         experiment_name=cfg.tracking.experiment,
-        run_name=None if run_id else run_name(cfg),
+        run_name=None if run_id else name or run_name(cfg),
         tracking_uri=uri,
         tags=tags,
         run_id=run_id,

@@ -69,7 +69,7 @@ def build_trainer(cfg: DictConfig, logger: Any) -> Any:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from mlpflow.sweep import pruning_requested
+    from mlpflow.sweep import in_multirun, pruning_requested
 
     # `callbacks.<name>=null` switches one off.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
@@ -79,8 +79,17 @@ def build_trainer(cfg: DictConfig, logger: Any) -> Any:
         callbacks.append(OptunaPruning(cfg.monitor.metric))
     # `callbacks.progress_bar=null` means no bar at all, not Lightning's default one.
     has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("strategy") == "ddp" and in_multirun():
+        # ddp re-runs the command line in each worker: inside a multirun, the whole sweep.
+        warnings.warn("trainer.strategy=ddp inside a multirun: using ddp_spawn", stacklevel=1)
+        extra["strategy"] = "ddp_spawn"
     return instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger or False, enable_progress_bar=has_bar
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=logger or False,
+        enable_progress_bar=has_bar,
+        **extra,
     )
 
 
@@ -118,13 +127,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     module = build_module(cfg, meta, datamodule)
     trainer = build_trainer(cfg, logger)
-    resume.begin(cfg.paths.models, chash, logger.run_id if logger else None)
+    if trainer.is_global_zero:  # under `ddp` every worker process runs this function
+        resume.begin(cfg.paths.models, chash, logger.run_id if logger else None)
     if logger is not None and start.checkpoint is None:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.log_text(
             logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
         )
     trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
+    if not trainer.is_global_zero:
+        return {}
     report = finish(cfg, trainer, logger)
     resume.finish(cfg.paths.models)
     return report
@@ -138,7 +150,21 @@ def finish(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
     from mlpflow.tracking import tracking_uri
 
     best = Path(trainer.checkpoint_callback.best_model_path)
-    best_score = float(trainer.checkpoint_callback.best_model_score)
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    # From the files: after ddp_spawn, this process's trainer and callbacks are not restored.
+    best_score = float(
+        next(
+            state["best_model_score"]
+            for key, state in saved["callbacks"].items()
+            if key.startswith("ModelCheckpoint")
+        )
+    )
+    last_path = best.with_name("last.ckpt")
+    last = (
+        torch.load(last_path, map_location="cpu", weights_only=True)
+        if last_path.exists()
+        else {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step}
+    )
     if logger is not None:
         from mlpflow.export import log_model
 
@@ -151,12 +177,12 @@ def finish(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
         "experiment": cfg.tracking.experiment if logger else None,
         "experiment_id": logger.experiment_id if logger else None,
         "tracking_uri": tracking_uri(cfg) if logger else None,
-        "best_epoch": torch.load(best, map_location="cpu", weights_only=True)["epoch"],
-        "epochs_run": trainer.current_epoch,
+        "best_epoch": saved["epoch"],
+        "epochs_run": last["epoch"] + 1,
         "checkpoint": best.name,
         "monitor": cfg.monitor.metric,
         "best_score": best_score,
-        "global_step": trainer.global_step,
+        "global_step": last["global_step"],
     }
     write_json(Path(cfg.paths.reports) / TRAIN_REPORT, report)
     return report

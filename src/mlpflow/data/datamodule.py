@@ -41,19 +41,27 @@ class ShuffledChunks:
         seed: int,
         epoch: Callable[[], int],
         shuffle: bool = True,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.x, self.y = x, y
         self.rows_per_chunk = rows_per_chunk
         self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
+        self.rank, self.world_size = shard
 
     def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.rows_per_chunk)
+        return math.ceil(self._rows() / self.rows_per_chunk)
+
+    def _rows(self) -> int:
+        """Rows this process sees: under data parallelism, an equal 1/world_size share."""
+        return len(self.y) // self.world_size if self.world_size > 1 else len(self.y)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self.x, self.y
-        if self.shuffle:
+        if self.shuffle or self.world_size > 1:
             generator = torch.Generator().manual_seed(self.seed + self.epoch())
             order = torch.randperm(len(y), generator=generator)
+            if self.world_size > 1:  # the same permutation on every rank, a disjoint slice each
+                order = order[self.rank : self._rows() * self.world_size : self.world_size]
             x, y = x[order], y[order]
         for start in range(0, len(y), self.rows_per_chunk):
             yield x[start : start + self.rows_per_chunk], y[start : start + self.rows_per_chunk]
@@ -99,9 +107,15 @@ class TabularDataModule(pl.LightningDataModule):
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _shard(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> ShuffledChunks:
         rows = self.train_batch_size * (1 if self.full_batch else self.batches_per_step)
-        return ShuffledChunks(*self.splits["train"], rows, self.seed, self._current_epoch)
+        return ShuffledChunks(
+            *self.splits["train"], rows, self.seed, self._current_epoch, shard=self._shard()
+        )
 
     def val_dataloader(self) -> ShuffledChunks:
         return ShuffledChunks(*self.splits["val"], EVAL_CHUNK_ROWS, self.seed, int, shuffle=False)

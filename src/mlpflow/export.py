@@ -1,0 +1,107 @@
+"""Package a checkpoint + its prepared data's meta.json as an MLflow pyfunc model.
+
+`log_model` logs it once per training run (train calls it with the best checkpoint);
+`save_model` writes the same model to a local directory (predict uses it for a bare .ckpt).
+The model is built from code (`serving_model.py`) with the mlpflow package shipped alongside
+(`code_paths`), so it loads without pickles and without mlpflow installed; its requirements
+are given explicitly, so MLflow does not load the model to infer them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlpflow.data.splits import META_FILE, load_meta, load_split
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models.model import ModelInfo
+    from pytorch_lightning.loggers import MLFlowLogger
+
+MODEL_NAME = "model"
+PACKAGE_DIR = Path(__file__).resolve().parent
+ENTRY_FILE = PACKAGE_DIR / "serving_model.py"
+REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas")
+EXAMPLE_ROWS = 5
+
+
+def requirements() -> list[str]:
+    """Pinned to what is installed; local build tags (torch's +cpu) dropped, pip matches them."""
+    return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
+
+
+def raw_example(meta: dict[str, Any], prepared_dir: str | Path) -> pd.DataFrame:
+    """The first train rows mapped back to raw values and dtypes: the model's input example.
+
+    Integer columns stay double when the model imputes missing values (NaN is a float).
+    """
+    import pandas as pd
+    from pandas.api import types
+
+    x, _ = load_split(prepared_dir, "train")
+    scaler = meta["scaler"]
+    raw = x[:EXAMPLE_ROWS].astype(np.float64) * scaler["scale"] + scaler["mean"]
+    frame = pd.DataFrame(raw, columns=meta["feature_names"])
+    for name, dtype in meta["feature_dtypes"].items():
+        kind = types.pandas_dtype(dtype)
+        if types.is_bool_dtype(kind):
+            frame[name] = frame[name] > 0.5
+        elif types.is_integer_dtype(kind) and meta.get("imputer") is None:
+            frame[name] = frame[name].round().astype(np.int64)
+    return frame
+
+
+def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Path) -> dict:
+    """Everything pyfunc's save_model/log_model need; artifact files are written to `workdir`."""
+    import torch
+    from mlflow.models import infer_signature
+
+    from mlpflow.serving import Predictor, load_weights
+
+    weights = load_weights(checkpoint)
+    meta = load_meta(prepared_dir)
+    example = raw_example(meta, prepared_dir)
+    with warnings.catch_warnings():  # integer columns may hold no NaN: true, the model refuses NaN
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
+        signature = infer_signature(example, Predictor(weights, meta).predict(example))
+    torch.save(weights, workdir / "weights.pt")
+    shutil.copyfile(Path(prepared_dir) / META_FILE, workdir / META_FILE)
+    return {
+        "python_model": str(ENTRY_FILE),
+        "artifacts": {"weights": str(workdir / "weights.pt"), "meta": str(workdir / META_FILE)},
+        "code_paths": [str(PACKAGE_DIR)],
+        "signature": signature,
+        "input_example": example,
+        "pip_requirements": requirements(),
+    }
+
+
+def log_model(logger: MLFlowLogger, checkpoint: str | Path, prepared_dir: str | Path) -> ModelInfo:
+    """Log the model into the logger's (finished) run, as the run's MLflow 3 LoggedModel."""
+    import mlflow
+
+    from mlpflow.tracking import use_tracking_uri
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        use_tracking_uri(logger.experiment.tracking_uri),
+        # The active run gives the model its experiment; status and end time are set again.
+        mlflow.start_run(run_id=logger.run_id),
+    ):
+        kwargs = _model_kwargs(checkpoint, prepared_dir, Path(tmp))
+        return mlflow.pyfunc.log_model(name=MODEL_NAME, **kwargs)
+
+
+def save_model(checkpoint: str | Path, prepared_dir: str | Path, path: str | Path) -> None:
+    """Write the model to the local directory `path` (which must not exist or be empty)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.pyfunc.save_model(str(path), **_model_kwargs(checkpoint, prepared_dir, Path(tmp)))

@@ -1,0 +1,126 @@
+"""`mlpflow predict`: raw rows (CSV) -> predictions (CSV) from a registered model, a run's
+model, a saved model directory or a bare checkpoint.
+
+Every source goes through the same MLflow pyfunc model that `mlflow models serve` loads, so
+the CLI and the server answer alike. The input is checked against the model's signature first:
+a bad file gets one line naming the expected columns, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlpflow.errors import DataError, MlpflowError, ModelError
+from mlpflow.files import write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.types import DataType, Schema
+
+
+def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncModel:
+    """The pyfunc model `reference` names: a local checkpoint or model directory, else a
+    run id / runs:/ / models:/ URI looked up in the store at `uri`."""
+    path = Path(reference)
+    if path.is_file():
+        from mlpflow.export import save_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(path, prepared_dir, Path(tmp) / "model")
+            return _load(str(Path(tmp) / "model"))
+    if path.is_dir():
+        if not (path / "MLmodel").exists():
+            raise ModelError(f"{path} is not an MLflow model directory (no MLmodel file)")
+        return _load(str(path))
+
+    from mlpflow.registry import model_uri
+    from mlpflow.tracking import open_store, use_tracking_uri
+
+    resolved = model_uri(open_store(uri), reference)
+    with use_tracking_uri(uri):  # models:/ and runs:/ resolve through the global URI
+        return _load(resolved)
+
+
+def _load(model_uri: str) -> PyFuncModel:
+    """mlflow.pyfunc.load_model; our own errors (e.g. an unsafe weights file) keep their line."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, MlpflowError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from error
+        raise ModelError(f"cannot load {model_uri}: {error.message.splitlines()[0]}") from error
+
+
+def read_rows(path: str | Path, schema: Schema) -> pd.DataFrame:
+    """The CSV as the model's input: exactly the signature's columns, cast to its types."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError as error:
+        raise DataError(f"input file not found: {path}") from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+        raise DataError(f"cannot read {path} as CSV: {message}") from error
+    expected = {spec.name: spec.type for spec in schema.inputs}
+    missing = [name for name in expected if name not in frame.columns]
+    extra = [str(column) for column in frame.columns if column not in expected]
+    wrong = [
+        f"{name} is {frame[name].dtype}"
+        for name, kind in expected.items()
+        if name in frame.columns and not _fits(frame[name], kind)
+    ]
+    problems = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (("missing", missing), ("unexpected", extra), ("wrong type", wrong))
+        if names
+    ]
+    if problems:
+        raise DataError(
+            f"{path} does not fit the model's input ({'; '.join(problems)}); "
+            f"expected {_describe(expected)}"
+        )
+    return frame[list(expected)].astype({name: kind.to_numpy() for name, kind in expected.items()})
+
+
+def _fits(column: pd.Series, kind: DataType) -> bool:
+    """Whether the column converts to the signature's type without losing anything."""
+    from pandas.api import types
+
+    if kind.name in ("double", "float"):
+        return types.is_numeric_dtype(column) and not types.is_bool_dtype(column)
+    if kind.name in ("long", "integer"):
+        return types.is_integer_dtype(column) and not types.is_bool_dtype(column)
+    if kind.name == "boolean":
+        return types.is_bool_dtype(column)
+    return types.is_string_dtype(column) or types.is_object_dtype(column)
+
+
+def _describe(expected: dict[str, DataType]) -> str:
+    kinds = {kind.name for kind in expected.values()}
+    if len(kinds) == 1:
+        return f"{len(expected)} {kinds.pop()} columns {', '.join(expected)}"
+    return ", ".join(f"{name} ({kind.name})" for name, kind in expected.items())
+
+
+def predict(
+    reference: str, input_path: str | Path, output_path: str | Path, uri: str, prepared_dir: str
+) -> pd.DataFrame:
+    """Predict every row of `input_path`; write the predictions (same row order) as CSV."""
+    model = load_model(reference, uri, prepared_dir)
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        raise ModelError(f"{reference} has no input signature; log it with mlpflow train")
+    predictions = model.predict(read_rows(input_path, schema))
+    write_text(output_path, predictions.to_csv(index=False))
+    return predictions

@@ -1,0 +1,163 @@
+"""The trained network as an MLflow pyfunc model that takes raw rows.
+
+The model carries the train split's preprocessing (median imputation, standardization) from
+meta.json and the network as plain tensors; nothing is unpickled when it loads (the network
+weights go through `torch.load(weights_only=True)`, the model itself is built from code by
+`serving_model.py`). Imports stay light: no Lightning, no Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+from mlpflow.errors import DataError, ModelError
+from mlpflow.model.mlp import MLP
+
+# What a Lightning checkpoint's hyper_parameters must hold to rebuild the network and its outputs.
+NETWORK_HPARAMS = (
+    "n_features",
+    "n_outputs",
+    "task",
+    "model",
+    "threshold",
+    "target_mean",
+    "target_scale",
+)
+LABEL = "label"
+PREDICTION = "prediction"
+PROBA_PREFIX = "proba_"
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """`hyper_parameters` and `state_dict` of a checkpoint, loaded without unpickling objects.
+
+    `weights_only=True` admits tensors and plain containers only: a crafted file that would run
+    code on a plain `torch.load` is refused with a ModelError instead.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise ModelError(f"checkpoint not found: {path}") from error
+    except pickle.UnpicklingError as error:
+        raise ModelError(
+            f"refusing to load {path}: it holds Python objects besides tensors and plain "
+            "containers (not an mlpflow checkpoint; it may be malicious)"
+        ) from error
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"cannot read checkpoint {path}: {message}") from error
+    hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    if (
+        not isinstance(hparams, dict)
+        or not isinstance(payload.get("state_dict"), dict)
+        or any(key not in hparams for key in NETWORK_HPARAMS)
+    ):
+        raise ModelError(
+            f"{path} is not an mlpflow checkpoint (no network hyper_parameters/state_dict); "
+            "pass the best.ckpt that `mlpflow train` or `dvc repro` wrote"
+        )
+    return {
+        "hyper_parameters": {key: hparams[key] for key in NETWORK_HPARAMS},
+        "state_dict": {k: v for k, v in payload["state_dict"].items() if k.startswith("net.")},
+    }
+
+
+class Predictor:
+    """Raw feature rows -> class probabilities and labels, or regression values."""
+
+    def __init__(self, weights: dict[str, Any], meta: dict[str, Any]) -> None:
+        hparams = weights["hyper_parameters"]
+        if hparams["n_features"] != meta["n_features"] or hparams["task"] != meta["task"]:
+            raise ModelError(
+                f"the checkpoint ({hparams['task']}, {hparams['n_features']} features) was not "
+                f"trained on this prepared data ({meta['task']}, {meta['n_features']} features); "
+                "pass the prepared directory it was trained on"
+            )
+        self.hparams, self.meta = hparams, meta
+        self.features: list[str] = list(meta["feature_names"])
+        self.net = MLP(hparams["n_features"], hparams["n_outputs"], **hparams["model"])
+        state = {k.removeprefix("net."): v for k, v in weights["state_dict"].items()}
+        self.net.load_state_dict(state)
+        self.net.eval()
+        scaler = meta["scaler"]
+        self.mean = np.asarray(scaler["mean"], dtype=np.float64)
+        self.scale = np.asarray(scaler["scale"], dtype=np.float64)
+        imputer = meta.get("imputer")
+        self.medians = None if imputer is None else np.asarray(imputer["median"], np.float64)
+
+    @property
+    def output_columns(self) -> list[str]:
+        if self.meta["task"] == "regression":
+            return [PREDICTION]
+        return [LABEL, *(f"{PROBA_PREFIX}{name}" for name in self.meta["classes"])]
+
+    def _inputs(self, rows: pd.DataFrame) -> np.ndarray:
+        """The network's input: the feature columns imputed and standardized as on train."""
+        missing = [name for name in self.features if name not in rows.columns]
+        if missing:
+            raise DataError(
+                f"missing feature column(s) {', '.join(missing)}; "
+                f"expected columns: {', '.join(self.features)}"
+            )
+        try:
+            x = rows[self.features].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as error:
+            raise DataError(
+                f"feature columns must be numeric ({error}); "
+                f"expected columns: {', '.join(self.features)}"
+            ) from error
+        bad = ~np.isfinite(x)
+        if bad.any():
+            if self.medians is None:
+                columns = [
+                    name for name, b in zip(self.features, bad.any(axis=0), strict=True) if b
+                ]
+                raise DataError(
+                    f"missing or infinite values in {int(bad.any(axis=1).sum())} row(s), columns "
+                    f"{', '.join(columns)}; the model was trained with "
+                    f"data.nan_policy={self.meta.get('nan_policy', 'error')} and cannot impute them"
+                )
+            x = np.where(bad, self.medians, x)
+        return ((x - self.mean) / self.scale).astype(np.float32)
+
+    @torch.no_grad()
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        out = self.net(torch.from_numpy(self._inputs(rows)))
+        out = out.squeeze(-1) if out.shape[-1] == 1 else out
+        task = self.meta["task"]
+        if task == "regression":
+            values = out.double() * self.hparams["target_scale"] + self.hparams["target_mean"]
+            return pd.DataFrame({PREDICTION: values.numpy()}, index=rows.index)
+        if task == "binary":
+            positive = torch.sigmoid(out).double().numpy()
+            proba = np.stack([1.0 - positive, positive], axis=1)
+            labels = (positive > self.hparams["threshold"]).astype(int)
+        else:
+            proba = torch.softmax(out.double(), dim=-1).numpy()
+            labels = proba.argmax(axis=1)
+        classes = np.asarray(self.meta["classes"], dtype=object)
+        frame = pd.DataFrame(proba, columns=self.output_columns[1:], index=rows.index)
+        frame.insert(0, LABEL, classes[labels])
+        return frame
+
+
+class MLPModel(PythonModel):
+    """The pyfunc wrapper MLflow loads and serves; artifacts: `weights` (.pt) and `meta` (JSON)."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        meta = json.loads(Path(context.artifacts["meta"]).read_text())
+        self.predictor = Predictor(load_weights(context.artifacts["weights"]), meta)
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        return self.predictor.predict(model_input)

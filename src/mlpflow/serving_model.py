@@ -1,0 +1,7 @@
+"""The file MLflow runs to build the logged model ("models from code": nothing is unpickled)."""
+
+from mlflow.models import set_model
+
+from mlpflow.serving import MLPModel
+
+set_model(MLPModel())
