@@ -128,7 +128,7 @@ def test_minibatch_steps_do_not_depend_on_batches_per_step(tmp_path: Path):
             "data.batch_size=32",
             f"data.batches_per_step={k}",
             "trainer.max_epochs=3",
-            "callbacks=none",
+            "callbacks.early_stopping=null",
             tracking=False,
         )
         prepare.run(cfg)

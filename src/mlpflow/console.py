@@ -42,3 +42,12 @@ def quiet_lightning() -> None:
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # mlpflow owns the models dir: resume.py keeps its state there, or clears it first.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def warn(message: str) -> None:
+    """One line on stderr, for what the user must know but that does not stop the stage."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)

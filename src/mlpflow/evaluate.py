@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlpflow.config import validate
+from mlpflow.console import warn
 from mlpflow.errors import DataError
 from mlpflow.files import read_json, write_json
 
@@ -78,11 +79,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics_path = write_json(reports / METRICS_FILE, _nested(metrics))
     if logger is not None:
         client, run_id = logger.experiment, logger.run_id
-        for path in plots:
-            client.log_artifact(run_id, str(path), "plots")
-        for path in figures:
-            client.log_artifact(run_id, str(path), "figures")
-        client.log_artifact(run_id, str(metrics_path), "reports")
+        for folder, paths in (("plots", plots), ("figures", figures), ("reports", [metrics_path])):
+            for path in paths:
+                logger.safely(client.log_artifact, run_id, str(path), folder)
+        if logger.lost:
+            warn(
+                f"MLflow run {run_id} is missing evaluate's results ({logger.lost}); "
+                "reports/ is complete"
+            )
     return metrics
 
 

@@ -21,7 +21,8 @@ from mlpflow.errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from pytorch_lightning.loggers import MLFlowLogger
+
+    from mlpflow.logger import TrackingLogger
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -245,10 +246,10 @@ def make_logger(
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
     name: str | None = None,
-) -> MLFlowLogger:
-    from pytorch_lightning.loggers import MLFlowLogger
+) -> TrackingLogger:
+    from mlpflow.logger import TrackingLogger
 
-    return MLFlowLogger(
+    return TrackingLogger(
         experiment_name=cfg.tracking.experiment,
         run_name=None if run_id else name or run_name(cfg),
         tracking_uri=uri,
@@ -256,8 +257,3 @@ def make_logger(
         run_id=run_id,
         log_model=False,  # the best checkpoint is logged once, by train, under checkpoints/
     )
-
-
-def log_files(logger: MLFlowLogger, paths: list[Path], artifact_dir: str) -> None:
-    for path in paths:
-        logger.experiment.log_artifact(logger.run_id, str(path), artifact_dir)

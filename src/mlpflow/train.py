@@ -6,7 +6,6 @@ the data it needs, trains and evaluates; `dvc repro` calls `run` with params.yam
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config import check_loss_fits, conf_dir, validate
+from mlpflow.console import warn
 from mlpflow.errors import TrackingError, friendly_errors
 from mlpflow.files import write_json
 
@@ -34,9 +34,7 @@ def _tracking_logger(cfg: DictConfig, meta: dict[str, Any], run_id: str | None) 
     except TrackingError as error:
         if cfg.tracking.required:
             raise
-        warnings.warn(
-            f"{error}; training without tracking: this run is NOT in MLflow", stacklevel=1
-        )
+        warn(f"{error}; training without tracking: this run is NOT in MLflow")
         return None
     tags = {**tracking.lineage_tags(cfg, meta), **trial_tags()}
     name = tracking.run_name(cfg) + (f"-j{tags['sweep.job']}" if "sweep.job" in tags else "")
@@ -82,7 +80,7 @@ def build_trainer(cfg: DictConfig, logger: Any) -> Any:
     extra: dict[str, Any] = {}
     if cfg.trainer.get("strategy") == "ddp" and in_multirun():
         # ddp re-runs the command line in each worker: inside a multirun, the whole sweep.
-        warnings.warn("trainer.strategy=ddp inside a multirun: using ddp_spawn", stacklevel=1)
+        warn("trainer.strategy=ddp inside a multirun: using ddp_spawn")
         extra["strategy"] = "ddp_spawn"
     return instantiate(
         cfg.trainer,
@@ -155,8 +153,8 @@ def finish(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
     best_score = float(
         next(
             state["best_model_score"]
-            for key, state in saved["callbacks"].items()
-            if key.startswith("ModelCheckpoint")
+            for state in saved["callbacks"].values()
+            if state.get("monitor") == cfg.monitor.metric and "best_model_score" in state
         )
     )
     last_path = best.with_name("last.ckpt")
@@ -165,15 +163,20 @@ def finish(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
         if last_path.exists()
         else {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step}
     )
+    run_name = None
     if logger is not None:
         from mlpflow.export import log_model
 
-        logger.experiment.log_artifact(logger.run_id, str(best), "checkpoints")
-        log_model(logger, best, cfg.paths.prepared)
-        logger.experiment.log_metric(logger.run_id, objective_name(cfg), best_score)
+        client, run_id = logger.experiment, logger.run_id
+        logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
+        logger.safely(log_model, logger, best, cfg.paths.prepared)
+        logger.safely(client.log_metric, run_id, objective_name(cfg), best_score)
+        run = logger.safely(client.get_run, run_id)
+        run_name = run.info.run_name if run else None
     report = {
         "run_id": logger.run_id if logger else None,
-        "run_name": logger.experiment.get_run(logger.run_id).info.run_name if logger else None,
+        "run_name": run_name,
+        "tracking": tracking_state(logger),
         "experiment": cfg.tracking.experiment if logger else None,
         "experiment_id": logger.experiment_id if logger else None,
         "tracking_uri": tracking_uri(cfg) if logger else None,
@@ -185,7 +188,19 @@ def finish(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
         "global_step": last["global_step"],
     }
     write_json(Path(cfg.paths.reports) / TRAIN_REPORT, report)
+    if logger is not None and logger.lost:
+        warn(
+            f"MLflow run {logger.run_id} is incomplete ({logger.lost}); the DVC "
+            "outputs are complete"
+        )
     return report
+
+
+def tracking_state(logger: Any) -> str:
+    """'complete', 'off', or 'incomplete: <what failed>' when the store went away mid-run."""
+    if logger is None:
+        return "off"
+    return f"incomplete: {logger.lost}" if logger.lost else "complete"
 
 
 def use_run_dir(cfg: DictConfig) -> None:
