@@ -136,3 +136,29 @@ def test_corrupt_checkpoint_at_evaluate(prepared, tmp_path: Path):
         cli("stage", "evaluate", "--params", str(params), cwd=tmp_path), ["best.ckpt"]
     )
     assert not (reports / "metrics.json").exists()
+
+
+def test_predict_csv_with_another_column_set(prepared, tmp_path: Path):
+    from mlpflow import train
+
+    prepared.tracking.enabled = False
+    prepared.trainer.max_epochs = 1
+    train.run(prepared)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("mean radius,mean texture\n14.1,19.3\n")
+    output = tmp_path / "preds.csv"
+    checkpoint = Path(prepared.paths.models) / "best.ckpt"
+    result = cli(
+        "predict",
+        "--model",
+        str(checkpoint),
+        "--prepared",
+        prepared.paths.prepared,
+        "--input",
+        str(rows),
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert_one_clear_line(result, ["mean smoothness", "expected"])
+    assert not output.exists()
