@@ -80,3 +80,22 @@ def test_hydra_entry_point_in_a_fresh_clone_prepares_what_it_needs(tmp_path: Pat
     assert "test/roc_auc" in run.data.metrics
     assert list((project / "data" / "cache").iterdir())  # prepared into the cache, not data/
     assert not (project / "data" / "prepared").exists()
+
+
+def test_a_second_clone_pulls_from_the_dvc_remote_instead_of_re_running(tmp_path: Path) -> None:
+    """A local-directory remote stands in for S3 (same `dvc push`/`dvc pull`, no network)."""
+    project = copy_project(tmp_path / "project")
+    sh("dvc", "repro", cwd=project)
+    sh("dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote"), cwd=project)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", cwd=project)
+    sh("dvc", "push", cwd=project)
+
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    sh("dvc", "pull", cwd=clone)
+    assert (clone / "data" / "prepared" / "meta.json").exists()
+    assert (clone / "models" / "best.ckpt").read_bytes() == (
+        project / "models" / "best.ckpt"
+    ).read_bytes()
+    assert ran(sh("dvc", "repro", cwd=clone)) == set()  # reproduced from the remote, not re-run

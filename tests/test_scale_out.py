@@ -58,3 +58,49 @@ def test_ddp_cpu_logs_one_run_from_rank_zero_and_matches_single_process(tmp_path
     assert report["global_step"] == results["single"][0]["global_step"]
     assert metrics["roc_auc"] >= 0.97
     assert abs(metrics["roc_auc"] - results["single"][1]["roc_auc"]) < 0.02
+
+
+def test_slurm_launcher_config_composes_from_the_trainer():
+    from hydra import compose, initialize_config_dir
+
+    from mlpflow.config import conf_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base=None):
+        cfg = compose(
+            "config",
+            ["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+
+
+def test_submitit_local_runs_a_two_trial_sweep(tmp_path: Path):
+    """submitit's local executor stands in for SLURM (no cluster here): same launcher code path."""
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "project")
+    done = subprocess.run(
+        [
+            "python",
+            "-m",
+            "mlpflow.train",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "optimizer.lr=1e-3,1e-2",
+            "trainer.max_epochs=2",
+            "callbacks.progress_bar=null",
+        ],
+        cwd=project,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001", "0.01"]
+    assert all(r.info.status == "FINISHED" and "test/roc_auc" in r.data.metrics for r in children)
