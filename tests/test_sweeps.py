@@ -185,3 +185,31 @@ def test_queued_dvc_experiments_log_into_the_project_store(project: Path):
     assert by_lr["0.02"].data.tags["dvc.exp_name"]
     shown = sh("dvc", "exp", "show", "--json", cwd=project)
     assert '"roc_auc"' in shown
+
+
+def test_parallel_optuna_trials_prune_the_poor_ones(project: Path):
+    storage = f"sqlite:///{project / 'optuna.db'}"
+    result = sweep(
+        project,
+        "hparams_search=optuna",
+        "hydra.sweeper.study_name=prune",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.params={optimizer.lr:'choice(0.01,0.000001)'}",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "trainer.max_epochs=6",
+        env=fresh_store(project, "prune.db"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="prune", storage=storage).trials
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(trials) == 4 and pruned
+    assert all(t.params["optimizer.lr"] == 1e-6 for t in pruned)  # the poor ones
+    assert all(len(t.intermediate_values) < 6 for t in pruned)  # stopped early
+    _, _, children = runs_of(project, "prune.db")
+    killed = [c for c in children if c.info.status == "KILLED"]
+    assert len(killed) == len(pruned)
+    assert all(c.data.tags["trial.end"].startswith("pruned") for c in killed)

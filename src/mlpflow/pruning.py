@@ -5,11 +5,12 @@ Active only when the Optuna sweeper launched this job (it sets the environment v
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytorch_lightning as pl
 
-from mlpflow.sweep import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from mlpflow.sweep import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 
 class OptunaPruning(pl.Callback):
@@ -17,8 +18,11 @@ class OptunaPruning(pl.Callback):
         import optuna
 
         self.monitor = monitor
+        from hydra.utils import instantiate
+
         storage = optuna.storages.get_storage(os.environ[STORAGE_ENV])
-        study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=storage)
+        pruner = instantiate(json.loads(os.environ.get(PRUNER_ENV) or "null"))
+        study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=storage, pruner=pruner)
         self.trial = optuna.trial.Trial(study, int(os.environ[TRIAL_ENV]))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

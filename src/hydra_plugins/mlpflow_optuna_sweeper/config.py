@@ -17,6 +17,7 @@ def _median_pruner() -> Dict[str, Any]:
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.mlpflow_optuna_sweeper.sweeper.OptunaSweeper"
+    _recursive_: bool = False  # the sweeper builds the pruner, and hands its config to each trial
     direction: str = "min"  # min | max (or minimize | maximize), as the objective needs
     study_name: str = "mlpflow"  # the same name (and storage) continues an interrupted search
     storage: Optional[str] = None  # e.g. sqlite:///optuna.db; null: in memory, nothing to resume

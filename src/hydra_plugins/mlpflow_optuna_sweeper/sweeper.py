@@ -7,6 +7,7 @@ job (even in a joblib worker process) and prune it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -24,9 +25,10 @@ from hydra.core.override_parser.types import (
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.sweep import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from mlpflow.sweep import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,15 @@ class OptunaSweeper(Sweeper):
         n_jobs: int,
         seed: int | None,
         max_failure_rate: float,
-        pruner: optuna.pruners.BasePruner,  # instantiated by Hydra from its _target_
+        pruner: DictConfig,  # a _target_ config: built here, and again inside each trial
         params: dict[str, str],
     ) -> None:
         self.direction = {"min": "minimize", "max": "maximize"}.get(direction, direction)
         self.study_name, self.storage = study_name, storage
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
-        self.max_failure_rate, self.pruner, self.params = max_failure_rate, pruner, params
+        self.max_failure_rate, self.params = max_failure_rate, params
+        self.pruner_config = json.dumps(OmegaConf.to_container(pruner, resolve=True))
+        self.pruner = instantiate(pruner)
         self.config: DictConfig | None = None
         self.launcher: Any = None
 
@@ -133,6 +137,7 @@ class OptunaSweeper(Sweeper):
             STORAGE_ENV: self.storage or "",
             STUDY_ENV: study.study_name,
             TRIAL_ENV: str(trial._trial_id),
+            PRUNER_ENV: self.pruner_config,
         }
         env_overrides = [f"++hydra.job.env_set.{k}='{v}'" for k, v in env.items()]
         return [*fixed, *(f"{k}={v}" for k, v in trial.params.items()), *env_overrides]

@@ -13,16 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from mlpflow.config import DATASETS, TASKS
 from mlpflow.errors import DataError
 
-TASKS = ("binary", "multiclass", "regression")
-BUILTIN_TASKS = {
-    "breast_cancer": "binary",
-    "digits": "multiclass",
-    "wine": "multiclass",
-    "diabetes": "regression",
-}
-DATASET_NAMES = (*BUILTIN_TASKS, "synthetic", "csv")
+BUILTIN_TASKS = {name: task for name, task in DATASETS.items() if task is not None}
+DATASET_NAMES = tuple(DATASETS)
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 MISSING = (None, "", "???")  # "???" is OmegaConf's mark for a mandatory value not given
 
