@@ -38,6 +38,7 @@ ui: setup  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py --n 100000 --epochs 5
 	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/sweep_overhead.py
 
 compose: setup  ## regenerate params.yaml from conf/
 	mlpflow compose
