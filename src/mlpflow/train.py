@@ -236,8 +236,9 @@ def main(cfg: DictConfig) -> float:
         return run_trial(pipeline, cfg)
     from mlpflow.console import print_config_tree
 
-    print_config_tree(cfg)
     with friendly_errors():
+        validate(cfg)  # a bad value gets its one line before the tree, not after it
+        print_config_tree(cfg)
         return pipeline(cfg)
 
 
