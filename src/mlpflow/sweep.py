@@ -29,6 +29,7 @@ TRIAL_ENV = "MLPFLOW_OPTUNA_TRIAL"
 PRUNER_ENV = "MLPFLOW_OPTUNA_PRUNER"  # the pruner's config, JSON: a loaded study has none
 SWEEP_ENV = "MLPFLOW_SWEEP_ID"
 JOB_ENV = "MLPFLOW_JOB_NUM"
+OVERRIDES_ENV = "MLPFLOW_JOB_OVERRIDES"
 
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def run_trial(pipeline: Callable[[DictConfig], float], cfg: DictConfig) -> float
 
     hydra_cfg = HydraConfig.get()
     os.environ[JOB_ENV] = str(hydra_cfg.job.num)
-    os.environ["MLPFLOW_JOB_OVERRIDES"] = " ".join(hydra_cfg.overrides.task)
+    os.environ[OVERRIDES_ENV] = " ".join(hydra_cfg.overrides.task)
     try:
         return pipeline(cfg)
     except Exception as error:
@@ -115,7 +116,7 @@ def trial_tags() -> dict[str, str]:
         tags["sweep.id"] = os.environ[SWEEP_ENV]
     if os.environ.get(JOB_ENV):
         tags["sweep.job"] = os.environ[JOB_ENV]
-        tags["sweep.overrides"] = os.environ.get("MLPFLOW_JOB_OVERRIDES", "")
+        tags["sweep.overrides"] = os.environ.get(OVERRIDES_ENV, "")
     return tags
 
 

@@ -220,7 +220,6 @@ def pipeline(cfg: DictConfig) -> float:
     from mlpflow import evaluate
     from mlpflow.prepare import ensure_prepared
 
-    validate(cfg)
     use_run_dir(cfg)
     ensure_prepared(cfg)
     report = run(cfg)

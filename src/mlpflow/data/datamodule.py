@@ -18,6 +18,7 @@ from torch import Tensor
 from mlpflow.data.splits import load_meta, load_split
 
 EVAL_CHUNK_ROWS = 65536
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 def as_tensors(x: np.ndarray, y: np.ndarray, task: str) -> tuple[Tensor, Tensor]:
@@ -91,7 +92,8 @@ class TabularDataModule(pl.LightningDataModule):
         return self.meta["rows"]["train"] if self.full_batch else self.batch_size
 
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "val", "test"):
+        """Load the splits the stage uses: evaluate never reads the (largest) train split."""
+        for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             if split not in self.splits:
                 self.splits[split] = as_tensors(
                     *load_split(self.prepared_dir, split), self.meta["task"]
