@@ -9,9 +9,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from mlpflow.config import compose, conf_dir, data_task, params_yaml, validate
+from mlpflow.config import build_partial, compose, conf_dir, data_task, params_yaml, validate
 from mlpflow.errors import ConfigError
-from mlpflow.model.module import build_partial
 
 REPO = Path(__file__).resolve().parents[1]
 # A dataset that fits each loss, so that every option composes into a valid config.

@@ -16,8 +16,8 @@ import torch
 from mlflow import MlflowClient
 
 from mlpflow import export, prepare, train
+from mlpflow.checkpoint import load_weights
 from mlpflow.errors import DataError, ModelError
-from mlpflow.serving import load_weights
 from mlpflow.tracking import use_tracking_uri
 
 from conftest import make_cfg

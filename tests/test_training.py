@@ -18,11 +18,27 @@ def train_and_evaluate(cfg) -> tuple[dict, dict]:
     return report, evaluate.run(cfg)
 
 
+def lightning_test_metrics(cfg) -> dict[str, float]:
+    """The best checkpoint tested by Lightning's own loop, through the LightningModule."""
+    import pytorch_lightning as pl
+
+    from mlpflow.data.datamodule import TabularDataModule
+    from mlpflow.model.module import MLPModule
+
+    module = MLPModule.load_from_checkpoint(
+        Path(cfg.paths.models) / "best.ckpt", weights_only=True, threshold=cfg.evaluate.threshold
+    )
+    data = TabularDataModule(cfg.paths.prepared, batch_size=32, batches_per_step=1, seed=cfg.seed)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return trainer.test(module, data, verbose=False)[0]
+
+
 def test_breast_cancer_beats_baseline_and_fills_the_mlflow_run(cfg_factory, tmp_path: Path):
     cfg = cfg_factory("trainer.max_epochs=40")
     report, metrics = train_and_evaluate(cfg)
     assert metrics["test/roc_auc"] >= 0.97
     assert metrics["test/acc"] > 0.9  # majority class is ~0.63
+    assert metrics == pytest.approx(lightning_test_metrics(cfg), rel=1e-5)
 
     reports = Path(cfg.paths.reports)
     train_json = json.loads((reports / "train.json").read_text())
@@ -76,6 +92,8 @@ def test_multiclass_and_regression_beat_trivial_baselines(cfg_factory, experimen
     )
     _, metrics = train_and_evaluate(cfg)
     assert metrics[metric] >= floor
+    # evaluate scores without Lightning: the same numbers as the LightningModule's test loop
+    assert metrics == pytest.approx(lightning_test_metrics(cfg), rel=1e-5)
     plots = {p.name for p in (Path(cfg.paths.reports) / "plots").iterdir()}
     expected = (
         {"predicted_vs_true.json"} if experiment == "diabetes" else {"confusion.json", "roc.json"}

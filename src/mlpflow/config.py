@@ -36,6 +36,8 @@ LOSS_TASKS = {
 LOSS_FOR_TASK = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse"}
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu")
 NAN_POLICIES = ("error", "drop", "median")
+# Keys of a config group that describe the component but are not constructor arguments.
+DESCRIPTIVE_KEYS = ("name", "full_batch")
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -182,3 +184,10 @@ def validate(cfg: DictConfig) -> None:
     if not str(cfg.monitor.metric).startswith("val/"):
         _fail("monitor.metric", cfg.monitor.metric, "must be a val/ metric, e.g. val/loss")
     _number(cfg, "evaluate.threshold", 0, 1, low_open=True)
+
+
+def build_partial(cfg: Any, **kwargs: Any) -> Any:
+    """Hydra-instantiate a `_target_` config (loss, optimizer...), leaving out descriptive keys."""
+    from hydra.utils import instantiate
+
+    return instantiate({k: v for k, v in cfg.items() if k not in DESCRIPTIVE_KEYS}, **kwargs)

@@ -63,9 +63,10 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
     import torch
     from mlflow.models import infer_signature
 
-    from mlpflow.serving import Predictor, load_weights
+    from mlpflow.checkpoint import load_weights, network_weights
+    from mlpflow.serving import Predictor
 
-    weights = load_weights(checkpoint)
+    weights = network_weights(load_weights(checkpoint))
     meta = load_meta(prepared_dir)
     example = raw_example(meta, prepared_dir)
     with warnings.catch_warnings():  # integer columns may hold no NaN: true, the model refuses NaN

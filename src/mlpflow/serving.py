@@ -9,7 +9,6 @@ weights go through `torch.load(weights_only=True)`, the model itself is built fr
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,57 +17,13 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from mlpflow.checkpoint import load_weights
 from mlpflow.errors import DataError, ModelError
 from mlpflow.model.mlp import MLP
 
-# What a Lightning checkpoint's hyper_parameters must hold to rebuild the network and its outputs.
-NETWORK_HPARAMS = (
-    "n_features",
-    "n_outputs",
-    "task",
-    "model",
-    "threshold",
-    "target_mean",
-    "target_scale",
-)
 LABEL = "label"
 PREDICTION = "prediction"
 PROBA_PREFIX = "proba_"
-
-
-def load_weights(path: str | Path) -> dict[str, Any]:
-    """`hyper_parameters` and `state_dict` of a checkpoint, loaded without unpickling objects.
-
-    `weights_only=True` admits tensors and plain containers only: a crafted file that would run
-    code on a plain `torch.load` is refused with a ModelError instead.
-    """
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as error:
-        raise ModelError(f"checkpoint not found: {path}") from error
-    except pickle.UnpicklingError as error:
-        raise ModelError(
-            f"refusing to load {path}: it holds Python objects besides tensors and plain "
-            "containers (not an mlpflow checkpoint; it may be malicious)"
-        ) from error
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"cannot read checkpoint {path}: {message}") from error
-    hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
-    if (
-        not isinstance(hparams, dict)
-        or not isinstance(payload.get("state_dict"), dict)
-        or any(key not in hparams for key in NETWORK_HPARAMS)
-    ):
-        raise ModelError(
-            f"{path} is not an mlpflow checkpoint (no network hyper_parameters/state_dict); "
-            "pass the best.ckpt that `mlpflow train` or `dvc repro` wrote"
-        )
-    return {
-        "hyper_parameters": {key: hparams[key] for key in NETWORK_HPARAMS},
-        "state_dict": {k: v for k, v in payload["state_dict"].items() if k.startswith("net.")},
-    }
 
 
 class Predictor:

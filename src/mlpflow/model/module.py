@@ -8,26 +8,18 @@ per-step cost (hooks, logging, progress bar) is paid once per chunk instead of p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from torch import Tensor
 
+from mlpflow.config import build_partial
 from mlpflow.errors import TrainingDiverged
 from mlpflow.evaluation.metrics import build_metrics
 from mlpflow.model.mlp import MLP
+from mlpflow.model.outputs import loss_target, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
-
-# Keys of a config group that describe the component but are not constructor arguments.
-_META_KEYS = ("name", "full_batch")
-
-
-def build_partial(cfg: Mapping[str, Any], **kwargs: Any) -> Any:
-    """Hydra-instantiate a `_target_` config, leaving out our descriptive keys."""
-    return instantiate({k: v for k, v in cfg.items() if k not in _META_KEYS}, **kwargs)
 
 
 class MLPModule(pl.LightningModule):
@@ -63,22 +55,18 @@ class MLPModule(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Raw outputs: logits (classification) or predictions (regression); [N] when one output."""
-        out = self.net(x)
-        return out.squeeze(-1) if out.shape[-1] == 1 else out
+        return squeeze_head(self.net(x))
 
     def scores(self, outputs: Tensor) -> Tensor:
         """Positive-class probability (binary), class probabilities (multiclass) or values."""
-        if self.task == "binary":
-            return torch.sigmoid(outputs)
-        if self.task == "multiclass":
-            return torch.softmax(outputs, dim=-1)
-        return outputs * self.hparams.target_scale + self.hparams.target_mean
+        return output_scores(outputs, self.task, *self._target_stats)
 
     def loss_target(self, y: Tensor) -> Tensor:
-        """Regression learns the standardized target (train mean/std); classes stay indices."""
-        if self.task != "regression":
-            return y
-        return (y - self.hparams.target_mean) / self.hparams.target_scale
+        return loss_target(y, self.task, *self._target_stats)
+
+    @property
+    def _target_stats(self) -> tuple[float, float]:
+        return self.hparams.target_mean, self.hparams.target_scale
 
     @torch.no_grad()
     def predict_scores(self, x: Tensor, chunk_rows: int = 65536) -> Tensor:
