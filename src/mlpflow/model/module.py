@@ -89,32 +89,31 @@ class MLPModule(pl.LightningModule):
         self.log_dict(metrics, on_epoch=True)
         return {"loss": data_loss}
 
+    def on_train_epoch_start(self) -> None:
+        # Train losses are summed on the device and logged once per epoch: a `self.log` per
+        # chunk costs Lightning ~1 ms of bookkeeping each. [data loss, penalty, rows]
+        self._epoch_sums = torch.zeros(3, device=self.device)
+
     def training_step(self, chunk: tuple[Tensor, Tensor], chunk_idx: int) -> None:
         optimizer = self.optimizers()
         step = self._direct_step if self._direct else self._lightning_step
         x_chunk, y_chunk = chunk
-        data_sum = torch.zeros((), device=x_chunk.device)
-        penalty_sum = torch.zeros((), device=x_chunk.device)
+        sums = torch.zeros(3, device=x_chunk.device)
+        sums[2] = len(y_chunk)
         batch_size = self.hparams.batch_size
         for x, y in zip(x_chunk.split(batch_size), y_chunk.split(batch_size), strict=True):
             losses = self._step((x, y), "train")
             step(optimizer, losses["loss"])
-            data_sum.add_(losses["data_loss"].detach(), alpha=len(y))
+            sums[0].add_(losses["data_loss"].detach(), alpha=len(y))
             if losses["penalty"] is not None:
-                penalty_sum.add_(losses["penalty"].detach(), alpha=len(y))
-        data_loss, penalty = data_sum / len(y_chunk), penalty_sum / len(y_chunk)
-        loss = data_loss + penalty
+                sums[1].add_(losses["penalty"].detach(), alpha=len(y))
+        loss = (sums[0] + sums[1]) / sums[2]
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"train/loss became {loss.item()} at epoch {self.current_epoch}: "
                 "lower optimizer.lr or strengthen regularization"
             )
-        self.log_dict(
-            {"train/loss": loss, "train/data_loss": data_loss, "train/penalty": penalty},
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(y_chunk),
-        )
+        self._epoch_sums += sums
 
     def on_train_start(self) -> None:
         # Lightning's per-step wrappers (backward and optimizer-step hooks on every callback,
@@ -143,7 +142,18 @@ class MLPModule(pl.LightningModule):
         self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:
-        """Manual optimization steps schedulers itself: once per epoch, after validation."""
+        """Log the epoch's train losses; step the scheduler (manual optimization), after
+        validation."""
+        data_loss, penalty, rows = self._epoch_sums
+        self.log_dict(
+            {
+                "train/loss": (data_loss + penalty) / rows,
+                "train/data_loss": data_loss / rows,
+                "train/penalty": penalty / rows,
+            },
+            on_step=False,
+            on_epoch=True,
+        )
         scheduler = self.lr_schedulers()
         if scheduler is None:
             return
