@@ -76,21 +76,29 @@ def test_slurm_launcher_config_composes_from_the_trainer():
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
 
 
-def test_submitit_local_runs_a_two_trial_sweep(tmp_path: Path):
-    """submitit's local executor stands in for SLURM (no cluster here): same launcher code path."""
-    from conftest import copy_project
+def test_ray_cluster_launcher_config_asks_for_the_trainer_devices():
+    from hydra import compose, initialize_config_dir
 
-    project = copy_project(tmp_path / "project")
-    done = subprocess.run(
+    from mlpflow.config import conf_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base=None):
+        cfg = compose(
+            "config",
+            ["hydra/launcher=ray_cluster", "trainer=gpu", "trainer.devices=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("RayLauncher")
+    assert launcher.ray.init.address == "auto"
+    assert launcher.ray.remote.num_gpus == 2
+
+
+def sweep(project: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m mlpflow.train -m` over two learning rates, as a user runs it in `project`."""
+    return subprocess.run(
         [
-            "python",
-            "-m",
-            "mlpflow.train",
-            "-m",
-            "hydra/launcher=submitit_local",
-            "optimizer.lr=1e-3,1e-2",
-            "trainer.max_epochs=2",
-            "callbacks.progress_bar=null",
+            *("python", "-m", "mlpflow.train", "-m", *overrides),
+            *("optimizer.lr=1e-3,1e-2", "trainer.max_epochs=2", "callbacks.progress_bar=null"),
         ],
         cwd=project,
         env=subprocess_env(),
@@ -98,9 +106,46 @@ def test_submitit_local_runs_a_two_trial_sweep(tmp_path: Path):
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def assert_two_finished_trials(project: Path) -> None:
+    """One parent run, one FINISHED and evaluated child per learning rate: no trial run twice."""
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 3
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001", "0.01"]
     assert all(r.info.status == "FINISHED" and "test/roc_auc" in r.data.metrics for r in children)
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        # submitit's local executor stands in for SLURM (no cluster here): same launcher code
+        "hydra/launcher=submitit_local",
+        # Hydra's Ray launcher on a local Ray instance, as on a cluster but with address=null
+        "hydra/launcher=ray",
+    ],
+)
+def test_cluster_launcher_runs_a_two_trial_sweep(launcher: str, tmp_path: Path):
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "project")
+    extra = ["+hydra.launcher.ray.init.include_dashboard=false"] if launcher.endswith("ray") else []
+    done = sweep(project, launcher, *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_two_finished_trials(project)
+
+
+def test_ddp_in_a_multirun_runs_each_trial_once(tmp_path: Path):
+    """Plain ddp re-executes the command line in its workers, i.e. the whole sweep (Hydra #2070);
+    in a multirun mlpflow trains with ddp_spawn instead."""
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "project")
+    done = sweep(project, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "using ddp_spawn" in done.stdout + done.stderr
+    assert_two_finished_trials(project)
+    jobs = [p for p in (project / "multirun").glob("*/*/*") if (p / ".hydra").is_dir()]
+    assert len(jobs) == 2

@@ -12,7 +12,11 @@ from mlpflow.guard import StoreGuard
 class TrackingLogger(MLFlowLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.safely = StoreGuard(self._tracking_uri, lambda: self._run_id, "training")
+        # A bound method, not a lambda: ddp_spawn pickles the logger into its workers.
+        self.safely = StoreGuard(self._tracking_uri, self._current_run_id, "training")
+
+    def _current_run_id(self) -> str | None:
+        return self._run_id  # `run_id` would create the run: not while the store is failing
 
     @property
     def lost(self) -> str | None:
