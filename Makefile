@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py --n 100000 --epochs 5
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/data_scale.py
 
 compose: setup  ## regenerate params.yaml from conf/
 	mlpflow compose

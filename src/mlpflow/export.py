@@ -45,7 +45,7 @@ def raw_example(meta: dict[str, Any], prepared_dir: str | Path) -> pd.DataFrame:
     import pandas as pd
     from pandas.api import types
 
-    x, _ = load_split(prepared_dir, "train")
+    x, _ = load_split(prepared_dir, "train", mmap=True)  # 5 rows of a possibly huge split
     scaler = meta["scaler"]
     raw = x[:EXAMPLE_ROWS].astype(np.float64) * scaler["scale"] + scaler["mean"]
     frame = pd.DataFrame(raw, columns=meta["feature_names"])

@@ -2,6 +2,13 @@
 
 A per-sample Dataset + DataLoader pays for __getitem__ and collate on every row (~3 ms a
 step here); slicing a pre-shuffled in-memory tensor costs next to nothing.
+
+The feature arrays stay memory-mapped (`load_split(..., mmap=True)`): the train split is read
+through the page cache a chunk at a time, so a split larger than memory trains, and setup costs
+no copy. Each chunk of an epoch is gathered with its slice of the epoch's permutation,
+`x[order[a:b]]`: the same rows in the same order as slicing a permuted copy `x[order]`, but an
+epoch holds one chunk (batch_size x batches_per_step rows) beyond the data instead of a second
+copy of the whole train set. Targets (a few bytes a row) are loaded into memory.
 """
 
 from __future__ import annotations
@@ -23,20 +30,40 @@ STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)
 
 def as_tensors(x: np.ndarray, y: np.ndarray, task: str) -> tuple[Tensor, Tensor]:
     """Features as float32; targets as class indices (int64) or float32 values."""
+    return torch.from_numpy(np.asarray(x, dtype=np.float32)), target_tensor(y, task)
+
+
+def target_tensor(y: np.ndarray, task: str) -> Tensor:
+    """Class indices (int64) or float32 values, in memory (a memory-mapped y is copied)."""
     target_dtype = torch.float32 if task == "regression" else torch.int64
-    return torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=target_dtype)
+    return torch.as_tensor(np.array(y), dtype=target_dtype)
+
+
+def take_rows(x: Tensor | np.ndarray, rows: Tensor) -> Tensor:
+    """x[rows] as a tensor; from a (memory-mapped) numpy array, a gathered in-memory copy."""
+    if isinstance(x, Tensor):
+        return x[rows]
+    return torch.from_numpy(np.asarray(x[rows.numpy()]))
+
+
+def slice_rows(x: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
+    """x[start:stop] as a tensor: a view of a tensor, a copy out of a numpy array."""
+    if isinstance(x, Tensor):
+        return x[start:stop]
+    return torch.from_numpy(np.array(x[start:stop]))
 
 
 class ShuffledChunks:
     """Iterable of (x, y) chunks of `rows_per_chunk` rows; a fresh permutation every epoch.
 
     The permutation is drawn from `seed + epoch()`, so an epoch's order does not depend on how
-    many epochs ran before in this process (a resumed run sees the same batches).
+    many epochs ran before in this process (a resumed run sees the same batches). `x` is a
+    tensor or a numpy array (a memory-mapped split); each chunk is gathered on its own.
     """
 
     def __init__(
         self,
-        x: Tensor,
+        x: Tensor | np.ndarray,
         y: Tensor,
         rows_per_chunk: int,
         seed: int,
@@ -57,15 +84,18 @@ class ShuffledChunks:
         return len(self.y) // self.world_size if self.world_size > 1 else len(self.y)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y = self.x, self.y
-        if self.shuffle or self.world_size > 1:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch())
-            order = torch.randperm(len(y), generator=generator)
-            if self.world_size > 1:  # the same permutation on every rank, a disjoint slice each
-                order = order[self.rank : self._rows() * self.world_size : self.world_size]
-            x, y = x[order], y[order]
-        for start in range(0, len(y), self.rows_per_chunk):
-            yield x[start : start + self.rows_per_chunk], y[start : start + self.rows_per_chunk]
+        x, y, step = self.x, self.y, self.rows_per_chunk
+        if not (self.shuffle or self.world_size > 1):
+            for start in range(0, len(y), step):
+                yield slice_rows(x, start, start + step), y[start : start + step]
+            return
+        generator = torch.Generator().manual_seed(self.seed + self.epoch())
+        order = torch.randperm(len(y), generator=generator)
+        if self.world_size > 1:  # the same permutation on every rank, a disjoint slice each
+            order = order[self.rank : self._rows() * self.world_size : self.world_size]
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            yield take_rows(x, rows), y[rows]
 
 
 class TabularDataModule(pl.LightningDataModule):
@@ -84,7 +114,12 @@ class TabularDataModule(pl.LightningDataModule):
         self.batches_per_step = batches_per_step
         self.seed = seed
         self.full_batch = full_batch
-        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.splits: dict[str, tuple[np.ndarray, Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        """Pickled (ddp_spawn's workers) without the splits: each process maps them itself
+        in setup, rather than receiving a copy of the data."""
+        return {**self.__dict__, "splits": {}}
 
     @property
     def train_batch_size(self) -> int:
@@ -92,12 +127,14 @@ class TabularDataModule(pl.LightningDataModule):
         return self.meta["rows"]["train"] if self.full_batch else self.batch_size
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits the stage uses: evaluate never reads the (largest) train split."""
+        """Open the splits the stage uses: evaluate never reads the (largest) train split.
+
+        Features stay memory-mapped (read-only, through the page cache); targets are loaded.
+        """
         for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             if split not in self.splits:
-                self.splits[split] = as_tensors(
-                    *load_split(self.prepared_dir, split), self.meta["task"]
-                )
+                x, y = load_split(self.prepared_dir, split, mmap=True)
+                self.splits[split] = (x, target_tensor(y, self.meta["task"]))
 
     def target_stats(self) -> tuple[float, float]:
         """Mean and std of the train target (regression), which the model learns standardized."""

@@ -1,25 +1,58 @@
 """Raw tables: scikit-learn's built-in sets, synthetic data, and the user's CSV/Parquet file.
 
-Each loader returns the features as a DataFrame and the target as a Series, unvalidated:
-checking the table is the prepare step's job (`mlpflow.data.splits`).
+Every source is opened as a `TableSource`: a schema (feature names and Arrow types, the target's
+name and type) and a stream of Arrow record batches, the feature columns first and the target
+last. CSV and Parquet files are streamed with pyarrow (`pyarrow.csv.open_csv`,
+`ParquetFile.iter_batches`): no reader holds the whole table and no pandas frame is built, so a
+file far larger than memory prepares. The built-in and synthetic sets are small and made in
+memory; they are cut into the same record batches, so that the prepare step
+(`mlpflow.data.splits`) has one code path for every source and every size.
+
+Sources check what concerns the file (it exists, is readable, has rows and columns, distinct
+column names, the target among them); checking the values is the prepare step's job.
+
+CSV files are read as pandas' `read_csv` would read them, as far as the prepare step can tell:
+the same missing-value markers (`NA_VALUES`), `True`/`False` booleans, numbers with `inf`, a
+header cell left empty named `Unnamed: <i>`. Two differences: a row with fewer fields than the
+header is an error (pandas fills NaN), and so are duplicate column names (pandas renames the
+second `a` to `a.1`). Arrow infers a CSV column's type from the first block of the file
+(`CSV_BLOCK_BYTES`); when a later block does not fit (an integer column with `1.5` further
+down), the column is widened (null -> float64 -> string, int64 -> float64, anything else ->
+string) and the scan restarts (`SchemaChanged`), so the result does not depend on where the
+odd value sits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import itertools
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from mlpflow.config import DATASETS, TASKS
 from mlpflow.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 BUILTIN_TASKS = {name: task for name, task in DATASETS.items() if task is not None}
 DATASET_NAMES = tuple(DATASETS)
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 MISSING = (None, "", "???")  # "???" is OmegaConf's mark for a mandatory value not given
+# pandas' default `na_values` (pandas._libs.parsers.STR_NA_VALUES): read as missing in CSV files.
+NA_VALUES = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+CSV_BLOCK_BYTES = 4 << 20  # bytes of CSV text per record batch (and for type inference)
+MAX_CSV_BLOCK_BYTES = 1 << 30  # blocks grow (x4) up to this when a single row is longer
+PARQUET_BATCH_ROWS = 65536
+PARQUET_BUFFER_BYTES = 1 << 20
+MEMORY_BATCH_ROWS = 65536
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+)")
 
 
 def preview(names: list[str], limit: int = 12) -> str:
@@ -28,14 +61,32 @@ def preview(names: list[str], limit: int = 12) -> str:
     return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
 
 
-@dataclass(frozen=True)
-class RawTable:
-    """A loaded table before validation."""
+class SchemaChanged(Exception):
+    """A CSV column's type, inferred from the first block, did not fit a later block.
 
-    features: pd.DataFrame
-    target: pd.Series
+    The column has been widened; whoever iterates `TableSource.batches()` starts over.
+    """
+
+
+class TableSource:
+    """A table before validation: its schema and a stream of record batches.
+
+    Each batch holds the feature columns (in `feature_names` order) and then the target column.
+    `batches()` may raise `SchemaChanged` (CSV only): the schema was widened, start again.
+    """
+
+    feature_names: list[str]
+    feature_types: list[pa.DataType]
+    target_name: str
+    target_type: pa.DataType
     source: dict[str, Any]
     task: str | None  # fixed by a built-in set; None when the config or the data decide
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def settle_types(self) -> None:
+        """Read to the end, so that the schema holds every widening a later block needs."""
 
 
 def check_source_config(data_cfg: Mapping[str, Any]) -> None:
@@ -88,31 +139,68 @@ def _check_synthetic(data_cfg: Mapping[str, Any]) -> None:
         _check_int(data_cfg, "n_classes", minimum=3)
 
 
-def load_table(data_cfg: Mapping[str, Any], seed: int) -> RawTable:
-    """Load the table `data_cfg` names (call `check_source_config` first)."""
+def open_table(data_cfg: Mapping[str, Any], seed: int) -> TableSource:
+    """Open the table `data_cfg` names (call `check_source_config` first)."""
     name = data_cfg["name"]
     if name == "csv":
-        return _load_file(Path(str(data_cfg["path"])), str(data_cfg["target"]))
+        return open_file(Path(str(data_cfg["path"])), str(data_cfg["target"]))
     if name == "synthetic":
         return _make_synthetic(data_cfg, seed)
     return _load_builtin(name)
 
 
-def _load_builtin(name: str) -> RawTable:
+# --- in memory: built-in and synthetic sets ----------------------------------------------------
+
+
+class MemoryTable(TableSource):
+    """A float64 feature matrix and a target array, handed out in record batches."""
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        feature_names: list[str],
+        target: pa.Array,
+        target_name: str,
+        source: dict[str, Any],
+        task: str | None,
+    ) -> None:
+        import pyarrow as pa
+
+        self.features = np.asarray(features, dtype=np.float64)
+        self.feature_names = [str(name) for name in feature_names]
+        self.feature_types = [pa.float64()] * len(self.feature_names)
+        self.target, self.target_name, self.target_type = target, target_name, target.type
+        self.source, self.task = source, task
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        names = [*self.feature_names, self.target_name]
+        for start in range(0, len(self.features), MEMORY_BATCH_ROWS):
+            block = self.features[start : start + MEMORY_BATCH_ROWS]
+            columns = [pa.array(column) for column in block.T]
+            target = self.target.slice(start, len(block))
+            yield pa.RecordBatch.from_arrays([*columns, target], names=names)
+
+
+def _load_builtin(name: str) -> MemoryTable:
+    import pyarrow as pa
     from sklearn import datasets
 
-    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
-    target = bunch.target
-    if BUILTIN_TASKS[name] != "regression":
+    bunch = getattr(datasets, f"load_{name}")()
+    if BUILTIN_TASKS[name] == "regression":
+        target = pa.array(np.asarray(bunch.target, dtype=np.float64))
+    else:
         # Keep scikit-learn's class order (breast_cancer: 0 = malignant) with readable names.
-        names = [str(label) for label in bunch.target_names]
-        target = pd.Series(
-            pd.Categorical.from_codes(target.to_numpy(), categories=names), name=target.name
-        )
-    return RawTable(bunch.data, target, {"name": name}, BUILTIN_TASKS[name])
+        names = pa.array([str(label) for label in bunch.target_names])
+        target = pa.DictionaryArray.from_arrays(pa.array(bunch.target, pa.int32()), names)
+    return MemoryTable(
+        bunch.data, list(bunch.feature_names), target, "target", {"name": name}, BUILTIN_TASKS[name]
+    )
 
 
-def _make_synthetic(data_cfg: Mapping[str, Any], seed: int) -> RawTable:
+def _make_synthetic(data_cfg: Mapping[str, Any], seed: int) -> MemoryTable:
+    import pyarrow as pa
     from sklearn import datasets
 
     task = data_cfg["task"]
@@ -142,12 +230,15 @@ def _make_synthetic(data_cfg: Mapping[str, Any], seed: int) -> RawTable:
         "n_features": n_features,
         "n_classes": None if task == "regression" else int(y.max()) + 1,
     }
-    features = pd.DataFrame(X, columns=[f"f{i}" for i in range(n_features)])
-    return RawTable(features, pd.Series(y, name="target"), source, None)
+    names = [f"f{i}" for i in range(n_features)]
+    return MemoryTable(X, names, pa.array(y), "target", source, None)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file; every failure becomes a one-line DataError."""
+# --- files: CSV and Parquet, streamed ------------------------------------------------------------
+
+
+def open_file(path: Path, target: str) -> TableSource:
+    """Open a CSV or Parquet file for streaming; every failure becomes a one-line DataError."""
     shown = path.expanduser().resolve()
     if not shown.exists():
         raise DataError(f"data file not found: {shown}; check data.path (relative to the cwd)")
@@ -159,31 +250,201 @@ def read_table(path: Path) -> pd.DataFrame:
             f"unsupported data file type {suffix or '(no extension)'!r} for {shown}; "
             f"use one of: {', '.join(TABLE_SUFFIXES)}"
         )
-    try:
-        frame = pd.read_csv(shown) if suffix == ".csv" else pd.read_parquet(shown)
-    except pd.errors.EmptyDataError as error:
-        raise DataError(f"data file is empty: {shown}; it needs a header and data rows") from error
-    except Exception as error:  # any reader failure (parser, encoding, Arrow, I/O) means unusable
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"cannot read {shown}: {message}; check the file format") from error
-    if frame.shape[1] == 0:
+    table = CsvFile(shown) if suffix == ".csv" else ParquetFile(shown)
+    names = table.names
+    if not names:
         raise DataError(f"data file has no columns: {shown}")
-    if frame.shape[0] == 0:
+    if not table.has_rows:
         raise DataError(f"data file has no rows: {shown} (only a header?)")
-    frame.columns = [str(column) for column in frame.columns]
-    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise DataError(f"{shown} has duplicate column names {duplicated}; rename them")
-    return frame
-
-
-def _load_file(path: Path, target: str) -> RawTable:
-    frame = read_table(path)
-    if target not in frame.columns:
+    if target not in names:
         raise DataError(
             f"target column {target!r} not in {path.name}; set data.target to one of: "
-            f"{preview(list(frame.columns))}"
+            f"{preview(names)}"
         )
+    table.select(target)
     # The path as configured: an absolute one would differ between checkouts of the same data.
-    source = {"name": "csv", "path": str(path)}
-    return RawTable(frame.drop(columns=[target]), frame[target], source, None)
+    table.source, table.task = {"name": "csv", "path": str(path)}, None
+    return table
+
+
+def cannot_read(shown: Path, error: BaseException) -> DataError:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f"cannot read {shown}: {message}; check the file format")
+
+
+class _FileTable(TableSource):
+    """What CSV and Parquet files share: every column but the target is a feature."""
+
+    path: Path
+    names: list[str]
+    has_rows: bool
+
+    def _types(self) -> list[pa.DataType]:
+        raise NotImplementedError
+
+    def select(self, target: str) -> None:
+        self.target_name = target
+        self._update_schema()
+
+    def _update_schema(self) -> None:
+        types = dict(zip(self.names, self._types(), strict=True))
+        self.feature_names = [name for name in self.names if name != self.target_name]
+        self.feature_types = [types[name] for name in self.feature_names]
+        self.target_type = types[self.target_name]
+
+
+class ParquetFile(_FileTable):
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = path
+        try:
+            # pre_buffer (the default) keeps every row group read so far, and without a
+            # buffer_size a whole column chunk is read at once: memory would grow with the file.
+            self.file = pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES)
+            schema = self.file.schema_arrow
+        except Exception as error:  # not Parquet, truncated, unsupported: unusable either way
+            raise cannot_read(path, error) from error
+        # pandas stores a non-default index as extra columns; read_parquet makes it the index.
+        pandas_meta = schema.pandas_metadata or {}
+        index = {c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)}
+        self.schema = schema
+        self.names = [str(name) for name in schema.names if name not in index]
+        self.has_rows = self.file.metadata.num_rows > 0
+
+    def _types(self) -> list[pa.DataType]:
+        return [self.schema.field(name).type for name in self.names]
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        columns = [*self.feature_names, self.target_name]
+        try:
+            yield from self.file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+        except (OSError, ValueError, ArithmeticError, NotImplementedError) as error:
+            raise cannot_read(self.path, error) from error
+
+
+class CsvFile(_FileTable):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.column_types: dict[str, pa.DataType] = {}  # widened after a failed conversion
+        self.column_names: list[str] | None = None  # when the header has empty cells
+        self.block_bytes = CSV_BLOCK_BYTES  # grown when one row is longer
+        reader, peeked = self._open()
+        header = reader.schema.names
+        if any(name == "" for name in header):  # pandas: "Unnamed: <i>"; reopen with names
+            self.column_names = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
+            reader, peeked = self._open()
+        self.names = list(reader.schema.names)
+        self.schema = reader.schema
+        self.has_rows = bool(peeked)
+
+    def _open(self) -> tuple[Any, list[pa.RecordBatch]]:
+        """A streaming reader, and its batches up to the first one with rows (if any)."""
+        import pyarrow as pa
+
+        while True:
+            try:
+                return self._open_once()
+            except pa.ArrowInvalid as error:
+                if _straddles(error) and self.block_bytes < MAX_CSV_BLOCK_BYTES:
+                    self.block_bytes *= 4
+                    continue
+                if "Empty CSV file" in str(error):
+                    raise DataError(
+                        f"data file is empty: {self.path}; it needs a header and data rows"
+                    ) from error
+                raise cannot_read(self.path, error) from error
+            except (OSError, ValueError) as error:
+                raise cannot_read(self.path, error) from error
+
+    def _open_once(self) -> tuple[Any, list[pa.RecordBatch]]:
+        from pyarrow import csv
+
+        convert = csv.ConvertOptions(
+            null_values=list(NA_VALUES),
+            true_values=["True", "TRUE", "true"],
+            false_values=["False", "FALSE", "false"],
+            strings_can_be_null=True,
+            column_types=self.column_types,
+        )
+        read = csv.ReadOptions(
+            block_size=self.block_bytes,
+            column_names=self.column_names,
+            skip_rows=1 if self.column_names else 0,
+        )
+        parse = csv.ParseOptions(newlines_in_values=True)
+        reader = csv.open_csv(
+            self.path, read_options=read, parse_options=parse, convert_options=convert
+        )
+        peeked = []
+        for batch in _guarded(reader, self.path):
+            peeked.append(batch)
+            if batch.num_rows:
+                break
+        return reader, peeked
+
+    def _types(self) -> list[pa.DataType]:
+        return list(self.schema.types)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        reader, peeked = self._open()
+        position = [*self.feature_names, self.target_name]
+        index = [self.names.index(name) for name in position]
+        try:
+            for batch in itertools.chain(peeked, _guarded(reader, self.path)):
+                yield pa.RecordBatch.from_arrays([batch.column(i) for i in index], names=position)
+        except pa.ArrowInvalid as error:
+            self._widen(error)
+            raise SchemaChanged(self.path) from error
+
+    def settle_types(self) -> None:
+        while True:
+            try:
+                for _ in self.batches():
+                    pass
+                return
+            except SchemaChanged:
+                continue
+
+    def _widen(self, error: Exception) -> None:
+        """Widen the column a conversion error names; re-raise anything else as unreadable."""
+        import pyarrow as pa
+
+        match = _CONVERSION_ERROR.search(str(error))
+        if _straddles(error) and self.block_bytes < MAX_CSV_BLOCK_BYTES:
+            self.block_bytes *= 4  # a row (a quoted value) longer than a block
+        elif match is None:
+            raise cannot_read(self.path, error) from error
+        else:
+            name = self.names[int(match.group(1))]
+            current = self.schema.field(name).type
+            if pa.types.is_null(current) or pa.types.is_integer(current):
+                wider = pa.float64()
+            elif pa.types.is_string(current) or pa.types.is_large_string(current):
+                raise cannot_read(self.path, error) from error  # e.g. invalid UTF-8
+            else:
+                wider = pa.string()
+            self.column_types[name] = wider
+        self.schema = self._open()[0].schema
+        self._update_schema()
+
+
+def _straddles(error: Exception) -> bool:
+    return "straddling object" in str(error)
+
+
+def _guarded(reader: Any, path: Path) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; I/O failures become DataError, Arrow's conversion errors pass."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except OSError as error:
+            raise cannot_read(path, error) from error
+        yield batch

@@ -1,0 +1,377 @@
+"""Data at scale: streaming prepare (CSV/Parquet through pyarrow), memory-mapped training data."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from mlpflow.data import arrays, sources, splits
+from mlpflow.data.datamodule import ShuffledChunks, TabularDataModule
+from mlpflow.data.splits import SPLITS, load_meta, load_split, prepare_dataset, shuffle_split
+from mlpflow.errors import DataError
+
+from conftest import make_cfg, subprocess_env
+
+
+def csv_cfg(path: Path, **overrides: Any) -> dict[str, Any]:
+    return {"name": "csv", "task": "auto", "path": str(path), "target": "y", **overrides}
+
+
+def mixed_table(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Row id, int/float/bool features with gaps, a near-constant offset column, duplicates."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "rid": np.arange(n),
+            "a": rng.normal(5.0, 3.0, n),
+            "b": rng.integers(0, 100, n),
+            "flag": rng.random(n) < 0.3,
+            "big": 1e6 + rng.normal(0, 1, n),  # float32 alone would lose most of this column
+            "y": rng.choice(["cat", "dog", "eel"], n, p=[0.6, 0.3, 0.1]),
+        }
+    )
+    frame.loc[rng.choice(n, 40, replace=False), "a"] = np.nan
+    frame.loc[rng.choice(n, 5, replace=False), "big"] = np.inf
+    return frame
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Batches, chunks and the median budget far smaller than the table: every pass is chunked."""
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 2048)
+    monkeypatch.setattr(sources, "PARQUET_BATCH_ROWS", 97)
+    monkeypatch.setattr(sources, "MEMORY_BATCH_ROWS", 97)
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(splits, "MEDIAN_BUDGET_BYTES", 20_000)
+
+
+def reference(frame: pd.DataFrame, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The prepare step computed the direct way, in memory with pandas and scikit-learn."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    features = frame.drop(columns="y").astype(float).replace([np.inf, -np.inf], np.nan)
+    classes, y = np.unique(frame["y"].to_numpy(dtype=str), return_inverse=True)
+    n = len(frame)
+    n_test, n_val = (int(np.ceil(cfg[k] * n - 1e-9)) for k in ("test_size", "val_size"))
+    rest, test = train_test_split(np.arange(n), test_size=n_test, random_state=seed, stratify=y)
+    train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=y[rest])
+    medians = features.iloc[train].median().to_numpy()
+    X = features.fillna(dict(zip(features.columns, medians, strict=True))).to_numpy()
+    scaler = StandardScaler().fit(X[train])
+    rows = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    return {
+        "classes": classes.tolist(),
+        "median": medians,
+        "mean": scaler.mean_,
+        "scale": scaler.scale_,
+        "X": {s: scaler.transform(X[r]).astype(np.float32) for s, r in rows.items()},
+        "y": {s: y[r] for s, r in rows.items()},
+        "duplicates": int(frame.duplicated().sum()),
+        "nan_counts": {c: int(v) for c, v in features.isna().sum().items() if v},
+    }
+
+
+# --- streaming prepare -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_streaming_prepare_equals_the_in_memory_reference(tmp_path, request, suffix, chunked):
+    if chunked:
+        request.getfixturevalue("small_chunks")
+    frame = mixed_table()
+    frame = pd.concat([frame, frame.iloc[:7]], ignore_index=True)  # 7 duplicate rows
+    path = tmp_path / f"table{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    cfg = csv_cfg(path, nan_policy="median", val_size=0.2, test_size=0.1)
+    meta = prepare_dataset(cfg, 3, tmp_path / "out")
+    ref = reference(frame, cfg, 3)
+
+    assert meta["classes"] == ref["classes"] and meta["task"] == "multiclass"
+    assert meta["schema"]["duplicate_rows"] == ref["duplicates"] == 7
+    assert meta["schema"]["nan_counts"] == ref["nan_counts"]
+    np.testing.assert_allclose(meta["imputer"]["median"], ref["median"], rtol=1e-12)
+    np.testing.assert_allclose(meta["scaler"]["mean"], ref["mean"], rtol=1e-12)
+    np.testing.assert_allclose(meta["scaler"]["scale"], ref["scale"], rtol=1e-9)
+    for split in SPLITS:
+        X, y = load_split(tmp_path / "out", split)
+        # rows keep the source's order within a split: the reference's rows, sorted
+        np.testing.assert_array_equal(y, ref["y"][split])
+        np.testing.assert_allclose(X, ref["X"][split], rtol=1e-6, atol=1e-6)
+        assert meta["rows"][split] == len(y)
+
+
+def test_csv_and_parquet_of_one_table_give_the_same_splits(tmp_path, small_chunks):
+    frame = mixed_table(2000, seed=1)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=300)
+    metas = [
+        prepare_dataset(csv_cfg(tmp_path / name, nan_policy="drop"), 0, tmp_path / name[2:])
+        for name in ("t.csv", "t.parquet")
+    ]
+    assert metas[0]["fingerprint"] == metas[1]["fingerprint"]
+    same = ("feature_names", "feature_dtypes", "scaler", "rows", "class_counts", "schema")
+    assert {k: metas[0][k] for k in same} == {k: metas[1][k] for k in same}
+    assert metas[0]["feature_dtypes"] == {
+        "rid": "int64",
+        "a": "float64",
+        "b": "int64",
+        "flag": "bool",
+        "big": "float64",
+    }
+
+
+def test_rows_keep_the_source_order_within_each_split(tmp_path):
+    frame = mixed_table(500).drop(columns=["a", "big"])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv"), 0, tmp_path / "out")
+    j = meta["feature_names"].index("rid")
+    ids = []
+    for split in SPLITS:
+        X, _ = load_split(tmp_path / "out", split)
+        rid = np.rint(X[:, j] * meta["scaler"]["scale"][j] + meta["scaler"]["mean"][j])
+        assert np.all(np.diff(rid) > 0), split
+        ids.append(rid)
+    assert sorted(np.concatenate(ids).astype(int).tolist()) == list(range(500))
+
+
+def test_a_csv_column_that_changes_type_after_the_first_block_is_widened(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 256)  # type inference sees ~20 rows
+    n = 400
+    ints = [str(i % 7) for i in range(n)]
+    ints[350] = "2.5"  # an int64 column until row 350
+    empty = [""] * n
+    empty[300] = "4"  # a null column until row 300
+    lines = ["i,e,x,y", *(f"{ints[k]},{empty[k]},{k * 0.5},{k % 2}" for k in range(n))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "out")
+    assert meta["feature_dtypes"] == {"i": "float64", "e": "float64", "x": "float64"}
+    assert meta["schema"]["nan_counts"] == {"e": n - 1}
+    i_raw = (
+        np.concatenate([load_split(tmp_path / "out", s)[0][:, 0] for s in SPLITS])
+        * meta["scaler"]["scale"][0]
+        + meta["scaler"]["mean"][0]
+    )
+    assert np.isclose(i_raw, 2.5, atol=1e-5).sum() == 1
+
+    # a column that turns out to be text far down is named with the others
+    bools = ["True" if k % 2 else "False" for k in range(n)]
+    bools[380] = "maybe"
+    lines = ["t,f,x,y", *(f"{bools[k]},{k},{'s' if k == 390 else k},{k % 2}" for k in range(n))]
+    (tmp_path / "u.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"non-numeric feature columns: t, x;"):
+        prepare_dataset(csv_cfg(tmp_path / "u.csv"), 0, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_csv_quirks_read_as_pandas_reads_them(tmp_path):
+    # pandas' missing-value markers, inf, booleans, an index column written without a header
+    markers = ["NA", "None", "inf", "n/a", "#N/A", "NULL", "", "-inf"]
+    lines = [",a,b,flag,y"] + [
+        f"{k},{markers[k] if k < len(markers) else k * 0.5},{k % 3},{k % 4 == 0},{'pq'[k % 2]}"
+        for k in range(60)
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv", nan_policy="drop"), 0, tmp_path / "out")
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert meta["feature_names"] == list(frame.columns[:-1]) == ["Unnamed: 0", "a", "b", "flag"]
+    dtypes = {"Unnamed: 0": "int64", "a": "float64", "b": "int64", "flag": "bool"}
+    assert meta["feature_dtypes"] == {c: str(frame[c].dtype) for c in dtypes} == dtypes
+    missing = int((~np.isfinite(frame["a"])).sum())
+    assert meta["schema"]["nan_counts"] == {"a": missing} == {"a": len(markers)}
+    assert meta["schema"]["dropped_rows"] == len(markers)
+
+    (tmp_path / "d.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"duplicate column names \['a'\]; rename them"):
+        prepare_dataset(csv_cfg(tmp_path / "d.csv"), 0, tmp_path / "out3")
+
+
+def test_duplicate_rows_are_counted_like_pandas(tmp_path):
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.integers(0, 3, 400).astype(float), "b": rng.integers(0, 2, 400)})
+    frame.loc[::17, "a"] = np.nan  # NaN equals NaN for duplicated()
+    frame.loc[::23, "a"] = -0.0
+    frame["y"] = rng.choice(["u", "v"], 400)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "o")
+    assert meta["schema"]["duplicate_rows"] == int(frame.duplicated().sum()) > 300
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_shuffle_split_reproduces_scikit_learn(stratified):
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(4, 400))
+        labels = rng.integers(0, int(rng.integers(1, 6)), n) if stratified else None
+        n_out, seed = int(rng.integers(1, n - 1)), int(rng.integers(0, 2**32))
+        try:
+            expected = train_test_split(
+                np.arange(n), test_size=n_out, random_state=seed, stratify=labels
+            )
+        except ValueError:
+            with pytest.raises(ValueError):
+                shuffle_split(n, n_out, seed, labels)
+            continue
+        got = shuffle_split(n, n_out, seed, labels)
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_npy_writer_writes_what_np_save_writes(tmp_path):
+    x = np.random.default_rng(0).normal(size=(1001, 7)).astype(np.float32)
+    writer = arrays.NpyWriter(tmp_path / "a.npy", x.shape, np.float32)
+    for start in range(0, len(x), 300):
+        writer.write(x[start : start + 300])
+    writer.close()
+    np.save(tmp_path / "b.npy", x)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+def test_a_failed_streaming_write_leaves_no_out_dir_and_no_temp_dir(tmp_path, monkeypatch):
+    frame = mixed_table(300)
+    frame.to_parquet(tmp_path / "t.parquet")
+    out = tmp_path / "prepared"
+
+    def fail(self, rows):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(arrays.NpyWriter, "write", fail)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_dataset(csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, out)
+    with pytest.raises(OSError, match="disk full"):  # nor the parent folders it had to create
+        prepare_dataset(
+            csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, tmp_path / "a" / "b" / "p"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def test_prepare_of_a_file_imports_neither_pandas_nor_scikit_learn(tmp_path):
+    lines = ["a,b,y", *(f"{k},{k % 5},{k % 2}" for k in range(100))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    code = f"""
+import json, sys
+from mlpflow.data.splits import prepare_dataset
+cfg = {{"name": "csv", "task": "auto", "path": {str(tmp_path / "t.csv")!r}, "target": "y"}}
+prepare_dataset(cfg, 0, {str(tmp_path / "out")!r})
+print(json.dumps([m for m in ("pandas", "sklearn", "torch") if m in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def write_parquet(path: Path, n: int, row_group: int = 65536) -> None:
+    """n x 32 float64 features and a 0/1 target, written a row group at a time."""
+    rng = np.random.default_rng(0)
+    schema = pa.schema([*(pa.field(f"x{j}", pa.float64()) for j in range(32)), ("y", pa.int64())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, n, row_group):
+            x = rng.standard_normal((min(row_group, n - start), 32))
+            y = (x[:, 0] + rng.standard_normal(len(x)) > 0).astype(np.int64)
+            columns = [pa.array(column) for column in x.T]
+            writer.write_table(pa.Table.from_arrays([*columns, pa.array(y)], schema=schema))
+
+
+PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_prepare_memory_does_not_grow_with_the_table(tmp_path):
+    """Peak RSS of `mlpflow stage prepare` on 100k and on 800k rows x 32 features.
+
+    700k more rows are 90 MB more float32 data, 180 MB float64 (a pandas frame of the table
+    alone). The peak grows by less than the float32 data (measured: ~40-50 MB, i.e. ~60-70
+    bytes a row: the target, row hashes, NaN flags, split indices); the feature values stream
+    through fixed-size chunks. Measured from a small launcher process: a child's ru_maxrss also
+    counts the process it was forked from (pytest, ~300 MB)."""
+    peaks = {}
+    for n in (100_000, 800_000):
+        write_parquet(tmp_path / f"t{n}.parquet", n)
+        cfg = make_cfg(tmp_path / str(n), "data=csv", f"data.path={tmp_path}/t{n}.parquet")
+        cfg.data.target = "y"
+        OmegaConf.save(cfg, tmp_path / f"p{n}.yaml", resolve=True)
+        command = [sys.executable, "-m", "mlpflow", "stage", "prepare", "--params"]
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, *command, str(tmp_path / f"p{n}.yaml")],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        peaks[n] = int(done.stdout)
+        assert load_meta(cfg.paths.prepared)["rows"]["train"] == int(n * 0.7)
+    growth, float32_growth = peaks[800_000] - peaks[100_000], 700_000 * 32 * 4
+    assert growth < float32_growth, (peaks, growth)
+
+
+# --- training on memory-mapped splits ------------------------------------------------------------
+
+
+def reference_chunks(x, y, rows, seed, epoch, shuffle=True, shard=(0, 1)):
+    """What ShuffledChunks yielded before: slices of a permuted copy, x[order][a:b]."""
+    rank, world = shard
+    if shuffle or world > 1:
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + epoch))
+        if world > 1:
+            order = order[rank : (len(y) // world) * world : world]
+        x, y = x[order], y[order]
+    return [(x[a : a + rows], y[a : a + rows]) for a in range(0, len(y), rows)]
+
+
+@pytest.mark.parametrize(
+    ("shuffle", "shard"), [(True, (0, 1)), (False, (0, 1)), (True, (1, 3)), (False, (0, 2))]
+)
+@pytest.mark.parametrize("mapped", [False, True])
+def test_shuffled_chunks_are_the_chunks_of_a_permuted_copy(tmp_path, shuffle, shard, mapped):
+    x = torch.randn(1003, 5)
+    y = torch.arange(1003)
+    source = x
+    if mapped:
+        np.save(tmp_path / "x.npy", x.numpy())
+        source = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for epoch in (0, 3):
+        chunks = ShuffledChunks(source, y, 128, 42, lambda e=epoch: e, shuffle, shard)
+        got = list(chunks)
+        expected = reference_chunks(x, y, 128, 42, epoch, shuffle, shard)
+        assert len(got) == len(expected) == len(chunks)
+        for (gx, gy), (ex, ey) in zip(got, expected, strict=True):
+            assert isinstance(gx, torch.Tensor) and gx.dtype == torch.float32
+            assert torch.equal(gx, ex) and torch.equal(gy, ey)
+
+
+def test_datamodule_memory_maps_the_features_and_loads_the_targets(tmp_path):
+    prepare_dataset({"name": "wine", "task": "multiclass"}, 0, tmp_path / "p")
+    data = TabularDataModule(tmp_path / "p", batch_size=16, batches_per_step=2, seed=0)
+    data.setup("fit")
+    assert set(data.splits) == {"train", "val"}
+    x, y = data.splits["train"]
+    assert isinstance(x, np.memmap) and Path(x.filename) == tmp_path / "p" / "X_train.npy"
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.int64
+    np.testing.assert_array_equal(x, load_split(tmp_path / "p", "train")[0])
+    chunk_x, chunk_y = next(iter(data.train_dataloader()))
+    assert chunk_x.shape == (32, 13) and chunk_x.dtype == torch.float32 and len(chunk_y) == 32
+    assert isinstance(next(iter(data.val_dataloader()))[0], torch.Tensor)
+    # ddp_spawn pickles the datamodule: the workers map the files themselves
+    copy = pickle.loads(pickle.dumps(data))
+    assert copy.splits == {}
+    copy.setup("fit")
+    assert isinstance(copy.splits["train"][0], np.memmap)
