@@ -60,34 +60,24 @@ def test_ddp_cpu_logs_one_run_from_rank_zero_and_matches_single_process(tmp_path
     assert abs(metrics["roc_auc"] - results["single"][1]["roc_auc"]) < 0.02
 
 
-def test_slurm_launcher_config_composes_from_the_trainer():
+def composed_launcher(overrides: list[str]):
+    """The hydra.launcher node that `overrides` compose to (as a multirun would see it)."""
     from hydra import compose, initialize_config_dir
 
     from mlpflow.config import conf_dir
 
     with initialize_config_dir(str(conf_dir()), version_base=None):
-        cfg = compose(
-            "config",
-            ["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2"],
-            return_hydra_config=True,
-        )
-    launcher = cfg.hydra.launcher
+        return compose("config", overrides, return_hydra_config=True).hydra.launcher
+
+
+def test_slurm_launcher_config_composes_from_the_trainer():
+    launcher = composed_launcher(["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2"])
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
 
 
 def test_ray_cluster_launcher_config_asks_for_the_trainer_devices():
-    from hydra import compose, initialize_config_dir
-
-    from mlpflow.config import conf_dir
-
-    with initialize_config_dir(str(conf_dir()), version_base=None):
-        cfg = compose(
-            "config",
-            ["hydra/launcher=ray_cluster", "trainer=gpu", "trainer.devices=2"],
-            return_hydra_config=True,
-        )
-    launcher = cfg.hydra.launcher
+    launcher = composed_launcher(["hydra/launcher=ray_cluster", "trainer=gpu", "trainer.devices=2"])
     assert launcher._target_.endswith("RayLauncher")
     assert launcher.ray.init.address == "auto"
     assert launcher.ray.remote.num_gpus == 2
