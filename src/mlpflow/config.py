@@ -183,7 +183,27 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "monitor.mode", ("min", "max"))
     if not str(cfg.monitor.metric).startswith("val/"):
         _fail("monitor.metric", cfg.monitor.metric, "must be a val/ metric, e.g. val/loss")
+    _check_validation_runs(cfg)
     _number(cfg, "evaluate.threshold", 0, 1, low_open=True)
+
+
+def _check_validation_runs(cfg: DictConfig) -> None:
+    """The best checkpoint (what evaluate scores) and early stopping follow a val/ metric: a
+    trainer that never validates would train for nothing and fail at the end."""
+    limit = cfg.trainer.get("limit_val_batches")
+    every = cfg.trainer.get("check_val_every_n_epoch")
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        key, value = "trainer.limit_val_batches", limit
+    elif isinstance(every, int) and not isinstance(every, bool) and every > cfg.trainer.max_epochs:
+        key, value = "trainer.check_val_every_n_epoch", every
+    else:
+        return
+    _fail(
+        key,
+        value,
+        f"never validates, but the best checkpoint follows monitor.metric={cfg.monitor.metric}: "
+        "drop the override (validation picks the model that evaluate scores)",
+    )
 
 
 def build_partial(cfg: Any, **kwargs: Any) -> Any:
