@@ -50,6 +50,10 @@ CONFIG_CASES = {
     "empty hidden_dims": (["model.hidden_dims=[]"], ["model.hidden_dims", "non-empty"]),
     "loss/task mismatch": (["data=digits"], ["loss=bce", "loss=cross_entropy"]),
     "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),
+    "key not in the config": (
+        ["trainer.limit_val_batches=0"],
+        ["trainer.limit_val_batches", "use +trainer.limit_val_batches=0"],
+    ),
     "validation off": (["+trainer.limit_val_batches=0"], ["limit_val_batches", "never validates"]),
     "validation after the last epoch": (
         ["trainer.max_epochs=5", "+trainer.check_val_every_n_epoch=10"],

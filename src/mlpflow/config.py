@@ -72,7 +72,9 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_dir(str(conf_dir()), version_base=None):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
-        message = str(error).strip().splitlines()[0]
+        lines = str(error).strip().splitlines()
+        message = lines[0]
+        message += "".join(f" {line}" for line in lines[1:] if line.startswith("To append"))
         options = [o for o in getattr(error, "options", None) or [] if not o.startswith("_")]
         if options:
             message += f"; available: {', '.join(options)}"
