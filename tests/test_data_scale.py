@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import subprocess
 import sys
@@ -236,22 +235,6 @@ def test_a_failed_streaming_write_leaves_no_out_dir_and_no_temp_dir(tmp_path, mo
             csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, tmp_path / "a" / "b" / "p"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
-
-
-def test_prepare_of_a_file_imports_no_torch(tmp_path):
-    """DESIGN.md: prepare stays free of torch (and Lightning); no frame is built either (see the
-    memory test below), though scikit-learn imports pandas."""
-    lines = ["a,b,y", *(f"{k},{k % 5},{k % 2}" for k in range(100))]
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    code = f"""
-import json, sys
-from mlpflow.data.splits import prepare_dataset
-cfg = {{"name": "csv", "task": "auto", "path": {str(tmp_path / "t.csv")!r}, "target": "y"}}
-prepare_dataset(cfg, 0, {str(tmp_path / "out")!r})
-print(json.dumps([m for m in ("torch", "pytorch_lightning") if m in sys.modules]))
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout) == []
 
 
 def write_parquet(path: Path, n: int, row_group: int = 65536) -> None:
