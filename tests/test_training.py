@@ -68,6 +68,12 @@ def test_breast_cancer_beats_baseline_and_fills_the_mlflow_run(cfg_factory, tmp_
         assert metric in run.data.metrics, metric
     history = client.get_metric_history(run.info.run_id, "val/roc_auc")
     assert len(history) == train_json["epochs_run"]  # one point per epoch, not per step
+    # One write an epoch: validation and train metrics of a step share the write's timestamp
+    # (two writes are a SQLite transaction and two checkpoint saves apart: several ms).
+    train_writes = {
+        m.step: m.timestamp for m in client.get_metric_history(run.info.run_id, "train/loss")
+    }
+    assert {m.step: m.timestamp for m in history} == train_writes
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "checkpoints", "plots", "figures", "reports"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
