@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from mlpflow.errors import ModelError
+from mlpflow.errors import ModelError, first_line
+from mlpflow.model.mlp import MLP
 
 # What a Lightning checkpoint's hyper_parameters must hold to rebuild the network and its outputs.
 NETWORK_HPARAMS = (
@@ -39,8 +40,7 @@ def load_weights(path: str | Path) -> dict[str, Any]:
             "containers (not an mlpflow checkpoint; it may be malicious)"
         ) from error
     except (RuntimeError, OSError, EOFError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"cannot read checkpoint {path}: {message}") from error
+        raise ModelError(f"cannot read checkpoint {path}: {first_line(error)}") from error
     hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     if (
         not isinstance(hparams, dict)
@@ -61,3 +61,11 @@ def network_weights(weights: dict[str, Any]) -> dict[str, Any]:
     """What serving needs of `load_weights`' result: the network, not the training setup."""
     hparams = {key: weights["hyper_parameters"][key] for key in NETWORK_HPARAMS}
     return {"hyper_parameters": hparams, "state_dict": weights["state_dict"]}
+
+
+def build_network(weights: dict[str, Any]) -> MLP:
+    """The network of `load_weights`' result, weights loaded, in eval mode."""
+    hparams = weights["hyper_parameters"]
+    net = MLP(hparams["n_features"], hparams["n_outputs"], **hparams["model"])
+    net.load_state_dict({k.removeprefix("net."): v for k, v in weights["state_dict"].items()})
+    return net.eval()

@@ -30,6 +30,15 @@ class ModelError(MlpflowError):
     """A model, run or checkpoint reference cannot be found, resolved or safely loaded."""
 
 
+def first_line(error: BaseException, default: str | None = None) -> str:
+    """The first line of an error's message (library messages run to many lines); `default`,
+    or the error's type name, when it has none."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if default is None else default
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     """Turn an MlpflowError into one line on stderr and exit code 2.

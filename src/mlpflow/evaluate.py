@@ -54,9 +54,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         "threshold": cfg.evaluate.threshold,
         "calibration_bins": cfg.evaluate.calibration_bins,
     }
-    task = meta["task"]
-    plots = write_plots(task, y.numpy(), scores.numpy(), reports / "plots", **curve_args)
-    figures = write_figures(task, y.numpy(), scores.numpy(), reports / "figures", **curve_args)
+    task, target, score_array = meta["task"], y.numpy(), scores.numpy()
+    plots = write_plots(task, target, score_array, reports / "plots", **curve_args)
+    figures = write_figures(task, target, score_array, reports / "figures", **curve_args)
     metrics_path = write_json(reports / METRICS_FILE, _nested(metrics))
     if cfg.tracking.enabled and train_report.get("run_id"):
         _log_to_run(
@@ -77,9 +77,9 @@ def score_split(
     """
     import torch
 
+    from mlpflow.checkpoint import build_network
     from mlpflow.config import build_partial
     from mlpflow.evaluation.metrics import build_metrics
-    from mlpflow.model.mlp import MLP
     from mlpflow.model.outputs import loss_target, output_scores, squeeze_head
 
     hparams = weights["hyper_parameters"]
@@ -89,9 +89,7 @@ def score_split(
             f"the checkpoint expects {hparams['n_features']} features, the {split} split has "
             f"{x.shape[1]}: train again on this prepared data (dvc repro)"
         )
-    net = MLP(hparams["n_features"], hparams["n_outputs"], **hparams["model"])
-    net.load_state_dict({k.removeprefix("net."): v for k, v in weights["state_dict"].items()})
-    net.eval()
+    net = build_network(weights)
     with torch.no_grad():
         outputs = torch.cat([squeeze_head(net(part)) for part in x.split(EVAL_CHUNK_ROWS)])
         loss_fn = build_partial(hparams["loss"], task=task)

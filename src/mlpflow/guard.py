@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlpflow.console import warn
+from mlpflow.errors import first_line
 
 # MLflow retries a dead server for minutes by default (7 retries, backoff factor 2).
 HTTP_DEFAULTS = {
@@ -37,7 +38,7 @@ class StoreGuard:
         try:
             return call(*args, **kwargs)
         except Exception as error:
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            detail = first_line(error, "")
             self.lost = f"{type(error).__name__}: {detail}"[:300]
             warn(
                 f"lost the MLflow store {self.uri} ({self.lost}); {self.doing} goes on, "

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlpflow.errors import DataError, MlpflowError, ModelError
+from mlpflow.errors import DataError, MlpflowError, ModelError, first_line
 from mlpflow.files import write_text
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def read_rows(path: str | Path, schema: Schema) -> pd.DataFrame:
     except FileNotFoundError as error:
         raise DataError(f"input file not found: {path}") from error
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+        message = first_line(error, "unreadable")
         raise DataError(f"cannot read {path} as CSV: {message}") from error
     expected = {spec.name: spec.type for spec in schema.inputs}
     missing = [name for name in expected if name not in frame.columns]

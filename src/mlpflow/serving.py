@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from mlpflow.checkpoint import load_weights
+from mlpflow.checkpoint import build_network, load_weights
 from mlpflow.errors import DataError, ModelError
-from mlpflow.model.mlp import MLP
+from mlpflow.model.outputs import squeeze_head
 
 LABEL = "label"
 PREDICTION = "prediction"
@@ -39,10 +39,7 @@ class Predictor:
             )
         self.hparams, self.meta = hparams, meta
         self.features: list[str] = list(meta["feature_names"])
-        self.net = MLP(hparams["n_features"], hparams["n_outputs"], **hparams["model"])
-        state = {k.removeprefix("net."): v for k, v in weights["state_dict"].items()}
-        self.net.load_state_dict(state)
-        self.net.eval()
+        self.net = build_network(weights)
         scaler = meta["scaler"]
         self.mean = np.asarray(scaler["mean"], dtype=np.float64)
         self.scale = np.asarray(scaler["scale"], dtype=np.float64)
@@ -86,8 +83,7 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        out = self.net(torch.from_numpy(self._inputs(rows)))
-        out = out.squeeze(-1) if out.shape[-1] == 1 else out
+        out = squeeze_head(self.net(torch.from_numpy(self._inputs(rows))))
         task = self.meta["task"]
         if task == "regression":
             values = out.double() * self.hparams["target_scale"] + self.hparams["target_mean"]

@@ -28,11 +28,6 @@ EVAL_CHUNK_ROWS = 65536
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
-def as_tensors(x: np.ndarray, y: np.ndarray, task: str) -> tuple[Tensor, Tensor]:
-    """Features as float32; targets as class indices (int64) or float32 values."""
-    return torch.from_numpy(np.asarray(x, dtype=np.float32)), target_tensor(y, task)
-
-
 def target_tensor(y: np.ndarray, task: str) -> Tensor:
     """Class indices (int64) or float32 values, in memory (a memory-mapped y is copied)."""
     target_dtype = torch.float32 if task == "regression" else torch.int64

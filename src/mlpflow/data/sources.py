@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpflow.config import DATASETS, TASKS
-from mlpflow.errors import DataError
+from mlpflow.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -271,8 +271,7 @@ def open_file(path: Path, target: str) -> TableSource:
 
 
 def cannot_read(shown: Path, error: BaseException) -> DataError:
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return DataError(f"cannot read {shown}: {message}; check the file format")
+    return DataError(f"cannot read {shown}: {first_line(error)}; check the file format")
 
 
 class _FileTable(TableSource):
