@@ -220,7 +220,7 @@ def main() -> int:
         )
         epoch = json.loads(times.read_text())
         report = json.loads((root / "reports" / "train.json").read_text())
-        n_train = meta["rows"]["train"]
+        n_train = meta.rows["train"]
         data32 = args.n * args.features * 4
         print(
             f"\n== data at scale: {args.n:,} rows x {args.features} features, "
@@ -230,7 +230,7 @@ def main() -> int:
             f"float32 data: {gb(data32)} (train split {gb(n_train * args.features * 4)}); "
             f"Parquet file {gb(table.stat().st_size)}, generated in {generated:.1f} s"
         )
-        print(f"rows {meta['rows']}, duplicate rows {meta['schema']['duplicate_rows']}")
+        print(f"rows {meta.rows}, duplicate rows {meta.schema['duplicate_rows']}")
         print("stage      wall s   peak RSS  RssAnon max  RssFile max")
         for name, m in (("prepare", prepare), ("train", train)):
             print(

@@ -11,7 +11,7 @@
    Both are repeated (--repeats, alternating, each from a fresh store; `dvc repro --force` after
    the first round) and each keeps its fastest time.
 3. Prints both wall times and their ratio (target <= 1.5), then the import cost of each stage
-   entry: `python -X importtime -c "import mlpflow.<stage>"` (top 8 modules by cumulative time),
+   entry: `python -X importtime -c "import mlpflow.stages.<stage>"` (top 8 modules by cumulative
    the same for the imports a stage really makes while it runs (`-m mlpflow stage <name>`,
    lazy imports included), and the wall time of `python -m mlpflow --help`.
 """
@@ -77,8 +77,8 @@ IN_PROCESS = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from mlpflow import evaluate, prepare, train
-    from mlpflow.config import load_params
+    from mlpflow.stages import evaluate, prepare, train
+    from mlpflow.config.compose import load_params
 
     params, out = Path(sys.argv[1]), Path(sys.argv[2])
     cfg = load_params(params)
@@ -187,9 +187,9 @@ def main() -> int:
 
         for stage in ("prepare", "train", "evaluate"):
             wall, result = timed(
-                PYTHON, "-X", "importtime", "-c", f"import mlpflow.{stage}", cwd=project
+                PYTHON, "-X", "importtime", "-c", f"import mlpflow.stages.{stage}", cwd=project
             )
-            print_imports(f'python -X importtime -c "import mlpflow.{stage}"', wall, result.stderr)
+            print_imports(f'python -X importtime -c "import mlpflow.stages.{stage}"', wall, result.stderr)
         # What each DVC stage process really imports, lazy imports inside run() included
         # (re-runs the stages in the copy, after the timings).
         for stage in ("prepare", "train", "evaluate"):

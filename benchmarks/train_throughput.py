@@ -97,7 +97,7 @@ def keep(best: dict[str, float], name: str, seconds: float) -> None:
 
 def make_cfg(root: Path, overrides: list[str], name: str):
     """conf/ composed with overrides; outputs under root/name, tracking in root/mlflow.db."""
-    from mlpflow.config import compose
+    from mlpflow.config.compose import compose
 
     cfg = compose(overrides)
     cfg.paths.prepared = str(root / "prepared")
@@ -189,7 +189,7 @@ def sklearn_epochs(x, y, epochs: int, batch: int) -> list[float]:
 
 def mlpflow_fit(root: Path, overrides: list[str], epochs: int, name: str) -> tuple[float, dict]:
     """Wall time of mlpflow.train.run with max_epochs=epochs, and its report."""
-    from mlpflow import train
+    from mlpflow.stages import train
 
     cfg = make_cfg(
         root,
@@ -214,12 +214,11 @@ def mlpflow_fit(root: Path, overrides: list[str], epochs: int, name: str) -> tup
 
 
 def mlpflow_scores(models_dir: str, x_test: torch.Tensor) -> np.ndarray:
-    from mlpflow.model.module import MLPModule
+    from mlpflow.evaluation.scoring import network_outputs, network_scores
+    from mlpflow.model.checkpoint import load_weights
 
-    module = MLPModule.load_from_checkpoint(
-        Path(models_dir) / "best.ckpt", map_location="cpu", weights_only=True
-    )
-    return module.predict_scores(x_test).numpy()
+    weights = load_weights(Path(models_dir) / "best.ckpt")
+    return network_scores(network_outputs(weights.network(), x_test), weights.spec).numpy()
 
 
 def main() -> int:
@@ -227,15 +226,15 @@ def main() -> int:
     t_process = time.perf_counter()
     from sklearn.metrics import roc_auc_score
 
-    from mlpflow import prepare
-    from mlpflow.data.splits import load_meta, load_split
-    from mlpflow.tracking import ensure_store
+    from mlpflow.data.prepared import load_meta, load_split
+    from mlpflow.stages import prepare
+    from mlpflow.tracking.store import ensure_store
 
     data = [
         "data=synthetic",
         f"data.n_samples={args.n}",
         f"data.n_features={args.features}",
-        f"data.batch_size={args.batch}",
+        f"loader.batch_size={args.batch}",
     ]
     # name, samples/s (whole run), samples/s (fastest epoch), test AUC, note
     results: list[tuple[str, float, float, float, str]] = []
@@ -258,7 +257,7 @@ def main() -> int:
         n_train = len(y_np)
         samples = args.epochs * n_train
         print(
-            f"rows: {meta['rows']}; torch threads: {torch.get_num_threads()}; "
+            f"rows: {meta.rows}; torch threads: {torch.get_num_threads()}; "
             f"batch {args.batch}; epochs {args.epochs}"
         )
 

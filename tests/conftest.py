@@ -5,14 +5,26 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.config import compose
+from mlpflow.config.compose import compose
+from mlpflow.config.schema import DataConfig
+from mlpflow.data.build import prepare_dataset
+from mlpflow.data.prepared import Meta
 
 REPO = Path(__file__).resolve().parents[1]
+DATA_DEFAULTS = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "data" / "_schema.yaml"))
 BIN = Path(sys.executable).parent
+
+
+def prepare_data(data: Any, seed: int, out: str | Path) -> Meta:
+    """prepare as the stage runs it: the data keys given, conf/'s defaults for the rest."""
+    if OmegaConf.is_config(data):
+        data = OmegaConf.to_container(data)
+    return prepare_dataset(DataConfig.parse({**DATA_DEFAULTS, **data}), seed, out)
 
 
 def make_cfg(tmp_path: Path, *overrides: str, tracking: bool = True) -> DictConfig:

@@ -49,7 +49,7 @@ _cache: dict[str, Trained] = {}
 
 
 def train_and_evaluate(cfg: DictConfig) -> str:
-    from mlpflow import evaluate, prepare, train
+    from mlpflow.stages import evaluate, prepare, train
 
     prepare.run(cfg)
     run_id = train.run(cfg)["run_id"]
@@ -70,12 +70,12 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 def raw_rows(prepared: Path, split: str = "test") -> pd.DataFrame:
     """A prepared split mapped back to raw feature values, as a user's CSV would hold them."""
-    from mlpflow.data.splits import load_meta, load_split
+    from mlpflow.data.prepared import load_meta, load_split
 
     meta = load_meta(prepared)
     x, _ = load_split(prepared, split)
-    raw = x.astype(np.float64) * meta["scaler"]["scale"] + meta["scaler"]["mean"]
-    return pd.DataFrame(raw, columns=meta["feature_names"])
+    raw = x.astype(np.float64) * meta.scaler.scale + meta.scaler.mean
+    return pd.DataFrame(raw, columns=meta.feature_names)
 
 
 class Exploit:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mlpflow import prepare
 from mlpflow.files import write_json
+from mlpflow.stages import prepare
 
 from conftest import REPO, make_cfg, subprocess_env
 
@@ -148,7 +148,7 @@ def test_corrupt_checkpoint_at_evaluate(prepared, tmp_path: Path):
 
 
 def test_predict_csv_with_another_column_set(prepared, tmp_path: Path):
-    from mlpflow import train
+    from mlpflow.stages import train
 
     prepared.tracking.enabled = False
     prepared.trainer.max_epochs = 1

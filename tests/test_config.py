@@ -8,8 +8,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
-from mlpflow.config import build_partial, compose, conf_dir, data_task, params_yaml, validate
+from mlpflow.config.compose import build_partial, compose, conf_dir, params_yaml
+from mlpflow.config.schema import data_task, validate
 from mlpflow.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +87,12 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         (["experiment=diabetes", "loss=cross_entropy"], "loss=cross_entropy"),
         (["loss=huber"], "loss=huber"),
         (["data.val_size=0.6", "data.test_size=0.4"], "leaves no train data"),
-        (["data.batch_size=0"], "data.batch_size"),
+        (["loader.batch_size=0"], "loader.batch_size"),
+        (["loader.batches_per_step=1.5"], "loader.batches_per_step"),
+        (["seed=-1"], "seed"),
+        (["data.val_size=0"], "data.val_size"),
+        (["data.test_size=0"], "data.test_size"),
+        (["data=synthetic", "data.n_samples=9"], "data.n_samples=9 must be >= 10"),
         (["trainer.max_epochs=0"], "trainer.max_epochs"),
         (["regularization=l1", "regularization.l1=-1"], "regularization.l1"),
         (["monitor.metric=train/loss"], "monitor.metric"),
@@ -105,3 +112,40 @@ def test_unknown_group_option_lists_the_available_ones() -> None:
 def test_experiment_presets_pick_the_loss_of_their_task() -> None:
     assert compose(["experiment=digits"]).loss.name == "cross_entropy"
     assert compose(["experiment=diabetes"]).loss.name == "mse"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("data.batch_size=64", "loader.batch_size"),
+        ("data.batches_per_step=4", "loader.batches_per_step"),
+        ("optimizer.full_batch=true", "loader.full_batch"),
+    ],
+)
+def test_moved_keys_name_their_new_home(old: str, new: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{old.split('=')[0]} is now {new}"):
+        compose([old])
+    group, rest = old.split(".", 1)
+    key, value = rest.split("=")
+    stale = compose()
+    with open_dict(stale):
+        stale[group][key] = value  # an old params.yaml
+    with pytest.raises(ConfigError, match=f"is now {new}"):
+        validate(stale)
+
+
+def test_config_boundaries_are_where_the_schema_says() -> None:
+    validate(compose(["data=synthetic", "data.n_samples=10"]))
+    validate(compose(["seed=0"]))
+    validate(compose([f"seed={2**32 - 1}"]))
+    with pytest.raises(ConfigError, match="seed"):
+        validate(compose([f"seed={2**32}"]))
+    validate(compose(["data.val_size=0.01", "data.test_size=0.98"]))
+
+
+def test_loader_follows_the_data_and_the_optimizer() -> None:
+    assert compose().loader.batch_size == 32  # a small built-in table
+    assert compose(["data=synthetic"]).loader.batch_size == 256
+    assert compose(["data=digits", "loader.batch_size=64"]).loader.batch_size == 64
+    assert not compose().loader.full_batch
+    assert compose(["optimizer=gd"]).loader.full_batch

@@ -20,9 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from mlpflow.data import splits
-from mlpflow.data.splits import ARRAY_FILES, load_meta, load_split, prepare_dataset
-from mlpflow.errors import DataError
+from mlpflow.data import prepared
+from mlpflow.data.prepared import ARRAY_FILES, SPLITS, load_meta, load_split
+from mlpflow.errors import ConfigError, DataError, MlpflowError
+
+from conftest import DATA_DEFAULTS, prepare_data
 
 BUILTINS = [
     ("breast_cancer", "binary", 569, 30, 2),
@@ -67,13 +69,13 @@ def rng_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
 
 def raw_rows(meta: dict[str, Any], X: np.ndarray) -> np.ndarray:
     """Undo the standardization recorded in meta."""
-    return X * np.array(meta["scaler"]["scale"]) + np.array(meta["scaler"]["mean"])
+    return X * np.array(meta.scaler.scale) + np.array(meta.scaler.mean)
 
 
 def split_ids(out: Path, meta: dict[str, Any], split: str) -> np.ndarray:
     """The `rid` values of the rows in a split."""
     X, _ = load_split(out, split)
-    column = raw_rows(meta, X)[:, meta["feature_names"].index("rid")]
+    column = raw_rows(meta, X)[:, meta.feature_names.index("rid")]
     return np.rint(column).astype(int)
 
 
@@ -86,31 +88,29 @@ def hidden_entries(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize(("name", "task", "n_rows", "n_features", "n_classes"), BUILTINS)
 def test_builtin_dataset_prepares(tmp_path, name, task, n_rows, n_features, n_classes):
-    meta = prepare_dataset({"name": name, "task": task}, 0, tmp_path / "out")
-    assert meta["task"] == task
-    assert meta["n_features"] == n_features == len(meta["feature_names"])
-    assert meta["n_outputs"] == (n_classes if task == "multiclass" else 1)
-    assert sum(meta["rows"].values()) == n_rows
+    meta = prepare_data({"name": name, "task": task}, 0, tmp_path / "out")
+    assert meta.task == task
+    assert meta.n_features == n_features == len(meta.feature_names)
+    assert meta.n_outputs == (n_classes if task == "multiclass" else 1)
+    assert sum(meta.rows.values()) == n_rows
     assert meta == load_meta(tmp_path / "out")
-    for split in splits.SPLITS:
+    for split in SPLITS:
         X, y = load_split(tmp_path / "out", split)
         assert X.dtype == np.float32 and X.flags.c_contiguous
-        assert X.shape == (meta["rows"][split], n_features) and len(y) == len(X)
+        assert X.shape == (meta.rows[split], n_features) and len(y) == len(X)
         if task == "regression":
-            assert y.dtype == np.float32 and meta["classes"] is None
+            assert y.dtype == np.float32 and meta.classes is None
         else:
             assert y.dtype == np.int64 and set(np.unique(y)) == set(range(n_classes))
-            assert len(meta["classes"]) == n_classes
+            assert len(meta.classes) == n_classes
     if name == "breast_cancer":  # scikit-learn's class order with readable names
-        assert meta["classes"] == ["malignant", "benign"]
+        assert meta.classes == ["malignant", "benign"]
 
 
 def test_builtin_task_auto_is_accepted_and_a_contradicting_task_is_not(tmp_path):
-    assert prepare_dataset({"name": "wine", "task": "auto"}, 0, tmp_path / "a")["task"] == (
-        "multiclass"
-    )
-    with pytest.raises(DataError, match=r"data\.task=multiclass"):
-        prepare_dataset({"name": "digits", "task": "regression"}, 0, tmp_path / "b")
+    assert prepare_data({"name": "wine", "task": "auto"}, 0, tmp_path / "a").task == ("multiclass")
+    with pytest.raises(ConfigError, match=r"data\.task=multiclass"):
+        prepare_data({"name": "digits", "task": "regression"}, 0, tmp_path / "b")
 
 
 @pytest.mark.parametrize(
@@ -125,10 +125,10 @@ def test_synthetic(tmp_path, task, n_classes, n_outputs):
         "n_features": 6,
         "n_classes": n_classes,
     }
-    meta = prepare_dataset(cfg, 3, tmp_path / "out")
-    assert meta["task"] == task and meta["n_outputs"] == n_outputs
-    assert meta["feature_names"] == [f"f{i}" for i in range(6)]
-    assert sum(meta["rows"].values()) == 400
+    meta = prepare_data(cfg, 3, tmp_path / "out")
+    assert meta.task == task and meta.n_outputs == n_outputs
+    assert meta.feature_names == [f"f{i}" for i in range(6)]
+    assert sum(meta.rows.values()) == 400
     _, y = load_split(tmp_path / "out", "train")
     assert y.dtype == (np.float32 if task == "regression" else np.int64)
 
@@ -137,12 +137,12 @@ def test_synthetic(tmp_path, task, n_classes, n_outputs):
 
 
 @pytest.mark.parametrize(
-    ("n", "val", "test"), [(1000, 0.2, 0.1), (101, 0.15, 0.15), (50, 0.0, 0.3)]
+    ("n", "val", "test"), [(1000, 0.2, 0.1), (101, 0.15, 0.15), (50, 0.05, 0.3)]
 )
 def test_row_counts_add_up_and_follow_fractions_of_all_rows(tmp_path, n, val, test):
     cfg = {"name": "synthetic", "task": "regression", "n_samples": n, "n_features": 3}
-    meta = prepare_dataset({**cfg, "val_size": val, "test_size": test}, 0, tmp_path / "out")
-    rows = meta["rows"]
+    meta = prepare_data({**cfg, "val_size": val, "test_size": test}, 0, tmp_path / "out")
+    rows = meta.rows
     assert sum(rows.values()) == n
     assert rows["val"] == int(np.ceil(val * n - 1e-9)) and rows["test"] == int(
         np.ceil(test * n - 1e-9)
@@ -152,16 +152,16 @@ def test_row_counts_add_up_and_follow_fractions_of_all_rows(tmp_path, n, val, te
 
 def test_splits_are_disjoint_and_cover_every_row(tmp_path):
     out = tmp_path / "out"
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, rng_table(150))), 0, out)
-    ids = np.concatenate([split_ids(out, meta, split) for split in splits.SPLITS])
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, rng_table(150))), 0, out)
+    ids = np.concatenate([split_ids(out, meta, split) for split in SPLITS])
     assert sorted(ids) == list(range(150))
 
 
 def test_stratification_keeps_class_proportions(tmp_path):
     frame = pd.DataFrame({"x": np.arange(1000.0), "y": ["a"] * 700 + ["b"] * 200 + ["c"] * 100})
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, frame)), 5, tmp_path / "out")
-    for split, counts in meta["class_counts"].items():
-        total = meta["rows"][split]
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 5, tmp_path / "out")
+    for split, counts in meta.class_counts.items():
+        total = meta.rows[split]
         for name, share in {"a": 0.7, "b": 0.2, "c": 0.1}.items():
             assert abs(counts[name] / total - share) < 0.01, (split, name)
         _, y = load_split(tmp_path / "out", split)
@@ -171,16 +171,16 @@ def test_stratification_keeps_class_proportions(tmp_path):
 def test_scaler_is_fitted_on_train_rows_only(tmp_path):
     frame = rng_table(300)
     out = tmp_path / "out"
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, frame)), 0, out)
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, out)
     X_train, _ = load_split(out, "train")
     np.testing.assert_allclose(X_train.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(X_train.std(axis=0), 1, atol=1e-4)
 
     features = frame.drop(columns="y").astype(float)
     train = features.set_index("rid").loc[split_ids(out, meta, "train")].reset_index()
-    np.testing.assert_allclose(meta["scaler"]["mean"], train.mean().to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(meta["scaler"]["scale"], train.std(ddof=0).to_numpy(), rtol=1e-6)
-    assert not np.allclose(meta["scaler"]["mean"], features.mean().to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(meta.scaler.mean, train.mean().to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(meta.scaler.scale, train.std(ddof=0).to_numpy(), rtol=1e-6)
+    assert not np.allclose(meta.scaler.mean, features.mean().to_numpy(), rtol=1e-6)
 
     # val and test use the train statistics: their raw values come back exactly
     for split in ("val", "test"):
@@ -192,20 +192,20 @@ def test_scaler_is_fitted_on_train_rows_only(tmp_path):
 
 def test_constant_column_gets_scale_one_and_is_reported(tmp_path):
     frame = rng_table(60).assign(const=7.0)
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
-    j = meta["feature_names"].index("const")
-    assert meta["scaler"]["scale"][j] == 1.0 and meta["scaler"]["mean"][j] == 7.0
-    assert meta["schema"]["constant_columns"] == ["const"]
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
+    j = meta.feature_names.index("const")
+    assert meta.scaler.scale[j] == 1.0 and meta.scaler.mean[j] == 7.0
+    assert meta.schema["constant_columns"] == ["const"]
     X, _ = load_split(tmp_path / "out", "test")
     assert np.all(X[:, j] == 0)
 
 
 def test_fingerprint_tracks_data_seed_and_split(tmp_path):
     cfg = {"name": "wine", "task": "multiclass"}
-    first = prepare_dataset(cfg, 0, tmp_path / "a")["fingerprint"]
-    assert prepare_dataset(cfg, 0, tmp_path / "b")["fingerprint"] == first
-    assert prepare_dataset(cfg, 1, tmp_path / "c")["fingerprint"] != first
-    assert prepare_dataset({**cfg, "val_size": 0.2}, 0, tmp_path / "d")["fingerprint"] != first
+    first = prepare_data(cfg, 0, tmp_path / "a").fingerprint
+    assert prepare_data(cfg, 0, tmp_path / "b").fingerprint == first
+    assert prepare_data(cfg, 1, tmp_path / "c").fingerprint != first
+    assert prepare_data({**cfg, "val_size": 0.2}, 0, tmp_path / "d").fingerprint != first
     digest = hashlib.sha256()
     for name in ARRAY_FILES:
         digest.update((tmp_path / "a" / name).read_bytes())
@@ -213,7 +213,7 @@ def test_fingerprint_tracks_data_seed_and_split(tmp_path):
 
 
 def test_load_split_mmap_and_bad_split(tmp_path):
-    prepare_dataset({"name": "wine", "task": "multiclass"}, 0, tmp_path / "out")
+    prepare_data({"name": "wine", "task": "multiclass"}, 0, tmp_path / "out")
     X, _ = load_split(tmp_path / "out", "val", mmap=True)
     assert isinstance(X, np.memmap) and X.dtype == np.float32 and X.flags.c_contiguous
     np.testing.assert_array_equal(X, load_split(tmp_path / "out", "val")[0])
@@ -239,12 +239,12 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path)
-    meta = prepare_dataset(csv_cfg(path), 0, tmp_path / "out")
-    assert meta["feature_names"] == ["rid", "a", "b", "flag"]
-    assert meta["feature_dtypes"] == {"rid": "int64", "a": "float64", "b": "int64", "flag": "bool"}
-    assert meta["target"] == "y" and meta["classes"] == ["cat", "dog", "eel"]
-    assert meta["source"] == {"name": "csv", "path": str(path)}
-    assert meta["task"] == "multiclass" and meta["n_outputs"] == 3
+    meta = prepare_data(csv_cfg(path), 0, tmp_path / "out")
+    assert meta.feature_names == ["rid", "a", "b", "flag"]
+    assert meta.feature_dtypes == {"rid": "int64", "a": "float64", "b": "int64", "flag": "bool"}
+    assert meta.target == "y" and meta.classes == ["cat", "dog", "eel"]
+    assert meta.source == {"name": "csv", "path": str(path)}
+    assert meta.task == "multiclass" and meta.n_outputs == 3
 
 
 @pytest.mark.parametrize(
@@ -260,18 +260,14 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
 )
 def test_task_auto_inference(tmp_path, target, task, classes):
     frame = pd.DataFrame({"x": np.arange(40.0), "y": target})
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
-    assert (meta["task"], meta["classes"]) == (task, classes)
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
+    assert (meta.task, meta.classes) == (task, classes)
 
 
 def test_explicit_regression_on_integer_target(tmp_path):
     frame = pd.DataFrame({"x": np.arange(40.0), "y": [0, 1] * 20})
-    meta = prepare_dataset(
-        csv_cfg(write_csv(tmp_path, frame), task="regression"), 0, tmp_path / "o"
-    )
-    assert (
-        meta["task"] == "regression" and load_split(tmp_path / "o", "train")[1].dtype == np.float32
-    )
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), task="regression"), 0, tmp_path / "o")
+    assert meta.task == "regression" and load_split(tmp_path / "o", "train")[1].dtype == np.float32
 
 
 # --- missing values ------------------------------------------------------------------------------
@@ -291,24 +287,24 @@ def test_nan_policy_drop(tmp_path):
     out = tmp_path / "out"
     frame = frame_with_gaps()
     frame.loc[30, "y"] = None
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, frame), nan_policy="drop"), 0, out)
-    assert meta["schema"]["nan_counts"] == {"a": 4, "b": 2, "y": 1}
-    assert meta["schema"]["dropped_rows"] == 6  # rows 3, 7, 10, 20, 30, 50
-    assert sum(meta["rows"].values()) == 94 and meta["imputer"] is None
-    kept = np.concatenate([split_ids(out, meta, s) for s in splits.SPLITS])
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="drop"), 0, out)
+    assert meta.schema["nan_counts"] == {"a": 4, "b": 2, "y": 1}
+    assert meta.schema["dropped_rows"] == 6  # rows 3, 7, 10, 20, 30, 50
+    assert sum(meta.rows.values()) == 94 and meta.imputer is None
+    kept = np.concatenate([split_ids(out, meta, s) for s in SPLITS])
     assert not set(kept) & {3, 7, 10, 20, 30, 50} and len(kept) == 94
 
 
 def test_nan_policy_median_imputes_with_train_medians(tmp_path):
     out = tmp_path / "out"
     frame = frame_with_gaps()
-    meta = prepare_dataset(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, out)
-    assert meta["schema"]["dropped_rows"] == 0 and sum(meta["rows"].values()) == 100
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, out)
+    assert meta.schema["dropped_rows"] == 0 and sum(meta.rows.values()) == 100
     train = frame.set_index("rid").loc[split_ids(out, meta, "train")]
     medians = [np.nanmedian(train[c].replace([np.inf, -np.inf], np.nan)) for c in ("a", "b")]
-    np.testing.assert_allclose(meta["imputer"]["median"][1:3], medians)
-    assert meta["imputer"]["median"][1] != frame["a"].median()  # not the all-rows median
-    for split in splits.SPLITS:
+    np.testing.assert_allclose(meta.imputer.median[1:3], medians)
+    assert meta.imputer.median[1] != frame["a"].median()  # not the all-rows median
+    for split in SPLITS:
         X, _ = load_split(out, split)
         assert np.isfinite(X).all()
         raw = frame.set_index("rid").loc[split_ids(out, meta, split)]
@@ -319,7 +315,7 @@ def test_nan_policy_median_imputes_with_train_medians(tmp_path):
 def test_nan_policy_median_rejects_a_column_empty_in_train(tmp_path):
     frame = rng_table(40).assign(empty=np.nan)
     with pytest.raises(DataError, match="no values in the train split: empty"):
-        prepare_dataset(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, tmp_path / "o")
+        prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, tmp_path / "o")
 
 
 # --- every DataError ------------------------------------------------------------------------------
@@ -373,7 +369,7 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
             "n_features": 4,
             "n_classes": 3,
         },
-        ["data.n_classes=2"],
+        ["data.n_classes=3", "data.task=binary"],
     ),
     "synthetic classes beyond its features": (
         lambda d: {
@@ -407,7 +403,8 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
         ["target column 'y'", "2 missing", "data.nan_policy=drop"],
     ),
     "unknown nan_policy": (table_case(GOOD, nan_policy="zap"), ["nan_policy='zap'", "median"]),
-    "val_size 1": (table_case(GOOD, val_size=1.0), ["data.val_size", "[0, 1)"]),
+    "val_size 1": (table_case(GOOD, val_size=1.0), ["data.val_size", "> 0 and < 1"]),
+    "val_size 0": (table_case(GOOD, val_size=0.0), ["data.val_size=0.0", "> 0"]),
     "negative test_size": (table_case(GOOD, test_size=-0.1), ["data.test_size"]),
     "no train data": (table_case(GOOD, val_size=0.5, test_size=0.5), ["leaves no train data"]),
     "too few rows": (table_case(GOOD.head(3)), ["only 3 rows"]),
@@ -445,18 +442,13 @@ def test_data_errors_name_the_problem(tmp_path, case):
     build, fragments = ERROR_CASES[case]
     cfg = build(tmp_path)
     out = tmp_path / "prepared"
-    with pytest.raises(DataError) as caught:
-        prepare_dataset(cfg, 0, out)
+    with pytest.raises(MlpflowError) as caught:  # ConfigError or DataError
+        prepare_data(cfg, 0, out)
     message = str(caught.value)
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
     assert not out.exists() and not hidden_entries(tmp_path)
-
-
-def test_bad_seed(tmp_path):
-    with pytest.raises(DataError, match="seed"):
-        prepare_dataset({"name": "wine", "task": "multiclass"}, -1, tmp_path / "out")
 
 
 # --- atomic output -------------------------------------------------------------------------------
@@ -473,30 +465,30 @@ def test_failed_write_leaves_no_out_dir_and_no_temp_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        prepare_dataset({"name": "wine", "task": "multiclass"}, 0, tmp_path / "out")
+        prepare_data({"name": "wine", "task": "multiclass"}, 0, tmp_path / "out")
     assert len(calls) == 3 and Path(calls[0]).parent.name.startswith(".out.")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_keeps_the_previous_out_dir(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    before = prepare_dataset({"name": "wine", "task": "multiclass"}, 0, out)
+    before = prepare_data({"name": "wine", "task": "multiclass"}, 0, out)
 
     def fail(tmp: Path, target: Path) -> None:
         raise OSError("rename failed")
 
-    monkeypatch.setattr(splits, "_swap_into_place", fail)
+    monkeypatch.setattr(prepared, "swap_into_place", fail)
     with pytest.raises(OSError, match="rename failed"):
-        prepare_dataset({"name": "wine", "task": "multiclass"}, 1, out)
+        prepare_data({"name": "wine", "task": "multiclass"}, 1, out)
     assert load_meta(out) == before and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_rerun_replaces_out_dir(tmp_path):
     out = tmp_path / "out"
-    prepare_dataset({"name": "wine", "task": "multiclass"}, 0, out)
+    prepare_data({"name": "wine", "task": "multiclass"}, 0, out)
     (out / "stale.txt").write_text("old")
-    meta = prepare_dataset({"name": "wine", "task": "multiclass"}, 1, out)
-    assert load_meta(out) == meta and meta["seed"] == 1
+    meta = prepare_data({"name": "wine", "task": "multiclass"}, 1, out)
+    assert load_meta(out) == meta and meta.seed == 1
     assert sorted(p.name for p in out.iterdir()) == sorted([*ARRAY_FILES, "meta.json"])
     assert not hidden_entries(tmp_path)
 
@@ -505,8 +497,8 @@ def test_concurrent_writers_leave_one_complete_out_dir(tmp_path):
     out = tmp_path / "prepared"
     cfg = {"name": "synthetic", "task": "binary", "n_samples": 300, "n_features": 4}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        metas = list(pool.map(lambda _: prepare_dataset(cfg, 0, out), range(16)))
-    assert len({m["fingerprint"] for m in metas}) == 1
+        metas = list(pool.map(lambda _: prepare_data(cfg, 0, out), range(16)))
+    assert len({m.fingerprint for m in metas}) == 1
     assert load_meta(out) == metas[0]
     assert sorted(p.name for p in out.iterdir()) == sorted([*ARRAY_FILES, "meta.json"])
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
@@ -516,9 +508,11 @@ def test_prepare_imports_no_heavy_library():
     heavy = ("torch", "pytorch_lightning", "lightning", "torchmetrics", "mlflow")
     code = f"""
 import json, sys, tempfile
-import mlpflow.data.splits as splits
+from mlpflow.config.schema import DataConfig
+from mlpflow.data.build import prepare_dataset
 at_import = [m for m in {(*heavy, "sklearn", "pandas")!r} if m in sys.modules]
-splits.prepare_dataset({{"name": "wine", "task": "multiclass"}}, 0, tempfile.mkdtemp() + "/out")
+data = DataConfig.parse({{**{DATA_DEFAULTS!r}, "name": "wine", "task": "multiclass"}})
+prepare_dataset(data, 0, tempfile.mkdtemp() + "/out")
 print(json.dumps([at_import, [m for m in {heavy!r} if m in sys.modules]]))
 """
     result = subprocess.run(
@@ -570,8 +564,8 @@ def tables(draw: st.DrawFn) -> tuple[pd.DataFrame, dict[str, Any]]:
     cfg = {
         "task": draw(st.sampled_from(["auto", "auto", "binary", "multiclass", "regression"])),
         "nan_policy": draw(st.sampled_from(["drop", "median", "error"])),
-        "val_size": draw(st.sampled_from([0.1, 0.2, 0.0, 0.34])),
-        "test_size": draw(st.sampled_from([0.15, 0.25, 0.0])),
+        "val_size": draw(st.sampled_from([0.1, 0.2, 0.05, 0.34])),
+        "test_size": draw(st.sampled_from([0.15, 0.25, 0.05])),
     }
     return frame, cfg
 
@@ -580,25 +574,25 @@ def check_prepared(directory: Path, meta: dict[str, Any], n_rows: int) -> None:
     """Everything a prepared directory promises, checked against its own meta."""
     out = directory / "out"
     assert not hidden_entries(directory) and load_meta(out) == meta
-    assert sum(meta["rows"].values()) == n_rows - meta["schema"]["dropped_rows"]
-    assert meta["rows"]["train"] >= 2
-    classes = meta["classes"]
-    assert meta["n_outputs"] == (len(classes) if meta["task"] == "multiclass" else 1)
+    assert sum(meta.rows.values()) == n_rows - meta.schema["dropped_rows"]
+    assert meta.rows["train"] >= 2
+    classes = meta.classes
+    assert meta.n_outputs == (len(classes) if meta.task == "multiclass" else 1)
     digest = hashlib.sha256()
-    for split in splits.SPLITS:
+    for split in SPLITS:
         X, y = load_split(out, split)
-        assert X.shape == (meta["rows"][split], meta["n_features"]) and len(y) == len(X)
+        assert X.shape == (meta.rows[split], meta.n_features) and len(y) == len(X)
         assert X.dtype == np.float32 and X.flags.c_contiguous and np.isfinite(X).all()
         if classes is None:
             assert y.dtype == np.float32 and np.isfinite(y).all()
         else:
             assert y.dtype == np.int64
             counts = np.bincount(y, minlength=len(classes)).tolist()
-            assert counts == list(meta["class_counts"][split].values())
+            assert counts == list(meta.class_counts[split].values())
             assert len(y) == 0 or min(counts) >= 1  # every class in every non-empty split
     for name in ARRAY_FILES:
         digest.update((out / name).read_bytes())
-    assert digest.hexdigest() == meta["fingerprint"]
+    assert digest.hexdigest() == meta.fingerprint
 
 
 @settings(max_examples=50, deadline=None)
@@ -609,12 +603,12 @@ def test_any_table_prepares_consistently_or_raises_data_error(table, seed):
         directory = Path(tmp)
         cfg = csv_cfg(write_csv(directory, frame), target="target", **overrides)
         try:
-            meta = prepare_dataset(cfg, seed, directory / "out")
+            meta = prepare_data(cfg, seed, directory / "out")
         except DataError as error:
             assert "\n" not in str(error)
             assert not (directory / "out").exists() and not hidden_entries(directory)
             return
-        assert meta["n_features"] == len(frame.columns) - 1
+        assert meta.n_features == len(frame.columns) - 1
         check_prepared(directory, meta, len(frame))
 
 
@@ -624,7 +618,7 @@ def test_any_table_prepares_consistently_or_raises_data_error(table, seed):
     n_features=st.integers(1, 5),
     k=st.sampled_from([None, 2, 3]),  # None: a float target (regression)
     gaps=st.booleans(),
-    val_size=st.sampled_from([0.0, 0.1, 0.2, 0.3]),
+    val_size=st.sampled_from([0.1, 0.2, 0.3]),
     test_size=st.sampled_from([0.1, 0.15, 0.3]),
     seed=st.integers(0, 2**32 - 1),
 )
@@ -644,8 +638,8 @@ def test_usable_tables_always_prepare(n, n_features, k, gaps, val_size, test_siz
             val_size=val_size,
             test_size=test_size,
         )
-        meta = prepare_dataset(cfg, seed, directory / "out")
+        meta = prepare_data(cfg, seed, directory / "out")
         check_prepared(directory, meta, n)
-    assert meta["task"] == {None: "regression", 2: "binary", 3: "multiclass"}[k]
-    assert meta["rows"]["test"] == math.ceil(test_size * n - 1e-9)
-    assert meta["rows"]["val"] == math.ceil(val_size * n - 1e-9)
+    assert meta.task == {None: "regression", 2: "binary", 3: "multiclass"}[k]
+    assert meta.rows["test"] == math.ceil(test_size * n - 1e-9)
+    assert meta.rows["val"] == math.ceil(val_size * n - 1e-9)

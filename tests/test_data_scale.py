@@ -16,12 +16,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mlpflow.data import arrays, sources, splits
+from mlpflow.data import arrays, preprocess, readers, sources
 from mlpflow.data.datamodule import ShuffledChunks, TabularDataModule
-from mlpflow.data.splits import SPLITS, load_meta, load_split, prepare_dataset
+from mlpflow.data.prepared import SPLITS, load_meta, load_split
 from mlpflow.errors import DataError
 
-from conftest import make_cfg, subprocess_env
+from conftest import make_cfg, prepare_data, subprocess_env
 
 
 def csv_cfg(path: Path, **overrides: Any) -> dict[str, Any]:
@@ -49,11 +49,11 @@ def mixed_table(n: int = 3000, seed: int = 0) -> pd.DataFrame:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Batches, chunks and the median budget far smaller than the table: every pass is chunked."""
-    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 2048)
-    monkeypatch.setattr(sources, "PARQUET_BATCH_ROWS", 97)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 2048)
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 97)
     monkeypatch.setattr(sources, "MEMORY_BATCH_ROWS", 97)
     monkeypatch.setattr(arrays, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(splits, "MEDIAN_BUDGET_BYTES", 20_000)
+    monkeypatch.setattr(preprocess, "MEDIAN_BUDGET_BYTES", 20_000)
 
 
 def reference(frame: pd.DataFrame, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -96,21 +96,21 @@ def test_streaming_prepare_equals_the_in_memory_reference(tmp_path, request, suf
     path = tmp_path / f"table{suffix}"
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
     cfg = csv_cfg(path, nan_policy="median", val_size=0.2, test_size=0.1)
-    meta = prepare_dataset(cfg, 3, tmp_path / "out")
+    meta = prepare_data(cfg, 3, tmp_path / "out")
     ref = reference(frame, cfg, 3)
 
-    assert meta["classes"] == ref["classes"] and meta["task"] == "multiclass"
-    assert meta["schema"]["duplicate_rows"] == ref["duplicates"] == 7
-    assert meta["schema"]["nan_counts"] == ref["nan_counts"]
-    np.testing.assert_allclose(meta["imputer"]["median"], ref["median"], rtol=1e-12)
-    np.testing.assert_allclose(meta["scaler"]["mean"], ref["mean"], rtol=1e-12)
-    np.testing.assert_allclose(meta["scaler"]["scale"], ref["scale"], rtol=1e-9)
+    assert meta.classes == ref["classes"] and meta.task == "multiclass"
+    assert meta.schema["duplicate_rows"] == ref["duplicates"] == 7
+    assert meta.schema["nan_counts"] == ref["nan_counts"]
+    np.testing.assert_allclose(meta.imputer.median, ref["median"], rtol=1e-12)
+    np.testing.assert_allclose(meta.scaler.mean, ref["mean"], rtol=1e-12)
+    np.testing.assert_allclose(meta.scaler.scale, ref["scale"], rtol=1e-9)
     for split in SPLITS:
         X, y = load_split(tmp_path / "out", split)
         # rows keep the source's order within a split: the reference's rows, sorted
         np.testing.assert_array_equal(y, ref["y"][split])
         np.testing.assert_allclose(X, ref["X"][split], rtol=1e-6, atol=1e-6)
-        assert meta["rows"][split] == len(y)
+        assert meta.rows[split] == len(y)
 
 
 def test_csv_and_parquet_of_one_table_give_the_same_splits(tmp_path, small_chunks):
@@ -118,13 +118,13 @@ def test_csv_and_parquet_of_one_table_give_the_same_splits(tmp_path, small_chunk
     frame.to_csv(tmp_path / "t.csv", index=False)
     frame.to_parquet(tmp_path / "t.parquet", row_group_size=300)
     metas = [
-        prepare_dataset(csv_cfg(tmp_path / name, nan_policy="drop"), 0, tmp_path / name[2:])
+        prepare_data(csv_cfg(tmp_path / name, nan_policy="drop"), 0, tmp_path / name[2:])
         for name in ("t.csv", "t.parquet")
     ]
-    assert metas[0]["fingerprint"] == metas[1]["fingerprint"]
+    assert metas[0].fingerprint == metas[1].fingerprint
     same = ("feature_names", "feature_dtypes", "scaler", "rows", "class_counts", "schema")
-    assert {k: metas[0][k] for k in same} == {k: metas[1][k] for k in same}
-    assert metas[0]["feature_dtypes"] == {
+    assert {k: getattr(metas[0], k) for k in same} == {k: getattr(metas[1], k) for k in same}
+    assert metas[0].feature_dtypes == {
         "rid": "int64",
         "a": "float64",
         "b": "int64",
@@ -136,19 +136,19 @@ def test_csv_and_parquet_of_one_table_give_the_same_splits(tmp_path, small_chunk
 def test_rows_keep_the_source_order_within_each_split(tmp_path):
     frame = mixed_table(500).drop(columns=["a", "big"])
     frame.to_csv(tmp_path / "t.csv", index=False)
-    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv"), 0, tmp_path / "out")
-    j = meta["feature_names"].index("rid")
+    meta = prepare_data(csv_cfg(tmp_path / "t.csv"), 0, tmp_path / "out")
+    j = meta.feature_names.index("rid")
     ids = []
     for split in SPLITS:
         X, _ = load_split(tmp_path / "out", split)
-        rid = np.rint(X[:, j] * meta["scaler"]["scale"][j] + meta["scaler"]["mean"][j])
+        rid = np.rint(X[:, j] * meta.scaler.scale[j] + meta.scaler.mean[j])
         assert np.all(np.diff(rid) > 0), split
         ids.append(rid)
     assert sorted(np.concatenate(ids).astype(int).tolist()) == list(range(500))
 
 
 def test_a_csv_column_that_changes_type_after_the_first_block_is_widened(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 256)  # type inference sees ~20 rows
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 256)  # type inference sees ~20 rows
     n = 400
     ints = [str(i % 7) for i in range(n)]
     ints[350] = "2.5"  # an int64 column until row 350
@@ -156,13 +156,13 @@ def test_a_csv_column_that_changes_type_after_the_first_block_is_widened(tmp_pat
     empty[300] = "4"  # a null column until row 300
     lines = ["i,e,x,y", *(f"{ints[k]},{empty[k]},{k * 0.5},{k % 2}" for k in range(n))]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "out")
-    assert meta["feature_dtypes"] == {"i": "float64", "e": "float64", "x": "float64"}
-    assert meta["schema"]["nan_counts"] == {"e": n - 1}
+    meta = prepare_data(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "out")
+    assert meta.feature_dtypes == {"i": "float64", "e": "float64", "x": "float64"}
+    assert meta.schema["nan_counts"] == {"e": n - 1}
     i_raw = (
         np.concatenate([load_split(tmp_path / "out", s)[0][:, 0] for s in SPLITS])
-        * meta["scaler"]["scale"][0]
-        + meta["scaler"]["mean"][0]
+        * meta.scaler.scale[0]
+        + meta.scaler.mean[0]
     )
     assert np.isclose(i_raw, 2.5, atol=1e-5).sum() == 1
 
@@ -172,7 +172,7 @@ def test_a_csv_column_that_changes_type_after_the_first_block_is_widened(tmp_pat
     lines = ["t,f,x,y", *(f"{bools[k]},{k},{'s' if k == 390 else k},{k % 2}" for k in range(n))]
     (tmp_path / "u.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"non-numeric feature columns: t, x;"):
-        prepare_dataset(csv_cfg(tmp_path / "u.csv"), 0, tmp_path / "out2")
+        prepare_data(csv_cfg(tmp_path / "u.csv"), 0, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
 
 
@@ -184,18 +184,18 @@ def test_csv_quirks_read_as_pandas_reads_them(tmp_path):
         for k in range(60)
     ]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv", nan_policy="drop"), 0, tmp_path / "out")
+    meta = prepare_data(csv_cfg(tmp_path / "t.csv", nan_policy="drop"), 0, tmp_path / "out")
     frame = pd.read_csv(tmp_path / "t.csv")
-    assert meta["feature_names"] == list(frame.columns[:-1]) == ["Unnamed: 0", "a", "b", "flag"]
+    assert meta.feature_names == list(frame.columns[:-1]) == ["Unnamed: 0", "a", "b", "flag"]
     dtypes = {"Unnamed: 0": "int64", "a": "float64", "b": "int64", "flag": "bool"}
-    assert meta["feature_dtypes"] == {c: str(frame[c].dtype) for c in dtypes} == dtypes
+    assert meta.feature_dtypes == {c: str(frame[c].dtype) for c in dtypes} == dtypes
     missing = int((~np.isfinite(frame["a"])).sum())
-    assert meta["schema"]["nan_counts"] == {"a": missing} == {"a": len(markers)}
-    assert meta["schema"]["dropped_rows"] == len(markers)
+    assert meta.schema["nan_counts"] == {"a": missing} == {"a": len(markers)}
+    assert meta.schema["dropped_rows"] == len(markers)
 
     (tmp_path / "d.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
     with pytest.raises(DataError, match=r"duplicate column names \['a'\]; rename them"):
-        prepare_dataset(csv_cfg(tmp_path / "d.csv"), 0, tmp_path / "out3")
+        prepare_data(csv_cfg(tmp_path / "d.csv"), 0, tmp_path / "out3")
 
 
 def test_duplicate_rows_are_counted_like_pandas(tmp_path):
@@ -205,8 +205,8 @@ def test_duplicate_rows_are_counted_like_pandas(tmp_path):
     frame.loc[::23, "a"] = -0.0
     frame["y"] = rng.choice(["u", "v"], 400)
     frame.to_csv(tmp_path / "t.csv", index=False)
-    meta = prepare_dataset(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "o")
-    assert meta["schema"]["duplicate_rows"] == int(frame.duplicated().sum()) > 300
+    meta = prepare_data(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "o")
+    assert meta.schema["duplicate_rows"] == int(frame.duplicated().sum()) > 300
 
 
 def test_npy_writer_writes_what_np_save_writes(tmp_path):
@@ -229,9 +229,9 @@ def test_a_failed_streaming_write_leaves_no_out_dir_and_no_temp_dir(tmp_path, mo
 
     monkeypatch.setattr(arrays.NpyWriter, "write", fail)
     with pytest.raises(OSError, match="disk full"):
-        prepare_dataset(csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, out)
+        prepare_data(csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, out)
     with pytest.raises(OSError, match="disk full"):  # nor the parent folders it had to create
-        prepare_dataset(
+        prepare_data(
             csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, tmp_path / "a" / "b" / "p"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
@@ -281,7 +281,7 @@ def test_prepare_memory_does_not_grow_with_the_table(tmp_path):
         )
         assert done.returncode == 0, done.stderr[-2000:]
         peaks[n] = int(done.stdout)
-        assert load_meta(cfg.paths.prepared)["rows"]["train"] == int(n * 0.7)
+        assert load_meta(cfg.paths.prepared).rows["train"] == int(n * 0.7)
     growth, float32_growth = peaks[800_000] - peaks[100_000], 700_000 * 32 * 4
     assert growth < float32_growth, (peaks, growth)
 
@@ -322,7 +322,7 @@ def test_shuffled_chunks_are_the_chunks_of_a_permuted_copy(tmp_path, shuffle, sh
 
 
 def test_datamodule_memory_maps_the_features_and_loads_the_targets(tmp_path):
-    prepare_dataset({"name": "wine", "task": "multiclass"}, 0, tmp_path / "p")
+    prepare_data({"name": "wine", "task": "multiclass"}, 0, tmp_path / "p")
     data = TabularDataModule(tmp_path / "p", batch_size=16, batches_per_step=2, seed=0)
     data.setup("fit")
     assert set(data.splits) == {"train", "val"}

@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from mlpflow.evaluation.curves import write_plots
 from mlpflow.evaluation.figures import write_figures
 from mlpflow.evaluation.metrics import build_metrics, confusion_matrix
+from mlpflow.evaluation.plots import write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N = 300

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mlpflow.config import compose
-from mlpflow.registry import register
-from mlpflow.tracking import dvc_output_md5, lineage_tags
+from mlpflow.config.compose import compose
+from mlpflow.serving.registry import register
+from mlpflow.tracking.lineage import dvc_output_md5, lineage_tags
 
 from conftest import REPO, subprocess_env
 from mlflow_helpers import Trained, trained_runs
@@ -87,12 +87,12 @@ def test_dvc_hash_of_prepared_data_comes_from_dvc_lock_while_it_is_current(
 
     cfg = compose()
     cfg.paths.prepared = "data/prepared"
-    assert lineage_tags(cfg, {"task": "binary"})["data.dvc_md5"] == recorded
+    assert lineage_tags(cfg, "binary", "")["data.dvc_md5"] == recorded
 
     assert dvc_output_md5(Path("data/other")) is None  # not a DVC output
     (dvc_project / "data" / "prepared" / "nested" / "meta.json").write_text("{}")
     assert dvc_output_md5(Path("data/prepared")) is None  # changed since dvc.lock: no stale tag
-    assert "data.dvc_md5" not in lineage_tags(cfg, {"task": "binary"})
+    assert "data.dvc_md5" not in lineage_tags(cfg, "binary", "")
 
 
 def test_git_dirty_counts_new_code_and_dvc_experiment_name_is_tagged(
@@ -103,7 +103,7 @@ def test_git_dirty_counts_new_code_and_dvc_experiment_name_is_tagged(
     run(*git, "add", "-A", cwd=dvc_project)
     run(*git, "commit", "-qm", "init", cwd=dvc_project)
     cfg = compose()
-    tags = lineage_tags(cfg, {"task": "binary"})
+    tags = lineage_tags(cfg, "binary", "")
     assert tags["git.dirty"] == "False"
     assert (
         tags["mlflow.source.git.commit"] == run("git", "rev-parse", "HEAD", cwd=dvc_project).strip()
@@ -113,6 +113,6 @@ def test_git_dirty_counts_new_code_and_dvc_experiment_name_is_tagged(
     (dvc_project / "src").mkdir()
     (dvc_project / "src" / "new_module.py").write_text("")  # untracked code changes results
     monkeypatch.setenv("DVC_EXP_NAME", "bumpy-lark")  # what `dvc exp run` sets for a stage
-    tags = lineage_tags(cfg, {"task": "binary"})
+    tags = lineage_tags(cfg, "binary", "")
     assert tags["git.dirty"] == "True"
     assert tags["dvc.exp_name"] == "bumpy-lark"

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlpflow.cli import main
-from mlpflow.tracking import use_tracking_uri
+from mlpflow.tracking.store import use_tracking_uri
 
 from conftest import make_cfg
 from mlflow_helpers import free_port, raw_rows, serving, train_and_evaluate

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlpflow.cli import main
-from mlpflow.registry import register
+from mlpflow.serving.registry import register
 
 from mlflow_helpers import Trained, free_port, raw_rows, serving, trained_runs
 

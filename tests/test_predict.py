@@ -89,7 +89,7 @@ def test_registry_model_run_id_and_checkpoint_predict_the_same(
 
 def test_the_store_given_wins_over_mlflows_global_uri(trained: Trained, rows_csv, tmp_path):
     """Lightning's MLFlowLogger sets MLflow's global tracking URI (and env) to its own store."""
-    from mlpflow.tracking import use_tracking_uri
+    from mlpflow.tracking.store import use_tracking_uri
 
     out = tmp_path / "preds.csv"
     with use_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}"):
@@ -220,7 +220,7 @@ def test_a_malicious_checkpoint_on_the_command_line(trained: Trained, rows_csv, 
 
 
 def test_a_checkpoint_with_other_prepared_data_is_refused(trained, rows_csv, tmp_path, capsys):
-    from mlpflow import prepare
+    from mlpflow.stages import prepare
 
     from conftest import make_cfg
 

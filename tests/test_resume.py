@@ -13,7 +13,7 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from mlpflow import prepare
+from mlpflow.stages import prepare
 
 from conftest import make_cfg, subprocess_env
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from mlpflow import prepare
+from mlpflow.stages import prepare
 
 from conftest import make_cfg, subprocess_env
 
@@ -32,8 +32,13 @@ def stage(name: str, cfg, tmp_path: Path) -> None:
 
 def test_ddp_cpu_logs_one_run_from_rank_zero_and_matches_single_process(tmp_path: Path):
     results = {}
-    for name, overrides in {"single": [], "ddp": ["trainer=ddp_cpu", "data.batch_size=64"]}.items():
-        cfg = make_cfg(tmp_path / name, "trainer.max_epochs=15", "data.batch_size=128", *overrides)
+    for name, overrides in {
+        "single": [],
+        "ddp": ["trainer=ddp_cpu", "loader.batch_size=64"],
+    }.items():
+        cfg = make_cfg(
+            tmp_path / name, "trainer.max_epochs=15", "loader.batch_size=128", *overrides
+        )
         cfg.paths.prepared = str(tmp_path / "prepared")
         cfg.tracking.uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
         if name == "single":
@@ -64,7 +69,7 @@ def composed_launcher(overrides: list[str]):
     """The hydra.launcher node that `overrides` compose to (as a multirun would see it)."""
     from hydra import compose, initialize_config_dir
 
-    from mlpflow.config import conf_dir
+    from mlpflow.config.compose import conf_dir
 
     with initialize_config_dir(str(conf_dir()), version_base=None):
         return compose("config", overrides, return_hydra_config=True).hydra.launcher

@@ -15,10 +15,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from mlpflow import export, prepare, train
-from mlpflow.checkpoint import load_weights
 from mlpflow.errors import DataError, ModelError
-from mlpflow.tracking import use_tracking_uri
+from mlpflow.model.checkpoint import load_weights
+from mlpflow.serving import export
+from mlpflow.stages import prepare, train
+from mlpflow.tracking.store import use_tracking_uri
 
 from conftest import make_cfg
 from mlflow_helpers import Exploit, Trained, raw_rows, trained_runs
@@ -36,12 +37,13 @@ def load(uri: str, model_uri: str) -> mlflow.pyfunc.PyFuncModel:
 
 def network_scores(checkpoint: Path, prepared: Path) -> np.ndarray:
     """What evaluate computes: the Lightning module on the prepared (standardized) test split."""
-    from mlpflow.data.splits import load_split
+    from mlpflow.data.prepared import load_split
     from mlpflow.model.module import MLPModule
 
     module = MLPModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     x, _ = load_split(prepared, "test")
-    return module.predict_scores(torch.from_numpy(x)).numpy()
+    with torch.no_grad():
+        return module.eval().scores(module(torch.from_numpy(x))).numpy()
 
 
 def test_one_model_per_run_with_signature_example_and_explicit_requirements(trained: Trained):
@@ -163,8 +165,8 @@ def test_csv_data_keeps_int_dtypes_and_imputes_missing_values_like_prepare(tmp_p
 
 
 def test_missing_values_are_refused_when_the_model_cannot_impute(trained: Trained):
-    from mlpflow.data.splits import load_meta
-    from mlpflow.serving import Predictor
+    from mlpflow.data.prepared import load_meta
+    from mlpflow.serving.pyfunc import Predictor
 
     predictor = Predictor(load_weights(trained.checkpoint), load_meta(trained.prepared))
     rows = raw_rows(trained.prepared).head(3)
@@ -185,7 +187,7 @@ def test_a_malicious_checkpoint_runs_no_code_and_gets_a_clear_error(tmp_path: Pa
 
 
 def test_a_malicious_weights_file_inside_a_saved_model_is_refused(trained: Trained, tmp_path):
-    from mlpflow.predict import load_model
+    from mlpflow.serving.predict import load_model
 
     model_dir = tmp_path / "model"
     export.save_model(trained.checkpoint, trained.prepared, model_dir)

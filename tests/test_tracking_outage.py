@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from mlpflow import prepare
+from mlpflow.stages import prepare
 
 from conftest import make_cfg, subprocess_env
 from mlflow_helpers import free_port, serving

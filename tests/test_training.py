@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from mlpflow import evaluate, prepare, train
+from mlpflow.stages import evaluate, prepare, train
 
 
 def train_and_evaluate(cfg) -> tuple[dict, dict]:
@@ -94,7 +94,7 @@ def test_breast_cancer_beats_baseline_and_fills_the_mlflow_run(cfg_factory, tmp_
 def test_multiclass_and_regression_beat_trivial_baselines(cfg_factory, experiment, metric, floor):
     # Baselines: the majority class (digits ~0.10, wine ~0.40), the mean (R² = 0).
     cfg = cfg_factory(
-        f"experiment={experiment}", "data.batch_size=32", "trainer.max_epochs=30", tracking=False
+        f"experiment={experiment}", "loader.batch_size=32", "trainer.max_epochs=30", tracking=False
     )
     _, metrics = train_and_evaluate(cfg)
     assert metrics[metric] >= floor
@@ -149,8 +149,8 @@ def test_minibatch_steps_do_not_depend_on_batches_per_step(tmp_path: Path):
     for k in (1, 3):
         cfg = make_cfg(
             tmp_path / str(k),
-            "data.batch_size=32",
-            f"data.batches_per_step={k}",
+            "loader.batch_size=32",
+            f"loader.batches_per_step={k}",
             "trainer.max_epochs=3",
             "callbacks.early_stopping=null",
             tracking=False,

@@ -11,8 +11,9 @@ STAGES = ("prepare", "train", "evaluate")
 
 
 def compose(args: argparse.Namespace) -> None:
-    from mlpflow.config import compose as compose_config
-    from mlpflow.config import params_yaml, validate
+    from mlpflow.config.compose import compose as compose_config
+    from mlpflow.config.compose import params_yaml
+    from mlpflow.config.schema import validate
     from mlpflow.files import write_text
 
     cfg = compose_config(args.overrides)
@@ -24,17 +25,17 @@ def compose(args: argparse.Namespace) -> None:
 def stage(args: argparse.Namespace) -> None:
     import importlib
 
-    from mlpflow.config import load_params
+    from mlpflow.config.compose import load_params
 
     cfg = load_params(args.params)
-    importlib.import_module(f"mlpflow.{args.name}").run(cfg)
+    importlib.import_module(f"mlpflow.stages.{args.name}").run(cfg)
 
 
 def train(args: argparse.Namespace) -> None:
-    from mlpflow.train import main as hydra_main
+    from mlpflow.stages.pipeline import main as pipeline_main
 
     sys.argv = ["mlpflow train", *args.overrides]
-    hydra_main()
+    pipeline_main()
 
 
 def report(args: argparse.Namespace) -> None:
@@ -65,8 +66,8 @@ def quiet_mlflow() -> None:
 
 def predict(args: argparse.Namespace) -> None:
     quiet_mlflow()
-    from mlpflow.predict import predict as predict_rows
-    from mlpflow.tracking import resolve_uri
+    from mlpflow.serving.predict import predict as predict_rows
+    from mlpflow.tracking.store import resolve_uri
 
     predictions = predict_rows(
         args.model, args.input, args.output, resolve_uri(args.uri), args.prepared
@@ -76,8 +77,8 @@ def predict(args: argparse.Namespace) -> None:
 
 def register(args: argparse.Namespace) -> None:
     quiet_mlflow()
-    from mlpflow.registry import register as register_run
-    from mlpflow.tracking import open_store, resolve_uri
+    from mlpflow.serving.registry import register as register_run
+    from mlpflow.tracking.store import open_store, resolve_uri
 
     version = register_run(open_store(resolve_uri(args.uri)), args.run_id, args.name, args.alias)
     reference = (
@@ -93,7 +94,7 @@ def compare(args: argparse.Namespace) -> None:
     quiet_mlflow()
     from mlpflow.compare import best_runs, default_curve, table, write_figure
     from mlpflow.console import console
-    from mlpflow.tracking import open_store, resolve_uri
+    from mlpflow.tracking.store import open_store, resolve_uri
 
     client = open_store(resolve_uri(args.uri))
     runs = best_runs(client, args.experiment, args.metric, args.top)
@@ -106,10 +107,10 @@ def compare(args: argparse.Namespace) -> None:
 def ui(args: argparse.Namespace) -> None:
     import os
 
-    from mlpflow.tracking import resolve_uri
+    from mlpflow.tracking.store import resolve_uri
 
     uri = resolve_uri(args.uri)
-    # One user, no jobs: answers in ~16 s with ~0.5 GB instead of ~45 s and ~3 GB (DESIGN.md).
+    # One user, no background jobs: the UI starts faster and smaller (benchmarks/README.md).
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     command = [
         *("mlflow", "ui", "--backend-store-uri", uri),

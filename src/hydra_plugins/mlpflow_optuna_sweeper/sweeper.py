@@ -1,8 +1,8 @@
 """An Optuna search as a Hydra sweeper: ask a batch of trials, launch them, tell the results.
 
 Each trial learns its study and trial id through environment variables set with Hydra's
-`hydra.job.env_set`, so `mlpflow.pruning` can report intermediate val metrics from inside the
-job (even in a joblib worker process) and prune it.
+`hydra.job.env_set`, so `mlpflow.tracking.pruning` can report intermediate val metrics from
+inside the job (even in a joblib worker process) and prune it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.sweep import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from mlpflow.tracking.sweep import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger(__name__)
 

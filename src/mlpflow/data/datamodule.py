@@ -22,9 +22,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from mlpflow.data.splits import load_meta, load_split
+from mlpflow.data.prepared import load_meta, load_split
+from mlpflow.model.outputs import EVAL_CHUNK_ROWS
 
-EVAL_CHUNK_ROWS = 65536
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
@@ -119,7 +119,7 @@ class TabularDataModule(pl.LightningDataModule):
     @property
     def train_batch_size(self) -> int:
         """Minibatch size of one optimizer step (the whole train set for full-batch GD)."""
-        return self.meta["rows"]["train"] if self.full_batch else self.batch_size
+        return self.meta.rows["train"] if self.full_batch else self.batch_size
 
     def setup(self, stage: str | None = None) -> None:
         """Open the splits the stage uses: evaluate never reads the (largest) train split.
@@ -129,11 +129,11 @@ class TabularDataModule(pl.LightningDataModule):
         for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             if split not in self.splits:
                 x, y = load_split(self.prepared_dir, split, mmap=True)
-                self.splits[split] = (x, target_tensor(y, self.meta["task"]))
+                self.splits[split] = (x, target_tensor(y, self.meta.task))
 
     def target_stats(self) -> tuple[float, float]:
         """Mean and std of the train target (regression), which the model learns standardized."""
-        if self.meta["task"] != "regression":
+        if self.meta.task != "regression":
             return 0.0, 1.0
         y = self.splits["train"][1]
         return float(y.mean()), float(y.std()) or 1.0

@@ -21,7 +21,7 @@ from sklearn.metrics import (
     RocCurveDisplay,
 )
 
-from mlpflow.evaluation.curves import (
+from mlpflow.evaluation.plots import (
     TASKS,
     curve_defined,
     one_vs_rest,

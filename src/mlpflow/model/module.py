@@ -1,9 +1,9 @@
 """The LightningModule: MLP + data loss + penalty, trained with manual optimization.
 
 The data module hands each training step a *chunk* of `batches_per_step` minibatches; the
-step takes one optimizer step per minibatch. The math is plain minibatch training (the same
-minibatches in the same order give the same weights for any chunk size); Lightning's fixed
-per-step cost (hooks, logging, progress bar) is paid once per chunk instead of per minibatch.
+step takes one optimizer step per minibatch (`model.fast_step`). The math is plain minibatch
+training (the same minibatches in the same order give the same weights for any chunk size);
+Lightning's fixed per-step cost (hooks, logging, progress bar) is paid once per chunk.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from mlpflow.config import build_partial
+from mlpflow.config.compose import build_partial
 from mlpflow.errors import TrainingDiverged
 from mlpflow.evaluation.metrics import build_metrics
+from mlpflow.model.fast_step import DirectStep, steps_directly
 from mlpflow.model.mlp import MLP
 from mlpflow.model.outputs import loss_target, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
@@ -68,11 +69,6 @@ class MLPModule(pl.LightningModule):
     def _target_stats(self) -> tuple[float, float]:
         return self.hparams.target_mean, self.hparams.target_scale
 
-    @torch.no_grad()
-    def predict_scores(self, x: Tensor, chunk_rows: int = 65536) -> Tensor:
-        self.eval()
-        return torch.cat([self.scores(self(part)) for part in x.split(chunk_rows)])
-
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> dict[str, Tensor]:
         """One forward pass and loss; train adds the penalty, val/test update the metrics."""
         x, y = batch
@@ -96,14 +92,13 @@ class MLPModule(pl.LightningModule):
 
     def training_step(self, chunk: tuple[Tensor, Tensor], chunk_idx: int) -> None:
         optimizer = self.optimizers()
-        step = self._direct_step if self._direct else self._lightning_step
         x_chunk, y_chunk = chunk
         sums = torch.zeros(3, device=x_chunk.device)
         sums[2] = len(y_chunk)
         batch_size = self.hparams.batch_size
         for x, y in zip(x_chunk.split(batch_size), y_chunk.split(batch_size), strict=True):
             losses = self._step((x, y), "train")
-            step(optimizer, losses["loss"])
+            self._step_optimizer(optimizer, losses["loss"])
             sums[0].add_(losses["data_loss"].detach(), alpha=len(y))
             if losses["penalty"] is not None:
                 sums[1].add_(losses["penalty"].detach(), alpha=len(y))
@@ -116,19 +111,9 @@ class MLPModule(pl.LightningModule):
         self._epoch_sums += sums
 
     def on_train_start(self) -> None:
-        # Lightning's per-step wrappers (backward and optimizer-step hooks on every callback,
-        # closures) cost ~0.45 ms a minibatch, about as much as the step of a small MLP. With
-        # full precision on one device they do nothing we need: step the optimizer directly.
-        trainer = self.trainer
-        self._direct = trainer.world_size == 1 and trainer.precision in ("32-true", "32")
-        self._progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-
-    def _direct_step(self, optimizer: Any, loss: Tensor) -> None:
-        optimizer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.optimizer.step()
-        self._progress.increment_ready()  # what LightningOptimizer.step counts: global_step
-        self._progress.increment_completed()
+        self._step_optimizer = (
+            DirectStep(self.trainer) if steps_directly(self.trainer) else self._lightning_step
+        )
 
     def _lightning_step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)

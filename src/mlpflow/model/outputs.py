@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+EVAL_CHUNK_ROWS = 65536  # rows per forward pass outside training: bounds activation memory
+
 
 def squeeze_head(out: Tensor) -> Tensor:
     """A one-output head (binary logit, regression value) as [N]; K logits stay [N, K]."""

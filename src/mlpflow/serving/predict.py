@@ -26,7 +26,7 @@ def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncMode
     run id / runs:/ / models:/ URI looked up in the store at `uri`."""
     path = Path(reference)
     if path.is_file():
-        from mlpflow.export import save_model
+        from mlpflow.serving.export import save_model
 
         with tempfile.TemporaryDirectory() as tmp:
             save_model(path, prepared_dir, Path(tmp) / "model")
@@ -36,8 +36,8 @@ def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncMode
             raise ModelError(f"{path} is not an MLflow model directory (no MLmodel file)")
         return _load(str(path))
 
-    from mlpflow.registry import model_uri
-    from mlpflow.tracking import open_store, use_tracking_uri
+    from mlpflow.serving.registry import model_uri
+    from mlpflow.tracking.store import open_store, use_tracking_uri
 
     resolved = model_uri(open_store(uri), reference)
     with use_tracking_uri(uri):  # models:/ and runs:/ resolve through the global URI

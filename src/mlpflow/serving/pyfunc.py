@@ -3,23 +3,23 @@
 The model carries the train split's preprocessing (median imputation, standardization) from
 meta.json and the network as plain tensors; nothing is unpickled when it loads (the network
 weights go through `torch.load(weights_only=True)`, the model itself is built from code by
-`serving_model.py`). Imports stay light: no Lightning, no Hydra.
+`model_code.py`). Imports stay light: no Lightning, no Hydra.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from mlpflow.checkpoint import build_network, load_weights
+from mlpflow.data.prepared import Meta
 from mlpflow.errors import DataError, ModelError
-from mlpflow.model.outputs import squeeze_head
+from mlpflow.evaluation.plots import predicted_labels
+from mlpflow.evaluation.scoring import network_outputs, network_scores
+from mlpflow.model.checkpoint import Weights, load_weights
 
 LABEL = "label"
 PREDICTION = "prediction"
@@ -29,28 +29,26 @@ PROBA_PREFIX = "proba_"
 class Predictor:
     """Raw feature rows -> class probabilities and labels, or regression values."""
 
-    def __init__(self, weights: dict[str, Any], meta: dict[str, Any]) -> None:
-        hparams = weights["hyper_parameters"]
-        if hparams["n_features"] != meta["n_features"] or hparams["task"] != meta["task"]:
+    def __init__(self, weights: Weights, meta: Meta) -> None:
+        spec = weights.spec
+        if spec.n_features != meta.n_features or spec.task != meta.task:
             raise ModelError(
-                f"the checkpoint ({hparams['task']}, {hparams['n_features']} features) was not "
-                f"trained on this prepared data ({meta['task']}, {meta['n_features']} features); "
+                f"the checkpoint ({spec.task}, {spec.n_features} features) was not "
+                f"trained on this prepared data ({meta.task}, {meta.n_features} features); "
                 "pass the prepared directory it was trained on"
             )
-        self.hparams, self.meta = hparams, meta
-        self.features: list[str] = list(meta["feature_names"])
-        self.net = build_network(weights)
-        scaler = meta["scaler"]
-        self.mean = np.asarray(scaler["mean"], dtype=np.float64)
-        self.scale = np.asarray(scaler["scale"], dtype=np.float64)
-        imputer = meta.get("imputer")
-        self.medians = None if imputer is None else np.asarray(imputer["median"], np.float64)
+        self.spec, self.meta = spec, meta
+        self.features: list[str] = list(meta.feature_names)
+        self.net = weights.network()
+        self.mean = np.asarray(meta.scaler.mean, dtype=np.float64)
+        self.scale = np.asarray(meta.scaler.scale, dtype=np.float64)
+        self.medians = None if meta.imputer is None else np.asarray(meta.imputer.median)
 
     @property
     def output_columns(self) -> list[str]:
-        if self.meta["task"] == "regression":
+        if self.meta.task == "regression":
             return [PREDICTION]
-        return [LABEL, *(f"{PROBA_PREFIX}{name}" for name in self.meta["classes"])]
+        return [LABEL, *(f"{PROBA_PREFIX}{name}" for name in self.meta.classes or [])]
 
     def _inputs(self, rows: pd.DataFrame) -> np.ndarray:
         """The network's input: the feature columns imputed and standardized as on train."""
@@ -76,26 +74,20 @@ class Predictor:
                 raise DataError(
                     f"missing or infinite values in {int(bad.any(axis=1).sum())} row(s), columns "
                     f"{', '.join(columns)}; the model was trained with "
-                    f"data.nan_policy={self.meta.get('nan_policy', 'error')} and cannot impute them"
+                    f"data.nan_policy={self.meta.nan_policy} and cannot impute them"
                 )
             x = np.where(bad, self.medians, x)
         return ((x - self.mean) / self.scale).astype(np.float32)
 
-    @torch.no_grad()
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        out = squeeze_head(self.net(torch.from_numpy(self._inputs(rows))))
-        task = self.meta["task"]
-        if task == "regression":
-            values = out.double() * self.hparams["target_scale"] + self.hparams["target_mean"]
-            return pd.DataFrame({PREDICTION: values.numpy()}, index=rows.index)
-        if task == "binary":
-            positive = torch.sigmoid(out).double().numpy()
-            proba = np.stack([1.0 - positive, positive], axis=1)
-            labels = (positive > self.hparams["threshold"]).astype(int)
-        else:
-            proba = torch.softmax(out.double(), dim=-1).numpy()
-            labels = proba.argmax(axis=1)
-        classes = np.asarray(self.meta["classes"], dtype=object)
+        outputs = network_outputs(self.net, torch.from_numpy(self._inputs(rows)))
+        scores = network_scores(outputs, self.spec).double().numpy()
+        if self.meta.task == "regression":
+            return pd.DataFrame({PREDICTION: scores}, index=rows.index)
+        binary = self.meta.task == "binary"
+        proba = np.stack([1.0 - scores, scores], axis=1) if binary else scores
+        labels = predicted_labels(self.meta.task, scores, self.spec.threshold)
+        classes = np.asarray(self.meta.classes, dtype=object)
         frame = pd.DataFrame(proba, columns=self.output_columns[1:], index=rows.index)
         frame.insert(0, LABEL, classes[labels])
         return frame
@@ -105,7 +97,7 @@ class MLPModel(PythonModel):
     """The pyfunc wrapper MLflow loads and serves; artifacts: `weights` (.pt) and `meta` (JSON)."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        meta = json.loads(Path(context.artifacts["meta"]).read_text())
+        meta = Meta.from_json(Path(context.artifacts["meta"]).read_text())
         self.predictor = Predictor(load_weights(context.artifacts["weights"]), meta)
 
     def predict(

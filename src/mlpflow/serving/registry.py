@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mlpflow.errors import ModelError
-from mlpflow.export import MODEL_NAME
+from mlpflow.serving.export import MODEL_NAME
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -125,7 +125,7 @@ def register(client: MlflowClient, run_id: str, name: str, alias: str | None) ->
     """A new version of `name` from the run's logged model, tagged with its lineage."""
     from mlflow.exceptions import MlflowException
 
-    from mlpflow.tracking import use_tracking_uri
+    from mlpflow.tracking.store import use_tracking_uri
 
     run = find_run(client, run_id)
     model_id = run_model_id(client, run)

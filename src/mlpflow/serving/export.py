@@ -2,7 +2,7 @@
 
 `log_model` logs it once per training run (train calls it with the best checkpoint);
 `save_model` writes the same model to a local directory (predict uses it for a bare .ckpt).
-The model is built from code (`serving_model.py`) with the mlpflow package shipped alongside
+The model is built from code (`model_code.py`) with the mlpflow package shipped alongside
 (`code_paths`), so it loads without pickles and without mlpflow installed; its requirements
 are given explicitly, so MLflow does not load the model to infer them.
 """
@@ -14,11 +14,11 @@ import tempfile
 import warnings
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlpflow.data.splits import META_FILE, load_meta, load_split
+from mlpflow.data.prepared import META_FILE, Meta, load_meta, load_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from pytorch_lightning.loggers import MLFlowLogger
 
 MODEL_NAME = "model"
-PACKAGE_DIR = Path(__file__).resolve().parent
-ENTRY_FILE = PACKAGE_DIR / "serving_model.py"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mlpflow package, shipped with the model
+ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas")
 EXAMPLE_ROWS = 5
 
@@ -37,7 +37,7 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
 
 
-def raw_example(meta: dict[str, Any], prepared_dir: str | Path) -> pd.DataFrame:
+def raw_example(meta: Meta, prepared_dir: str | Path) -> pd.DataFrame:
     """The first train rows mapped back to raw values and dtypes: the model's input example.
 
     Integer columns stay double when the model imputes missing values (NaN is a float).
@@ -46,14 +46,13 @@ def raw_example(meta: dict[str, Any], prepared_dir: str | Path) -> pd.DataFrame:
     from pandas.api import types
 
     x, _ = load_split(prepared_dir, "train", mmap=True)  # 5 rows of a possibly huge split
-    scaler = meta["scaler"]
-    raw = x[:EXAMPLE_ROWS].astype(np.float64) * scaler["scale"] + scaler["mean"]
-    frame = pd.DataFrame(raw, columns=meta["feature_names"])
-    for name, dtype in meta["feature_dtypes"].items():
+    raw = x[:EXAMPLE_ROWS].astype(np.float64) * meta.scaler.scale + meta.scaler.mean
+    frame = pd.DataFrame(raw, columns=meta.feature_names)
+    for name, dtype in meta.feature_dtypes.items():
         kind = types.pandas_dtype(dtype)
         if types.is_bool_dtype(kind):
             frame[name] = frame[name] > 0.5
-        elif types.is_integer_dtype(kind) and meta.get("imputer") is None:
+        elif types.is_integer_dtype(kind) and meta.imputer is None:
             frame[name] = frame[name].round().astype(np.int64)
     return frame
 
@@ -63,16 +62,16 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
     import torch
     from mlflow.models import infer_signature
 
-    from mlpflow.checkpoint import load_weights, network_weights
-    from mlpflow.serving import Predictor
+    from mlpflow.model.checkpoint import load_weights
+    from mlpflow.serving.pyfunc import Predictor
 
-    weights = network_weights(load_weights(checkpoint))
+    weights = load_weights(checkpoint)
     meta = load_meta(prepared_dir)
     example = raw_example(meta, prepared_dir)
     with warnings.catch_warnings():  # integer columns may hold no NaN: true, the model refuses NaN
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
         signature = infer_signature(example, Predictor(weights, meta).predict(example))
-    torch.save(weights, workdir / "weights.pt")
+    torch.save(weights.serving_payload(), workdir / "weights.pt")
     shutil.copyfile(Path(prepared_dir) / META_FILE, workdir / META_FILE)
     return {
         "python_model": str(ENTRY_FILE),
@@ -88,7 +87,7 @@ def log_model(logger: MLFlowLogger, checkpoint: str | Path, prepared_dir: str | 
     """Log the model into the logger's (finished) run, as the run's MLflow 3 LoggedModel."""
     import mlflow
 
-    from mlpflow.tracking import use_tracking_uri
+    from mlpflow.tracking.store import use_tracking_uri
 
     with (
         tempfile.TemporaryDirectory() as tmp,

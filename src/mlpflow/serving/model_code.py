@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from mlpflow.serving import MLPModel
+from mlpflow.serving.pyfunc import MLPModel
 
 set_model(MLPModel())

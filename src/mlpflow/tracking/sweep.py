@@ -83,7 +83,7 @@ def mark_trial(cfg: DictConfig, job: int, status: str, reason: str) -> None:
         return
     from mlflow import MlflowClient
 
-    from mlpflow.tracking import tracking_uri
+    from mlpflow.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri(cfg))
     parent = client.get_run(parent_id)
@@ -131,7 +131,7 @@ class SweepRunCallback(Callback):
             return
         from mlflow import MlflowClient
 
-        from mlpflow.tracking import ensure_store, tracking_uri
+        from mlpflow.tracking.store import ensure_store, tracking_uri
 
         uri = tracking_uri(config)
         experiment_id = ensure_store(uri, config.tracking.experiment)

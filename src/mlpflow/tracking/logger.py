@@ -1,14 +1,17 @@
 """The MLflow logger training uses: Lightning's MLFlowLogger, one write per epoch, whose calls
-outlive the store."""
+outlive the store; and the run it logs into (new, or an interrupted one continued)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
-from mlpflow.guard import StoreGuard
+from mlpflow.console import warn
+from mlpflow.errors import TrackingError
+from mlpflow.tracking.guard import StoreGuard
 
 
 class TrackingLogger(MLFlowLogger):
@@ -51,3 +54,32 @@ class TrackingLogger(MLFlowLogger):
         if self._held:
             self._write_held()
         self.safely(super().finalize, status)
+
+
+def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingLogger | None:
+    """The logger of this training run (a resumed one continues `run_id`); None when tracking
+    is off, or optional and unreachable."""
+    from mlpflow.tracking.lineage import lineage_tags, run_name
+    from mlpflow.tracking.store import ensure_store, tracking_uri
+    from mlpflow.tracking.sweep import trial_tags
+
+    if not cfg.tracking.enabled:
+        return None
+    uri = tracking_uri(cfg)
+    try:
+        ensure_store(uri, cfg.tracking.experiment)
+    except TrackingError as error:
+        if cfg.tracking.required:
+            raise
+        warn(f"{error}; training without tracking: this run is NOT in MLflow")
+        return None
+    tags = {**lineage_tags(cfg, meta.task, meta.fingerprint), **trial_tags()}
+    name = run_name(cfg) + (f"-j{tags['sweep.job']}" if "sweep.job" in tags else "")
+    return TrackingLogger(
+        experiment_name=cfg.tracking.experiment,
+        run_name=None if run_id else name,
+        tracking_uri=uri,
+        tags=tags,
+        run_id=run_id,
+        log_model=False,  # the best checkpoint is logged once, by train, under checkpoints/
+    )

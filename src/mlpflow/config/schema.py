@@ -1,0 +1,228 @@
+"""The one validation of the config: every value and combination the stages rely on.
+
+conf/ holds the defaults (DVC composes it without importing mlpflow, so the schema cannot live in
+Hydra's ConfigStore); this module holds the rules, once. Stages call `validate` before any work,
+and the data layer takes a parsed `DataConfig` and trusts it.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlpflow.errors import ConfigError
+
+TASKS = ("binary", "multiclass", "regression")
+DATASETS = {
+    "breast_cancer": "binary",
+    "digits": "multiclass",
+    "wine": "multiclass",
+    "diabetes": "regression",
+    "synthetic": None,
+    "csv": None,
+}
+LOSS_TASKS = {
+    "bce": ("binary",),
+    "cross_entropy": ("multiclass",),
+    "mse": ("binary", "regression"),
+    "huber": ("regression",),
+}
+LOSS_FOR_TASK = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse"}
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu")
+NAN_POLICIES = ("error", "drop", "median")
+MIN_SYNTHETIC_ROWS = 10  # 15 % val and test of fewer rows leave train a handful of rows
+MISSING = (None, "", "???")  # "???" is OmegaConf's mark for a mandatory value not given
+# Keys that moved to the loader group: an old params.yaml or override gets the new name.
+MOVED_KEYS = {
+    "data.batch_size": "loader.batch_size",
+    "data.batches_per_step": "loader.batches_per_step",
+    "optimizer.full_batch": "loader.full_batch",
+}
+
+
+def _fail(key: str, value: Any, requirement: str) -> None:
+    raise ConfigError(f"{key}={value!r} {requirement}")
+
+
+def check_number(
+    key: str,
+    value: Any,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """`value` is a number (an integer) in [low, high) or (low, high); a ConfigError naming
+    `key` otherwise."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        _fail(key, value, f"must be {'an integer' if integer else 'a number'}")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value >= high):
+        bound = f"> {low}" if low_open else f">= {low}"
+        _fail(key, value, f"must be {bound}" + (f" and < {high}" if high is not None else ""))
+
+
+def check_choice(key: str, value: Any, options: Sequence[str]) -> None:
+    if value not in options:
+        _fail(key, value, f"is not one of: {', '.join(options)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The `data` group, checked: what prepare reads (defaults live in conf/data/_schema.yaml)."""
+
+    name: str
+    task: str
+    path: str | None
+    target: str | None
+    n_samples: int | None
+    n_features: int | None
+    n_classes: int | None
+    val_size: float
+    test_size: float
+    nan_policy: str
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> DataConfig:
+        """The checked config; a ConfigError naming the key and the fix otherwise."""
+        if OmegaConf.is_config(data):
+            data = OmegaConf.to_container(data, resolve=True)  # type: ignore[assignment]
+        names = [field.name for field in fields(cls)]
+        absent = [name for name in names if name not in data]
+        if absent:
+            raise ConfigError(f"data config lacks {', '.join(absent)}: compose it from conf/")
+        parsed = cls(**{name: data[name] for name in names})
+        parsed._check_source()
+        parsed._check_split()
+        return parsed
+
+    def _check_source(self) -> None:
+        check_choice("data.name", self.name, list(DATASETS))
+        if self.name == "csv":
+            for key, example in (("path", "my_table.csv"), ("target", "label")):
+                if getattr(self, key) in MISSING:
+                    raise ConfigError(
+                        f"data=csv needs data.{key}: pass data.{key}={example} on the command line"
+                    )
+        fixed = DATASETS[self.name]
+        if fixed is not None and self.task not in ("auto", fixed):
+            _fail("data.task", self.task, f"does not fit data={self.name}: use data.task={fixed}")
+        check_choice("data.task", self.task, [*TASKS, "auto"])
+        if self.name == "synthetic":
+            self._check_synthetic()
+
+    def _check_synthetic(self) -> None:
+        if self.task == "auto":
+            raise ConfigError(
+                "data=synthetic cannot infer its task: set data.task=binary, multiclass or "
+                "regression"
+            )
+        check_number("data.n_samples", self.n_samples, MIN_SYNTHETIC_ROWS, integer=True)
+        check_number("data.n_features", self.n_features, 1, integer=True)
+        if self.task == "binary" and self.n_classes not in (None, 2):
+            _fail("data.n_classes", self.n_classes, "does not fit data.task=binary: use 2")
+        if self.task == "multiclass":
+            check_number("data.n_classes", self.n_classes, 3, integer=True)
+
+    def _check_split(self) -> None:
+        check_choice("data.nan_policy", self.nan_policy, NAN_POLICIES)
+        # Both > 0: the best checkpoint follows a val metric, and evaluate scores the test split.
+        check_number("data.val_size", self.val_size, 0, 1, low_open=True)
+        check_number("data.test_size", self.test_size, 0, 1, low_open=True)
+        if self.val_size + self.test_size >= 1:
+            raise ConfigError(
+                f"data.val_size + data.test_size = {self.val_size + self.test_size:g} "
+                "leaves no train data: make their sum < 1"
+            )
+
+
+def data_task(cfg: DictConfig) -> str | None:
+    """The task the data config declares, or None when it is inferred from the data (auto)."""
+    declared = cfg.data.get("task")
+    return DATASETS.get(cfg.data.name) or (declared if declared in TASKS else None)
+
+
+def check_loss_fits(loss: str, task: str, data_name: str) -> None:
+    if task not in LOSS_TASKS[loss]:
+        raise ConfigError(
+            f"loss={loss} does not fit the {task} task of data={data_name}: "
+            f"use loss={LOSS_FOR_TASK[task]}"
+            + ("" if data_name in ("csv", "synthetic") else f" or experiment={data_name}")
+        )
+
+
+def moved_key_error(key: str) -> ConfigError:
+    new = MOVED_KEYS[key]
+    return ConfigError(f"{key} is now {new}: pass {new}=... (or `mlpflow compose` params.yaml)")
+
+
+def check_moved_keys(cfg: DictConfig) -> None:
+    """An old params.yaml or override (data.batch_size, ...) names the key's new home."""
+    for key in MOVED_KEYS:
+        group, name = key.split(".")
+        if name in (cfg.get(group) or {}):
+            raise moved_key_error(key)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value and combination the stages rely on, before any work starts."""
+    check_moved_keys(cfg)
+    DataConfig.parse(cfg.data)
+    check_number("seed", cfg.seed, 0, 2**32, integer=True)
+    check_number("loader.batch_size", cfg.loader.batch_size, 1, integer=True)
+    check_number("loader.batches_per_step", cfg.loader.batches_per_step, 1, integer=True)
+    _check_model(cfg.model)
+    check_choice("loss.name", cfg.loss.name, list(LOSS_TASKS))
+    task = data_task(cfg)
+    if task is not None:
+        check_loss_fits(cfg.loss.name, task, cfg.data.name)
+    check_number("regularization.l1", cfg.regularization.l1, 0)
+    check_number("regularization.l2", cfg.regularization.l2, 0)
+    check_number("optimizer.lr", cfg.optimizer.lr, 0, low_open=True)
+    check_number("trainer.max_epochs", cfg.trainer.max_epochs, 1, integer=True)
+    check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
+    if not str(cfg.monitor.metric).startswith("val/"):
+        _fail("monitor.metric", cfg.monitor.metric, "must be a val/ metric, e.g. val/loss")
+    _check_validation_runs(cfg)
+    check_number("evaluate.threshold", cfg.evaluate.threshold, 0, 1, low_open=True)
+
+
+def _check_model(model: DictConfig) -> None:
+    hidden = model.hidden_dims
+    if (
+        not OmegaConf.is_list(hidden)
+        or len(hidden) == 0
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden)
+    ):
+        _fail(
+            "model.hidden_dims",
+            OmegaConf.to_object(hidden) if OmegaConf.is_config(hidden) else hidden,
+            "must be a non-empty list of positive integers, e.g. [128,64]",
+        )
+    check_choice("model.activation", model.activation, ACTIVATIONS)
+    check_number("model.dropout", model.dropout, 0, 1)
+
+
+def _check_validation_runs(cfg: DictConfig) -> None:
+    """The best checkpoint (what evaluate scores) and early stopping follow a val/ metric: a
+    trainer that never validates would train for nothing and fail at the end."""
+    limit = cfg.trainer.get("limit_val_batches")
+    every = cfg.trainer.get("check_val_every_n_epoch")
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        key, value = "trainer.limit_val_batches", limit
+    elif isinstance(every, int) and not isinstance(every, bool) and every > cfg.trainer.max_epochs:
+        key, value = "trainer.check_val_every_n_epoch", every
+    else:
+        return
+    _fail(
+        key,
+        value,
+        f"never validates, but the best checkpoint follows monitor.metric={cfg.monitor.metric}: "
+        "drop the override (validation picks the model that evaluate scores)",
+    )

@@ -1,0 +1,75 @@
+"""What the columns mean: the target decoded into a task and classes 0..K-1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlpflow.data.scan import TargetValues
+from mlpflow.errors import DataError
+
+MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many values is classes
+
+
+@dataclass
+class Target:
+    task: str
+    y: np.ndarray  # int64 class indices or float32 values
+    classes: list[str] | None
+
+
+def encode_target(
+    target: TargetValues, keep: np.ndarray, task: str, fixed_task: str | None
+) -> Target:
+    """Resolve task=auto and check an explicit task against the target; encode classes 0..K-1."""
+    name = target.name
+    numeric = target.kind == "numeric"
+    values = target.values[keep] + 0.0 if numeric else None  # -0.0 is 0.0 (one class)
+    task = fixed_task or task
+    # sorted distinct values (finite once kept), unless the task is regression anyway
+    uniques = np.unique(values) if numeric and task != "regression" else None
+    if task == "auto":
+        integer_valued = uniques is not None and bool(np.all(uniques == np.round(uniques)))
+        few = uniques is not None and len(uniques) <= MAX_AUTO_CLASSES
+        task = "regression" if numeric and not (integer_valued and few) else "classification"
+    if task == "regression":
+        if values is None:
+            raise DataError(
+                f"data.task=regression but target {name!r} is not numeric (dtype {target.dtype}); "
+                "use data.task=auto, binary or multiclass"
+            )
+        with np.errstate(over="ignore"):
+            y = values.astype(np.float32)
+        if not np.isfinite(y).all():
+            raise DataError(f"target {name!r} has values beyond float32 range; rescale it")
+        return Target("regression", y, None)
+
+    if values is not None:
+        codes = np.searchsorted(uniques, values)
+        as_int = bool(np.all(uniques == np.round(uniques)))
+        classes = [str(int(v)) if as_int else str(v) for v in uniques]
+    elif target.kind == "bool":
+        uniques, codes = np.unique(target.values[keep], return_inverse=True)
+        classes = [str(bool(v)) for v in uniques]  # "False" < "True", as pandas' astype(str)
+    else:  # category (its order) or text (sorted): the classes present, in the names' order
+        used, codes = np.unique(target.codes[keep], return_inverse=True)
+        classes = [target.names[i] for i in used]
+    shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+    if len(classes) == 1:
+        raise DataError(
+            f"target {name!r} has a single class {classes[0]!r}; a classifier needs at least 2"
+        )
+    if task == "classification":
+        task = "binary" if len(classes) == 2 else "multiclass"
+    elif task == "binary" and len(classes) != 2:
+        raise DataError(
+            f"data.task=binary but target {name!r} has {len(classes)} classes ({shown}); "
+            "use data.task=multiclass or auto"
+        )
+    elif task == "multiclass" and len(classes) == 2:
+        raise DataError(
+            f"data.task=multiclass but target {name!r} has 2 classes ({shown}); "
+            "use data.task=binary or auto"
+        )
+    return Target(task, np.asarray(codes, dtype=np.int64).reshape(-1), classes)

@@ -1,0 +1,160 @@
+"""The prepared directory: `{X,y}_{train,val,test}.npy` and `meta.json`, read and written.
+
+It is written into a hidden sibling directory and renamed into place, so readers never see a
+half-written one. The splits are `.npy` because training slices minibatches of whole rows: a
+row-major float32 file maps with no copy and no decoding (`np.load(mmap_mode="r")`).
+Only numpy is imported here: the train stage reads the splits without pyarrow or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpflow.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+ARRAY_FILES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", "y"))
+
+META_FILE = "meta.json"
+
+PREPARE_HINT = "run the prepare stage first (`mlpflow prepare` or `dvc repro prepare`)"
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Train mean and standard deviation of each feature (scikit-learn's StandardScaler)."""
+
+    mean: list[float]
+    scale: list[float]
+
+
+@dataclass(frozen=True)
+class Imputer:
+    """Train median of each feature, filled in where a value is missing."""
+
+    median: list[float]
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What prepare learned about the data; meta.json is this, as JSON.
+
+    Training, evaluation and serving read the dataset's facts from here (and nowhere else).
+    """
+
+    task: str
+    n_features: int
+    feature_names: list[str]
+    feature_dtypes: dict[str, str]
+    target: str
+    classes: list[str] | None
+    n_outputs: int
+    scaler: Scaler
+    imputer: Imputer | None
+    nan_policy: str
+    rows: dict[str, int]
+    class_counts: dict[str, dict[str, int]] | None
+    schema: dict[str, Any]  # the schema report: constant columns, duplicates, NaN counts, drops
+    source: dict[str, Any]
+    seed: int
+    val_size: float
+    test_size: float
+    fingerprint: str = ""  # sha256 of the six arrays, set when they are written
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Meta:
+        fields = json.loads(text)
+        imputer = fields.get("imputer")
+        return cls(
+            **{
+                **fields,
+                "scaler": Scaler(**fields["scaler"]),
+                "imputer": Imputer(**imputer) if imputer else None,
+            }
+        )
+
+
+def load_meta(prepared_dir: str | Path) -> Meta:
+    """Read `meta.json` of a prepared directory."""
+    path = Path(prepared_dir).expanduser().absolute() / META_FILE
+    try:
+        return Meta.from_json(path.read_text())
+    except FileNotFoundError as error:
+        raise DataError(f"no prepared data: {path} is missing; {PREPARE_HINT}") from error
+    except (OSError, ValueError, TypeError) as error:
+        raise DataError(f"cannot read {path} ({error}); {PREPARE_HINT}") from error
+
+
+def load_split(
+    prepared_dir: str | Path, split: str, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (X, y) of one split: X float32 C-contiguous, y int64 classes or float32 targets."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    directory = Path(prepared_dir).expanduser().absolute()
+    mode = "r" if mmap else None
+    try:
+        X = np.load(directory / f"X_{split}.npy", mmap_mode=mode, allow_pickle=False)
+        y = np.load(directory / f"y_{split}.npy", mmap_mode=mode, allow_pickle=False)
+    except FileNotFoundError as error:
+        raise DataError(f"no prepared data: {error.filename} is missing; {PREPARE_HINT}") from error
+    return X, y
+
+
+def write_prepared(tmp: Path, out: Path, meta: Meta) -> Meta:
+    """Fingerprint the arrays, write meta.json, move tmp into place as out."""
+    from mlpflow.data.arrays import files_digest
+
+    meta = replace(meta, fingerprint=files_digest(tmp / name for name in ARRAY_FILES))
+    (tmp / META_FILE).write_text(meta.to_json())
+    swap_into_place(tmp, out)
+    return meta
+
+
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename tmp to out, replacing an older out; parallel writers may race here.
+
+    A directory cannot be renamed over a non-empty one, so an old out is first renamed aside. If
+    another writer put an identical directory in place meanwhile, that one is kept.
+    """
+    new_meta = (tmp / META_FILE).read_bytes()
+    aside = tmp.with_name(tmp.name + ".old")
+    for _ in range(10):
+        try:
+            os.replace(tmp, out)
+            return
+        except OSError:  # out exists and is not an empty directory
+            if read_bytes_or_none(out / META_FILE) == new_meta:
+                return
+            try:
+                os.replace(out, aside)
+            except FileNotFoundError:  # another writer moved it first: retry the rename
+                continue
+            finally:
+                remove_path(aside)
+    raise DataError(f"could not replace {out}: other processes keep rewriting it; run again")
+
+
+def read_bytes_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -1,0 +1,56 @@
+"""The one path from a trained network to scores and metrics: validation (per batch, in
+`MLPModule`), evaluate (a split) and serving (raw rows) all go through `output_scores` and
+`build_metrics`; evaluate and serving through `network_scores`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mlpflow.errors import ModelError
+from mlpflow.evaluation.metrics import build_metrics
+from mlpflow.model.checkpoint import NetworkSpec, Weights
+from mlpflow.model.outputs import EVAL_CHUNK_ROWS, loss_target, output_scores, squeeze_head
+
+
+@torch.no_grad()
+def network_outputs(net: nn.Module, x: Tensor) -> Tensor:
+    """Raw outputs of `net` (eval mode) on every row of `x`, a chunk of rows at a time."""
+    return torch.cat([squeeze_head(net(part)) for part in x.split(EVAL_CHUNK_ROWS)])
+
+
+def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
+    """Scores in the one convention (see `mlpflow.model.outputs`)."""
+    return output_scores(outputs, spec.task, spec.target_mean, spec.target_scale)
+
+
+def num_classes(spec: NetworkSpec) -> int:
+    return 2 if spec.task == "binary" else spec.n_outputs
+
+
+@torch.no_grad()
+def score_split(
+    weights: Weights, x: Tensor, y: Tensor, threshold: float, split: str
+) -> tuple[dict[str, float], Tensor]:
+    """`<split>/loss` and the task's metrics of the network on (x, y); and its scores.
+
+    The same loss, scores and torchmetrics collection as the LightningModule's validation.
+    """
+    from mlpflow.config.compose import build_partial
+
+    spec = weights.spec
+    if spec.n_features != x.shape[1]:
+        raise ModelError(
+            f"the checkpoint expects {spec.n_features} features, the {split} split has "
+            f"{x.shape[1]}: train again on this prepared data (dvc repro)"
+        )
+    outputs = network_outputs(weights.network(), x)
+    loss_fn = build_partial(spec.loss, task=spec.task)
+    loss = loss_fn(outputs, loss_target(y, spec.task, spec.target_mean, spec.target_scale))
+    scores = network_scores(outputs, spec)
+    collection = build_metrics(spec.task, num_classes(spec), threshold).clone(prefix=f"{split}/")
+    collection.update(scores, y)
+    metrics = {f"{split}/loss": float(loss)}
+    metrics.update({name: float(value) for name, value in collection.compute().items()})
+    return metrics, scores

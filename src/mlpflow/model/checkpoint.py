@@ -1,0 +1,87 @@
+"""Reading a training checkpoint safely, without Lightning or MLflow (evaluate, predict, export).
+
+`weights_only=True` admits tensors and plain containers only: a crafted file that would run code
+on a plain `torch.load` is refused instead.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlpflow.errors import ModelError, first_line
+from mlpflow.model.mlp import MLP
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What rebuilds the network and gives its outputs a meaning (the checkpoint's
+    hyper_parameters, as `MLPModule` saves them; `loss` only in a training checkpoint)."""
+
+    n_features: int
+    n_outputs: int
+    task: str
+    model: dict[str, Any]
+    threshold: float
+    target_mean: float
+    target_scale: float
+    loss: dict[str, Any] | None = None
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> NetworkSpec:
+        return cls(**{key: hparams[key] for key in NETWORK_HPARAMS}, loss=hparams.get("loss"))
+
+
+NETWORK_HPARAMS = tuple(name for name in NetworkSpec.__dataclass_fields__ if name != "loss")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A trained network: its spec and its `net.` weights."""
+
+    spec: NetworkSpec
+    state_dict: dict[str, torch.Tensor]
+
+    def network(self) -> MLP:
+        """The network, weights loaded, in eval mode."""
+        spec = self.spec
+        net = MLP(spec.n_features, spec.n_outputs, **spec.model)
+        net.load_state_dict({k.removeprefix("net."): v for k, v in self.state_dict.items()})
+        return net.eval()
+
+    def serving_payload(self) -> dict[str, Any]:
+        """What the pyfunc model ships (`torch.save`): the network, not the training setup."""
+        hparams = {k: v for k, v in asdict(self.spec).items() if k in NETWORK_HPARAMS}
+        return {"hyper_parameters": hparams, "state_dict": self.state_dict}
+
+
+def load_weights(path: str | Path) -> Weights:
+    """The network of a checkpoint (or of a `serving_payload` file); a ModelError otherwise."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise ModelError(f"checkpoint not found: {path}") from error
+    except pickle.UnpicklingError as error:
+        raise ModelError(
+            f"refusing to load {path}: it holds Python objects besides tensors and plain "
+            "containers (not an mlpflow checkpoint; it may be malicious)"
+        ) from error
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise ModelError(f"cannot read checkpoint {path}: {first_line(error)}") from error
+    hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    if (
+        not isinstance(hparams, dict)
+        or not isinstance(payload.get("state_dict"), dict)
+        or any(key not in hparams for key in NETWORK_HPARAMS)
+    ):
+        raise ModelError(
+            f"{path} is not an mlpflow checkpoint (no network hyper_parameters/state_dict); "
+            "pass the best.ckpt that `mlpflow train` or `dvc repro` wrote"
+        )
+    state = {k: v for k, v in payload["state_dict"].items() if k.startswith("net.")}
+    return Weights(NetworkSpec.from_hparams(hparams), state)

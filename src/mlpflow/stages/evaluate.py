@@ -1,0 +1,71 @@
+"""Stage evaluate: best checkpoint + test split -> metrics.json, DVC plots, figures, into the
+same MLflow run as train.
+
+Scoring a saved network needs no training loop: this stage runs the network, torchmetrics and
+the MLflow client directly, and so does not pay Lightning's import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from mlpflow.config.schema import validate
+from mlpflow.errors import DataError
+from mlpflow.files import read_json, write_json
+
+METRICS_FILE = "metrics.json"
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Test the best checkpoint; write reports/metrics.json, plots/ and figures/; log them."""
+    validate(cfg)
+    reports = Path(cfg.paths.reports)
+    train_report_path = reports / "train.json"
+    if not train_report_path.exists():
+        raise DataError(f"{train_report_path} not found: run the train stage first (dvc repro)")
+    train_report = read_json(train_report_path)
+
+    import torch
+
+    from mlpflow.data.prepared import load_meta, load_split
+    from mlpflow.evaluation.figures import write_figures
+    from mlpflow.evaluation.plots import write_plots
+    from mlpflow.evaluation.scoring import score_split
+    from mlpflow.model.checkpoint import load_weights
+
+    weights = load_weights(Path(cfg.paths.models) / "best.ckpt")  # refuses corrupt/foreign files
+    meta = load_meta(cfg.paths.prepared)
+    x, y = (torch.from_numpy(array) for array in load_split(cfg.paths.prepared, "test"))
+    # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
+    metrics, scores = score_split(weights, x, y, cfg.evaluate.threshold, "test")
+    curve_args = {
+        "class_names": meta.classes,
+        "threshold": cfg.evaluate.threshold,
+        "calibration_bins": cfg.evaluate.calibration_bins,
+    }
+    target, score_array = y.numpy(), scores.numpy()
+    plots = write_plots(meta.task, target, score_array, reports / "plots", **curve_args)
+    figures = write_figures(meta.task, target, score_array, reports / "figures", **curve_args)
+    metrics_path = write_json(reports / METRICS_FILE, _nested(metrics))
+    if cfg.tracking.enabled and train_report.get("run_id"):
+        from mlpflow.tracking.results import log_results
+        from mlpflow.tracking.store import tracking_uri
+
+        log_results(
+            train_report.get("tracking_uri") or tracking_uri(cfg),
+            train_report["run_id"],
+            metrics,
+            {"plots": plots, "figures": figures, "reports": [metrics_path]},
+        )
+    return metrics
+
+
+def _nested(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{'test/f1': x} -> {'test': {'f1': x}}: DVC shows it as test.f1."""
+    nested: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        split, name = key.split("/", 1)
+        nested.setdefault(split, {})[name] = value
+    return nested

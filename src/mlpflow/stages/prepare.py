@@ -1,0 +1,33 @@
+"""Stage prepare: the data config -> splits + meta.json. Imports no torch (train pays for it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlpflow.config.compose import project_root
+from mlpflow.config.schema import DataConfig, validate
+from mlpflow.data.build import prepare_dataset
+from mlpflow.data.prepared import META_FILE, Meta, load_meta
+
+
+def cache_dir(cfg: DictConfig) -> Path:
+    """Where runs outside DVC keep prepared data: one folder per distinct prepare input."""
+    inputs = {"data": OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
+    key = hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    return project_root() / "data" / "cache" / f"{cfg.data.name}-{key}"
+
+
+def run(cfg: DictConfig) -> Meta:
+    validate(cfg)
+    return prepare_dataset(DataConfig.parse(cfg.data), cfg.seed, cfg.paths.prepared)
+
+
+def ensure_prepared(cfg: DictConfig) -> Meta:
+    """Prepare into the cache unless an earlier run already did (sweep trials share it)."""
+    if (Path(cfg.paths.prepared) / META_FILE).exists():
+        return load_meta(cfg.paths.prepared)
+    return run(cfg)

@@ -1,0 +1,89 @@
+"""train's completion: the best checkpoint and model logged, reports/train.json written last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mlpflow.console import warn
+from mlpflow.files import write_json
+
+TRAIN_REPORT = "train.json"
+
+
+def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
+    """Best epoch and score, epochs run and global step, read from the checkpoint files: after
+    ddp_spawn, this process's trainer and callbacks are not restored."""
+    import torch
+
+    best = Path(trainer.checkpoint_callback.best_model_path)
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    best_score = float(
+        next(
+            state["best_model_score"]
+            for state in saved["callbacks"].values()
+            if state.get("monitor") == cfg.monitor.metric and "best_model_score" in state
+        )
+    )
+    last_path = best.with_name("last.ckpt")
+    last = (
+        torch.load(last_path, map_location="cpu", weights_only=True)
+        if last_path.exists()
+        else {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step}
+    )
+    return {
+        "best_epoch": saved["epoch"],
+        "epochs_run": last["epoch"] + 1,
+        "checkpoint": best.name,
+        "monitor": cfg.monitor.metric,
+        "best_score": best_score,
+        "global_step": last["global_step"],
+        "path": best,
+    }
+
+
+def _log_best(cfg: DictConfig, logger: Any, best: Path, best_score: float) -> str | None:
+    """The best checkpoint, the pyfunc model and the objective into the run; its name."""
+    from mlpflow.serving.export import log_model
+    from mlpflow.tracking.sweep import objective_name
+
+    client, run_id = logger.experiment, logger.run_id
+    logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
+    logger.safely(log_model, logger, best, cfg.paths.prepared)
+    logger.safely(client.log_metric, run_id, objective_name(cfg), best_score)
+    run = logger.safely(client.get_run, run_id)
+    return run.info.run_name if run else None
+
+
+def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
+    """Log the best checkpoint and model; write train.json, the stage's completion mark."""
+    from mlpflow.tracking.store import tracking_uri
+
+    facts = checkpoint_facts(cfg, trainer)
+    best = facts.pop("path")
+    run_name = _log_best(cfg, logger, best, facts["best_score"]) if logger else None
+    report = {
+        "run_id": logger.run_id if logger else None,
+        "run_name": run_name,
+        "tracking": tracking_state(logger),
+        "experiment": cfg.tracking.experiment if logger else None,
+        "experiment_id": logger.experiment_id if logger else None,
+        "tracking_uri": tracking_uri(cfg) if logger else None,
+        **facts,
+    }
+    write_json(Path(cfg.paths.reports) / TRAIN_REPORT, report)
+    if logger is not None and logger.lost:
+        warn(
+            f"MLflow run {logger.run_id} is incomplete ({logger.lost}); the DVC "
+            "outputs are complete"
+        )
+    return report
+
+
+def tracking_state(logger: Any) -> str:
+    """'complete', 'off', or 'incomplete: <what failed>' when the store went away mid-run."""
+    if logger is None:
+        return "off"
+    return f"incomplete: {logger.lost}" if logger.lost else "complete"

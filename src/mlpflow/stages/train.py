@@ -1,0 +1,113 @@
+"""Stage train: prepared data + config -> best checkpoint, reports/train.json, an MLflow run.
+
+A run of the same config killed earlier resumes from its last checkpoint, into its MLflow run
+(`stages.resume`). `dvc repro` calls `run` with params.yaml; `python -m mlpflow.train` calls it
+from the Hydra pipeline (`stages.pipeline`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlpflow.config.schema import check_loss_fits, validate
+from mlpflow.stages.report import write_train_report
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train on cfg.paths.prepared; write the checkpoint and train.json; return the report."""
+    validate(cfg)
+    from mlpflow.data.prepared import load_meta
+    from mlpflow.stages import resume
+    from mlpflow.tracking.lineage import config_hash, flatten
+    from mlpflow.tracking.logger import training_logger
+
+    meta = load_meta(cfg.paths.prepared)
+    check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
+    chash = config_hash(cfg)
+    start = resume.find(cfg.paths.models, chash)
+    logger = training_logger(cfg, meta, start.run_id)
+
+    import pytorch_lightning as pl
+
+    from mlpflow.console import quiet_lightning
+
+    quiet_lightning()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, meta, datamodule)
+    trainer = build_trainer(cfg, logger)
+    if trainer.is_global_zero:  # under `ddp` every worker process runs this function
+        resume.begin(cfg.paths.models, chash, logger.run_id if logger else None)
+    if logger is not None and start.checkpoint is None:
+        logger.log_hyperparams(flatten(cfg))
+        logger.experiment.log_text(
+            logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
+        )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
+    if not trainer.is_global_zero:
+        return {}
+    report = write_train_report(cfg, trainer, logger)
+    resume.finish(cfg.paths.models)
+    return report
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    from mlpflow.data.datamodule import TabularDataModule
+
+    datamodule = TabularDataModule(
+        cfg.paths.prepared,
+        batch_size=cfg.loader.batch_size,
+        batches_per_step=cfg.loader.batches_per_step,
+        seed=cfg.seed,
+        full_batch=cfg.loader.full_batch,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
+    from mlpflow.model.module import MLPModule
+
+    target_mean, target_scale = datamodule.target_stats()
+    sections = ("model", "loss", "regularization", "optimizer", "scheduler", "monitor")
+    return MLPModule(
+        n_features=meta.n_features,
+        n_outputs=meta.n_outputs,
+        task=meta.task,
+        **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections},
+        batch_size=datamodule.train_batch_size,
+        threshold=cfg.evaluate.threshold,
+        target_mean=target_mean,
+        target_scale=target_scale,
+    )
+
+
+def build_trainer(cfg: DictConfig, logger: Any) -> Any:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from mlpflow.console import warn
+    from mlpflow.tracking.sweep import in_multirun, pruning_requested
+
+    # `callbacks.<name>=null` switches one off.
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if pruning_requested():
+        from mlpflow.tracking.pruning import OptunaPruning
+
+        callbacks.append(OptunaPruning(cfg.monitor.metric))
+    # `callbacks.progress_bar=null` means no bar at all, not Lightning's default one.
+    has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("strategy") == "ddp" and in_multirun():
+        # ddp re-runs the command line in each worker: inside a multirun, the whole sweep.
+        warn("trainer.strategy=ddp inside a multirun: using ddp_spawn")
+        extra["strategy"] = "ddp_spawn"
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=logger or False,
+        enable_progress_bar=has_bar,
+        **extra,
+    )

@@ -1,0 +1,133 @@
+"""What identifies a run and leads back from it: the flattened config, its hash, the run name,
+and the lineage tags (git commit, data fingerprint, DVC hash, DVC experiment)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlpflow import __version__
+from mlpflow.config.compose import project_root
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as dotted keys, for MLflow params (lists kept as their repr)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Short hash of what determines the result: everything but paths and tracking."""
+    keep = {k: v for k, v in flatten(cfg).items() if not k.startswith(("paths.", "tracking."))}
+    return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Readable and explicit: mlp128x64-relu-bce-l2-adam-1a2b3c (MLflow's random names collide)."""
+    if cfg.tracking.get("run_name"):
+        return str(cfg.tracking.run_name)
+    dims = "x".join(str(w) for w in cfg.model.hidden_dims)
+    parts = [
+        f"mlp{dims}",
+        cfg.model.activation,
+        cfg.loss.name,
+        cfg.regularization.name,
+        cfg.optimizer.name,
+        config_hash(cfg),
+    ]
+    return "-".join(str(p) for p in parts)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, cwd=project_root()
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def lineage_tags(cfg: DictConfig, task: str, fingerprint: str) -> dict[str, str]:
+    """Tags that lead from a run back to its code, data and config."""
+    tags = {
+        "mlpflow.version": __version__,
+        "data.name": str(cfg.data.name),
+        "data.fingerprint": fingerprint,
+        "task": task,
+        "config.hash": config_hash(cfg),
+    }
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        # Dirty: tracked files changed, or new (not ignored) files where the code and config live.
+        changed = _git("status", "--porcelain", "--untracked-files=no")
+        new_code = _git("ls-files", "--others", "--exclude-standard", "--", "src", "conf")
+        tags["git.dirty"] = str(bool(changed or new_code))
+    dvc_md5 = dvc_output_md5(Path(cfg.paths.prepared))
+    if dvc_md5:
+        tags["data.dvc_md5"] = dvc_md5
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def dvc_output_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The md5 that dvc.lock records for the output at `path`, if it matches the files there now.
+
+    DVC runs a stage in the directory of dvc.yaml, where dvc.lock lives. The hash is re-derived
+    from the files as DVC 3 does it (md5 of the sorted JSON list of file md5s, plus ".dir"), so a
+    stale lock (data prepared again outside DVC) never tags a run with another data version.
+    """
+    import yaml
+
+    try:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    target = path.resolve()
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if (lock.parent / out["path"]).resolve() == target:
+                recorded = out.get("md5")
+                return recorded if recorded and recorded == _dvc_md5(target) else None
+    return None
+
+
+def _dvc_md5(path: Path) -> str | None:
+    if path.is_file():
+        return _file_md5(path)
+    if not path.is_dir():
+        return None
+    entries = sorted(
+        (
+            {"md5": _file_md5(f), "relpath": f.relative_to(path).as_posix()}
+            for f in path.rglob("*")
+            if f.is_file()
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
