@@ -189,7 +189,8 @@ def main() -> int:
             wall, result = timed(
                 PYTHON, "-X", "importtime", "-c", f"import mlpflow.stages.{stage}", cwd=project
             )
-            print_imports(f'python -X importtime -c "import mlpflow.stages.{stage}"', wall, result.stderr)
+            shown = f'python -X importtime -c "import mlpflow.stages.{stage}"'
+            print_imports(shown, wall, result.stderr)
         # What each DVC stage process really imports, lazy imports inside run() included
         # (re-runs the stages in the copy, after the timings).
         for stage in ("prepare", "train", "evaluate"):
