@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlpflow.errors import ModelError
+from mlpflow.evaluation.plot_specs import PLOTS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -23,41 +23,11 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-@dataclass(frozen=True)
-class Curve:
-    """Where evaluate logged a curve (a DVC plot file) and how to draw it."""
-
-    artifact: str
-    key: str
-    x: str
-    y: str
-    x_label: str
-    y_label: str
-    title: str
-
-
+# --curve choices: the curves evaluate logs (evaluation.plot_specs).
 CURVES = {
-    "roc": Curve(
-        "plots/roc.json", "roc", "fpr", "tpr", "false positive rate", "true positive rate", "ROC"
-    ),
-    "pr": Curve(
-        "plots/precision_recall.json",
-        "precision_recall",
-        "recall",
-        "precision",
-        "recall",
-        "precision",
-        "Precision-recall",
-    ),
-    "pred": Curve(
-        "plots/predicted_vs_true.json",
-        "predicted_vs_true",
-        "true",
-        "predicted",
-        "true value",
-        "predicted value",
-        "Predicted vs true",
-    ),
+    "roc": PLOTS["roc"],
+    "pr": PLOTS["precision_recall"],
+    "pred": PLOTS["predicted_vs_true"],
 }
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse")
 KEY_PARAMS = ("model.hidden_dims", "loss.name", "optimizer.name", "optimizer.lr")
@@ -158,11 +128,11 @@ def _rows(client: MlflowClient, run: Run, curve: str, workdir: Path) -> list[dic
 
     spec = CURVES[curve]
     try:
-        local = client.download_artifacts(run.info.run_id, spec.artifact, str(workdir))
+        local = client.download_artifacts(run.info.run_id, spec.file, str(workdir))
     except (MlflowException, OSError):
         return []
     payload = json.loads(Path(local).read_text())
-    return payload.get(spec.key, []) if isinstance(payload, dict) else []
+    return payload.get(spec.name, []) if isinstance(payload, dict) else []
 
 
 def curve_points(rows: list[dict[str, Any]], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +176,7 @@ def write_figure(
                 drawn += 1
         if not drawn:
             raise ModelError(
-                f"none of the {len(runs)} runs has {spec.artifact} (evaluate logs it); "
+                f"none of the {len(runs)} runs has {spec.file} (evaluate logs it); "
                 "run the evaluate stage, or choose another --curve"
             )
         if curve == "pred":
@@ -214,7 +184,7 @@ def write_figure(
             ax.plot([low, high], [low, high], "k--", linewidth=1, label="y = x")
         elif curve == "roc":
             ax.plot([0, 1], [0, 1], "k:", linewidth=1, label="chance")
-        ax.set(xlabel=spec.x_label, ylabel=spec.y_label, title=f"{spec.title} (test split)")
+        ax.set(xlabel=spec.x_label, ylabel=spec.y_label, title=spec.title)
         ax.legend(fontsize="small", loc="best")
         output.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(output)

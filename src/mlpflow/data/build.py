@@ -1,7 +1,7 @@
 """prepare, step by step: open the source, scan it, check and split the rows, fit the
 preprocessing on train, write the splits and meta.json atomically.
 
-Peak memory: a few chunks of the scratch file plus ~25 bytes per row (target, flags, hashes,
+Peak memory: a few chunks of the scratch file plus a few bytes per row (target, flags, hashes,
 split labels), whatever the number of columns (benchmarks/data_scale.py measures it).
 """
 

@@ -23,7 +23,6 @@ def encode_target(
     target: TargetValues, keep: np.ndarray, task: str, fixed_task: str | None
 ) -> Target:
     """Resolve task=auto and check an explicit task against the target; encode classes 0..K-1."""
-    name = target.name
     numeric = target.kind == "numeric"
     values = target.values[keep] + 0.0 if numeric else None  # -0.0 is 0.0 (one class)
     task = fixed_task or task
@@ -34,17 +33,28 @@ def encode_target(
         few = uniques is not None and len(uniques) <= MAX_AUTO_CLASSES
         task = "regression" if numeric and not (integer_valued and few) else "classification"
     if task == "regression":
-        if values is None:
-            raise DataError(
-                f"data.task=regression but target {name!r} is not numeric (dtype {target.dtype}); "
-                "use data.task=auto, binary or multiclass"
-            )
-        with np.errstate(over="ignore"):
-            y = values.astype(np.float32)
-        if not np.isfinite(y).all():
-            raise DataError(f"target {name!r} has values beyond float32 range; rescale it")
-        return Target("regression", y, None)
+        return _regression_target(target, values)
+    codes, classes = _class_codes(target, keep, values, uniques)
+    return Target(_class_task(target.name, task, classes), codes, classes)
 
+
+def _regression_target(target: TargetValues, values: np.ndarray | None) -> Target:
+    if values is None:
+        raise DataError(
+            f"data.task=regression but target {target.name!r} is not numeric "
+            f"(dtype {target.dtype}); use data.task=auto, binary or multiclass"
+        )
+    with np.errstate(over="ignore"):
+        y = values.astype(np.float32)
+    if not np.isfinite(y).all():
+        raise DataError(f"target {target.name!r} has values beyond float32 range; rescale it")
+    return Target("regression", y, None)
+
+
+def _class_codes(
+    target: TargetValues, keep: np.ndarray, values: np.ndarray | None, uniques: np.ndarray | None
+) -> tuple[np.ndarray, list[str]]:
+    """Class indices 0..K-1 of the kept rows, and the class names in index order."""
     if values is not None:
         codes = np.searchsorted(uniques, values)
         as_int = bool(np.all(uniques == np.round(uniques)))
@@ -55,21 +65,24 @@ def encode_target(
     else:  # category (its order) or text (sorted): the classes present, in the names' order
         used, codes = np.unique(target.codes[keep], return_inverse=True)
         classes = [target.names[i] for i in used]
+    return np.asarray(codes, dtype=np.int64).reshape(-1), classes
+
+
+def _class_task(name: str, task: str, classes: list[str]) -> str:
+    """binary or multiclass, from the number of classes; a DataError when it contradicts."""
     shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
     if len(classes) == 1:
         raise DataError(
             f"target {name!r} has a single class {classes[0]!r}; a classifier needs at least 2"
         )
-    if task == "classification":
-        task = "binary" if len(classes) == 2 else "multiclass"
-    elif task == "binary" and len(classes) != 2:
+    if task == "binary" and len(classes) != 2:
         raise DataError(
             f"data.task=binary but target {name!r} has {len(classes)} classes ({shown}); "
             "use data.task=multiclass or auto"
         )
-    elif task == "multiclass" and len(classes) == 2:
+    if task == "multiclass" and len(classes) == 2:
         raise DataError(
             f"data.task=multiclass but target {name!r} has 2 classes ({shown}); "
             "use data.task=binary or auto"
         )
-    return Target(task, np.asarray(codes, dtype=np.int64).reshape(-1), classes)
+    return "binary" if len(classes) == 2 else "multiclass"

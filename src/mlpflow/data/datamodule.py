@@ -1,14 +1,8 @@
-"""LightningDataModule over the prepared splits, handing out whole-batch tensor slices.
+"""LightningDataModule over the prepared splits, handing out chunks of whole minibatches.
 
-A per-sample Dataset + DataLoader pays for __getitem__ and collate on every row (~3 ms a
-step here); slicing a pre-shuffled in-memory tensor costs next to nothing.
-
-The feature arrays stay memory-mapped (`load_split(..., mmap=True)`): the train split is read
-through the page cache a chunk at a time, so a split larger than memory trains, and setup costs
-no copy. Each chunk of an epoch is gathered with its slice of the epoch's permutation,
-`x[order[a:b]]`: the same rows in the same order as slicing a permuted copy `x[order]`, but an
-epoch holds one chunk (batch_size x batches_per_step rows) beyond the data instead of a second
-copy of the whole train set. Targets (a few bytes a row) are loaded into memory.
+A per-sample Dataset + DataLoader pays for __getitem__ and collate on every row; gathering a
+chunk of a seeded permutation at once costs next to nothing. The features stay memory-mapped,
+so a split larger than memory trains and setup copies nothing; targets are loaded.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def split_rows(encoded: Target, n_val: int, n_test: int, seed: int) -> dict[str,
     """Row indices per split: test first, then val from the rest; stratified for classes.
 
     Each step is scikit-learn's `train_test_split`. (Stratified, it gathers indices in Python
-    lists for a moment, ~40 bytes a row: 0.4 GB at 10M rows.)
+    lists for a moment: tens of bytes a row, see benchmarks/README.md.)
     """
     from sklearn.model_selection import train_test_split
 

@@ -21,6 +21,7 @@ from sklearn.metrics import (
     RocCurveDisplay,
 )
 
+from mlpflow.evaluation.plot_specs import PLOTS
 from mlpflow.evaluation.plots import (
     TASKS,
     curve_defined,
@@ -50,7 +51,8 @@ def _roc(path: Path, task: str, target: np.ndarray, scores: np.ndarray, names: l
     Curves whose target holds a single class are undefined and left out.
     """
     curves = [c for c in one_vs_rest(task, target, scores, names) if curve_defined(c[1])]
-    with _figure(path, "ROC" if task == "binary" else "ROC (one-vs-rest)") as ax:
+    title = PLOTS["roc"].title + ("" if task == "binary" else ", one-vs-rest")
+    with _figure(path, title) as ax:
         for i, (name, y_true, y_score) in enumerate(curves):
             RocCurveDisplay.from_predictions(
                 y_true,
@@ -63,7 +65,7 @@ def _roc(path: Path, task: str, target: np.ndarray, scores: np.ndarray, names: l
 
 
 def _confusion(path: Path, target: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
-    with _figure(path, "Confusion matrix") as ax:
+    with _figure(path, PLOTS["confusion"].title) as ax:
         ConfusionMatrixDisplay.from_predictions(
             target,
             predicted,
@@ -98,7 +100,7 @@ def write_figures(
 
     if task == "regression":
         path = out / "predicted_vs_true.png"
-        with _figure(path, "Predicted vs true") as ax:
+        with _figure(path, PLOTS["predicted_vs_true"].title) as ax:
             PredictionErrorDisplay.from_predictions(
                 target, scores, kind="actual_vs_predicted", subsample=None, ax=ax
             )
@@ -110,12 +112,12 @@ def write_figures(
     _confusion(written[1], target, predicted_labels(task, scores, threshold), names)
     if task == "binary":
         pr_path, calibration_path = out / "precision_recall.png", out / "calibration.png"
-        with _figure(pr_path, "Precision-recall") as ax:
+        with _figure(pr_path, PLOTS["precision_recall"].title) as ax:
             if curve_defined(target):
                 PrecisionRecallDisplay.from_predictions(
                     target, scores, pos_label=1, name=names[1], ax=ax, plot_chance_level=True
                 )
-        with _figure(calibration_path, "Calibration") as ax:
+        with _figure(calibration_path, PLOTS["calibration"].title) as ax:
             CalibrationDisplay.from_predictions(
                 target, scores, n_bins=calibration_bins, pos_label=1, name=names[1], ax=ax
             )

@@ -16,6 +16,8 @@ import numpy as np
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from mlpflow.evaluation.plot_specs import PLOTS, PlotSpec
+
 TASKS = ("binary", "multiclass", "regression")
 TOP_THRESHOLD = 1.0
 
@@ -73,7 +75,9 @@ def _pr_rows(y_true: np.ndarray, y_score: np.ndarray) -> list[dict[str, float]]:
     ]
 
 
-def _write_json(path: Path, payload: Any) -> Path:
+def _write(out: Path, spec: PlotSpec, rows: list[dict[str, Any]]) -> Path:
+    path = out / f"{spec.name}.json"
+    payload = {spec.name: rows} if spec.keyed else rows
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
@@ -98,39 +102,45 @@ def write_plots(
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    target = np.asarray(target)
-    scores = np.asarray(scores)
-
+    target, scores = np.asarray(target), np.asarray(scores)
     if task == "regression":
         rows = [
             {"true": float(t), "predicted": float(p)} for t, p in zip(target, scores, strict=True)
         ]
-        return [_write_json(out / "predicted_vs_true.json", {"predicted_vs_true": rows})]
-
+        return [_write(out, PLOTS["predicted_vs_true"], rows)]
     names = resolve_class_names(task, scores, class_names)
+    written = [
+        _write(out, PLOTS[name], rows) for name, rows in _curves(task, target, scores, names)
+    ]
+    predicted = predicted_labels(task, scores, threshold)
+    confusion = [
+        {"actual": names[int(a)], "predicted": names[int(p)]}
+        for a, p in zip(target, predicted, strict=True)
+    ]
+    written.append(_write(out, PLOTS["confusion"], confusion))
+    if task == "binary":
+        written.append(
+            _write(out, PLOTS["calibration"], _calibration_rows(target, scores, calibration_bins))
+        )
+    return written
+
+
+def _curves(
+    task: str, target: np.ndarray, scores: np.ndarray, names: list[str]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """ROC and PR rows; one-vs-rest rows carry their "class"."""
     roc: list[dict[str, Any]] = []
     pr: list[dict[str, Any]] = []
     for name, y_true, y_score in one_vs_rest(task, target, scores, names):
         tag = {} if name is None else {"class": name}
         roc += [{**row, **tag} for row in _roc_rows(y_true, y_score)]
         pr += [{**row, **tag} for row in _pr_rows(y_true, y_score)]
-    predicted = predicted_labels(task, scores, threshold)
-    confusion = [
-        {"actual": names[int(a)], "predicted": names[int(p)]}
-        for a, p in zip(target, predicted, strict=True)
+    return [("roc", roc), ("precision_recall", pr)]
+
+
+def _calibration_rows(target: np.ndarray, scores: np.ndarray, bins: int) -> list[dict[str, float]]:
+    fraction_positive, mean_predicted = calibration_curve(target, scores, n_bins=bins)
+    return [
+        {"mean_predicted": float(m), "fraction_positive": float(f)}
+        for m, f in zip(mean_predicted, fraction_positive, strict=True)
     ]
-    written = [
-        _write_json(out / "roc.json", {"roc": roc}),
-        _write_json(out / "precision_recall.json", {"precision_recall": pr}),
-        _write_json(out / "confusion.json", confusion),
-    ]
-    if task == "binary":
-        fraction_positive, mean_predicted = calibration_curve(
-            target, scores, n_bins=calibration_bins
-        )
-        calibration = [
-            {"mean_predicted": float(m), "fraction_positive": float(f)}
-            for m, f in zip(mean_predicted, fraction_positive, strict=True)
-        ]
-        written.append(_write_json(out / "calibration.json", {"calibration": calibration}))
-    return written

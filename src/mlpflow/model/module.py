@@ -87,7 +87,7 @@ class MLPModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Train losses are summed on the device and logged once per epoch: a `self.log` per
-        # chunk costs Lightning ~1 ms of bookkeeping each. [data loss, penalty, rows]
+        # chunk costs Lightning its logging bookkeeping each time. [data loss, penalty, rows]
         self._epoch_sums = torch.zeros(3, device=self.device)
 
     def training_step(self, chunk: tuple[Tensor, Tensor], chunk_idx: int) -> None:

@@ -17,7 +17,7 @@ from mlpflow.tracking.guard import StoreGuard
 class TrackingLogger(MLFlowLogger):
     """Lightning hands an epoch's metrics over in two calls at the same step: the validation
     metrics at validation end, the train metrics a few milliseconds later at epoch end. Each
-    call is a SQLite transaction (~8 ms here, more than the validation pass), so a call holding
+    call is a SQLite transaction (costlier than the validation pass, benchmarks/README.md), so a call holding
     only validation metrics is kept and written with the next one: one `log_batch` an epoch.
     """
 
