@@ -69,13 +69,16 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 def raw_rows(prepared: Path, split: str = "test") -> pd.DataFrame:
-    """A prepared split mapped back to raw feature values, as a user's CSV would hold them."""
+    """A prepared split of continuous columns mapped back to raw values (the fitted transform,
+    inverted), as a user's CSV would hold them."""
     from mlpflow.data.prepared import load_meta, load_split
 
     meta = load_meta(prepared)
     x, _ = load_split(prepared, split)
-    raw = x.astype(np.float64) * meta.scaler.scale + meta.scaler.mean
-    return pd.DataFrame(raw, columns=meta.feature_names)
+    numeric = meta.numeric
+    assert numeric.n_continuous == x.shape[1], "raw_rows inverts continuous columns only"
+    raw = numeric.estimator().inverse_transform(x.astype(np.float64))
+    return pd.DataFrame(raw, columns=numeric.names)
 
 
 class Exploit:

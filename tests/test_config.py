@@ -10,7 +10,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from mlpflow.config.compose import build_partial, compose, conf_dir, params_yaml
+from mlpflow.config.compose import (
+    build_partial,
+    compose,
+    conf_dir,
+    params_yaml,
+    resolve_task_defaults,
+)
 from mlpflow.config.schema import data_task, validate
 from mlpflow.errors import ConfigError
 
@@ -21,6 +27,7 @@ DATA_FOR_LOSS = {
     "cross_entropy": "digits",
     "mse": "diabetes",
     "huber": "diabetes",
+    "auto": "wine",
 }
 
 
@@ -50,14 +57,11 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         overrides.append(f"data={DATA_FOR_LOSS[option]}")
     if group == "data" and option == "csv":
         overrides += ["data.path=rows.csv", "data.target=y"]
-    if group == "data" and option in ("digits", "wine"):
-        overrides.append("loss=cross_entropy")
-    if group == "data" and option == "diabetes":
-        overrides.append("loss=mse")
-    cfg = compose(overrides)
+    cfg = compose(overrides)  # loss=auto: no data option needs a loss override
     validate(cfg)
 
     task = data_task(cfg) or "binary"
+    resolve_task_defaults(cfg, task)
     outputs = torch.zeros(4, 3) if task == "multiclass" else torch.zeros(4)
     assert build_partial(cfg.loss, task=task)(outputs, torch.zeros(4).long()) >= 0
     optimizer = build_partial(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
@@ -83,7 +87,7 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         (["model.hidden_dims=[64,0]"], "model.hidden_dims"),
         (["model.activation=swish"], "model.activation"),
         (["model.dropout=1.5"], "model.dropout"),
-        (["data=digits"], "loss=bce"),
+        (["data=digits", "loss=bce"], "loss=bce"),
         (["experiment=diabetes", "loss=cross_entropy"], "loss=cross_entropy"),
         (["loss=huber"], "loss=huber"),
         (["data.val_size=0.6", "data.test_size=0.4"], "leaves no train data"),
@@ -149,3 +153,15 @@ def test_loader_follows_the_data_and_the_optimizer() -> None:
     assert compose(["data=digits", "loader.batch_size=64"]).loader.batch_size == 64
     assert not compose().loader.full_batch
     assert compose(["optimizer=gd"]).loader.full_batch
+
+
+@pytest.mark.parametrize(
+    ("data", "loss"),
+    [("breast_cancer", "bce"), ("digits", "cross_entropy"), ("diabetes", "mse")],
+)
+def test_the_default_loss_is_the_tasks(data: str, loss: str) -> None:
+    cfg = compose([f"data={data}"])
+    validate(cfg)
+    assert cfg.loss.name == "auto"
+    resolve_task_defaults(cfg, data_task(cfg))
+    assert cfg.loss.name == loss and "_target_" in cfg.loss

@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from mlpflow.data import prepared
-from mlpflow.data.prepared import ARRAY_FILES, SPLITS, load_meta, load_split
+from mlpflow.data.prepared import ARRAY_FILES, SPLITS, Meta, load_codes, load_meta, load_split
 from mlpflow.errors import ConfigError, DataError, MlpflowError
 
 from conftest import DATA_DEFAULTS, prepare_data
 
+RID_OFFSET = 1000
 BUILTINS = [
     ("breast_cancer", "binary", 569, 30, 2),
     ("digits", "multiclass", 1797, 64, 10),
@@ -54,11 +55,12 @@ def write_csv(directory: Path, frame: pd.DataFrame, name: str = "table.csv") -> 
 
 
 def rng_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Row id `rid` (to find rows again after splitting), numeric features, a 3-class target."""
+    """Row id `rid` (to find rows again after splitting; offset, so that it is no row-number
+    column), numeric features, a boolean, a 3-class target."""
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         {
-            "rid": np.arange(n),
+            "rid": np.arange(n) + RID_OFFSET,
             "a": rng.normal(5.0, 3.0, n),
             "b": rng.integers(0, 100, n),
             "flag": rng.random(n) < 0.3,
@@ -67,16 +69,17 @@ def rng_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def raw_rows(meta: dict[str, Any], X: np.ndarray) -> np.ndarray:
-    """Undo the standardization recorded in meta."""
-    return X * np.array(meta.scaler.scale) + np.array(meta.scaler.mean)
+def raw_rows(meta: Meta, X: np.ndarray) -> np.ndarray:
+    """The continuous columns' raw values: the fitted transform, inverted."""
+    continuous = X[:, : meta.numeric.n_continuous].astype(np.float64)
+    return meta.numeric.estimator().inverse_transform(continuous)
 
 
-def split_ids(out: Path, meta: dict[str, Any], split: str) -> np.ndarray:
-    """The `rid` values of the rows in a split."""
+def split_ids(out: Path, meta: Meta, split: str) -> np.ndarray:
+    """The row numbers (`rid` - RID_OFFSET) of the rows in a split."""
     X, _ = load_split(out, split)
-    column = raw_rows(meta, X)[:, meta.feature_names.index("rid")]
-    return np.rint(column).astype(int)
+    column = raw_rows(meta, X)[:, meta.numeric.names.index("rid")]
+    return np.rint(column).astype(int) - RID_OFFSET
 
 
 def hidden_entries(directory: Path) -> list[str]:
@@ -90,14 +93,18 @@ def hidden_entries(directory: Path) -> list[str]:
 def test_builtin_dataset_prepares(tmp_path, name, task, n_rows, n_features, n_classes):
     meta = prepare_data({"name": name, "task": task}, 0, tmp_path / "out")
     assert meta.task == task
-    assert meta.n_features == n_features == len(meta.feature_names)
+    assert len(meta.columns) == n_features  # every raw column has a plan
+    kept = [column.name for column in meta.columns if column.role != "drop"]
+    assert sorted(meta.numeric.names) == sorted(kept) and meta.n_features == len(kept)
+    dropped = {column.action for column in meta.columns if column.role == "drop"}
+    assert dropped <= {"dropped: constant"}  # digits: pixels that are 0 in every image
     assert meta.n_outputs == (n_classes if task == "multiclass" else 1)
     assert sum(meta.rows.values()) == n_rows
     assert meta == load_meta(tmp_path / "out")
     for split in SPLITS:
         X, y = load_split(tmp_path / "out", split)
         assert X.dtype == np.float32 and X.flags.c_contiguous
-        assert X.shape == (meta.rows[split], n_features) and len(y) == len(X)
+        assert X.shape == (meta.rows[split], meta.n_features) and len(y) == len(X)
         if task == "regression":
             assert y.dtype == np.float32 and meta.classes is None
         else:
@@ -127,7 +134,7 @@ def test_synthetic(tmp_path, task, n_classes, n_outputs):
     }
     meta = prepare_data(cfg, 3, tmp_path / "out")
     assert meta.task == task and meta.n_outputs == n_outputs
-    assert meta.feature_names == [f"f{i}" for i in range(6)]
+    assert meta.numeric.names == [f"f{i}" for i in range(6)]
     assert sum(meta.rows.values()) == 400
     _, y = load_split(tmp_path / "out", "train")
     assert y.dtype == (np.float32 if task == "regression" else np.int64)
@@ -158,7 +165,7 @@ def test_splits_are_disjoint_and_cover_every_row(tmp_path):
 
 
 def test_stratification_keeps_class_proportions(tmp_path):
-    frame = pd.DataFrame({"x": np.arange(1000.0), "y": ["a"] * 700 + ["b"] * 200 + ["c"] * 100})
+    frame = pd.DataFrame({"x": np.arange(1000.0) / 2, "y": ["a"] * 700 + ["b"] * 200 + ["c"] * 100})
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 5, tmp_path / "out")
     for split, counts in meta.class_counts.items():
         total = meta.rows[split]
@@ -173,31 +180,34 @@ def test_scaler_is_fitted_on_train_rows_only(tmp_path):
     out = tmp_path / "out"
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, out)
     X_train, _ = load_split(out, "train")
-    np.testing.assert_allclose(X_train.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(X_train.std(axis=0), 1, atol=1e-4)
+    assert meta.numeric.names == ["rid", "a", "b", "flag"] and meta.numeric.n_continuous == 3
+    np.testing.assert_allclose(X_train[:, :3].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(X_train[:, :3].std(axis=0), 1, atol=1e-4)
+    assert set(np.unique(X_train[:, 3])) == {0.0, 1.0}  # the boolean as 0/1
 
-    features = frame.drop(columns="y").astype(float)
-    train = features.set_index("rid").loc[split_ids(out, meta, "train")].reset_index()
-    np.testing.assert_allclose(meta.scaler.mean, train.mean().to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(meta.scaler.scale, train.std(ddof=0).to_numpy(), rtol=1e-6)
-    assert not np.allclose(meta.scaler.mean, features.mean().to_numpy(), rtol=1e-6)
+    features = frame.drop(columns=["y", "flag"]).astype(float)
+    train = features.set_index("rid").loc[split_ids(out, meta, "train") + RID_OFFSET]
+    train = train.reset_index()
+    mean, scale = meta.numeric.fitted["mean_"], meta.numeric.fitted["scale_"]
+    np.testing.assert_allclose(mean, train.mean().to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scale, train.std(ddof=0).to_numpy(), rtol=1e-6)
+    assert not np.allclose(mean, features.mean().to_numpy(), rtol=1e-6)
 
     # val and test use the train statistics: their raw values come back exactly
     for split in ("val", "test"):
         X, _ = load_split(out, split)
-        ids = split_ids(out, meta, split)
+        ids = split_ids(out, meta, split) + RID_OFFSET
         expected = features.set_index("rid").loc[ids, ["a", "b"]].to_numpy()
         np.testing.assert_allclose(raw_rows(meta, X)[:, 1:3], expected, rtol=1e-5, atol=1e-4)
 
 
-def test_constant_column_gets_scale_one_and_is_reported(tmp_path):
-    frame = rng_table(60).assign(const=7.0)
+def test_constant_and_empty_columns_are_dropped_and_reported(tmp_path):
+    frame = rng_table(60).assign(const=7.0, label="same", empty=np.nan)
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
-    j = meta.feature_names.index("const")
-    assert meta.scaler.scale[j] == 1.0 and meta.scaler.mean[j] == 7.0
-    assert meta.schema["constant_columns"] == ["const"]
-    X, _ = load_split(tmp_path / "out", "test")
-    assert np.all(X[:, j] == 0)
+    roles = {column.name: (column.role, column.action) for column in meta.columns}
+    assert roles["const"] == roles["label"] == ("drop", "dropped: constant")
+    assert roles["empty"] == ("drop", "dropped: empty")
+    assert meta.numeric.names == ["rid", "a", "b", "flag"] and not meta.categorical.names
 
 
 def test_fingerprint_tracks_data_seed_and_split(tmp_path):
@@ -240,8 +250,13 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
     else:
         frame.to_parquet(path)
     meta = prepare_data(csv_cfg(path), 0, tmp_path / "out")
-    assert meta.feature_names == ["rid", "a", "b", "flag"]
-    assert meta.feature_dtypes == {"rid": "int64", "a": "float64", "b": "int64", "flag": "bool"}
+    columns = {c.name: (c.role, c.dtype) for c in meta.columns}
+    assert columns == {
+        "rid": ("numeric", "int64"),
+        "a": ("numeric", "double"),
+        "b": ("numeric", "int64"),
+        "flag": ("boolean", "bool"),
+    }
     assert meta.target == "y" and meta.classes == ["cat", "dog", "eel"]
     assert meta.source == {"name": "csv", "path": str(path)}
     assert meta.task == "multiclass" and meta.n_outputs == 3
@@ -259,13 +274,13 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
     ],
 )
 def test_task_auto_inference(tmp_path, target, task, classes):
-    frame = pd.DataFrame({"x": np.arange(40.0), "y": target})
+    frame = pd.DataFrame({"x": np.arange(40.0) / 3, "y": target})
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
     assert (meta.task, meta.classes) == (task, classes)
 
 
 def test_explicit_regression_on_integer_target(tmp_path):
-    frame = pd.DataFrame({"x": np.arange(40.0), "y": [0, 1] * 20})
+    frame = pd.DataFrame({"x": np.arange(40.0) / 3, "y": [0, 1] * 20})
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), task="regression"), 0, tmp_path / "o")
     assert meta.task == "regression" and load_split(tmp_path / "o", "train")[1].dtype == np.float32
 
@@ -290,7 +305,7 @@ def test_nan_policy_drop(tmp_path):
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="drop"), 0, out)
     assert meta.schema["nan_counts"] == {"a": 4, "b": 2, "y": 1}
     assert meta.schema["dropped_rows"] == 6  # rows 3, 7, 10, 20, 30, 50
-    assert sum(meta.rows.values()) == 94 and meta.imputer is None
+    assert sum(meta.rows.values()) == 94 and meta.numeric.medians is None
     kept = np.concatenate([split_ids(out, meta, s) for s in SPLITS])
     assert not set(kept) & {3, 7, 10, 20, 30, 50} and len(kept) == 94
 
@@ -300,22 +315,37 @@ def test_nan_policy_median_imputes_with_train_medians(tmp_path):
     frame = frame_with_gaps()
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, out)
     assert meta.schema["dropped_rows"] == 0 and sum(meta.rows.values()) == 100
-    train = frame.set_index("rid").loc[split_ids(out, meta, "train")]
+    train = frame.set_index("rid").loc[split_ids(out, meta, "train") + RID_OFFSET]
     medians = [np.nanmedian(train[c].replace([np.inf, -np.inf], np.nan)) for c in ("a", "b")]
-    np.testing.assert_allclose(meta.imputer.median[1:3], medians)
-    assert meta.imputer.median[1] != frame["a"].median()  # not the all-rows median
+    np.testing.assert_allclose(meta.numeric.medians[1:3], medians)
+    assert meta.numeric.medians[1] != frame["a"].median()  # not the all-rows median
+    gappy = [c for c in ("a", "b") if not np.isfinite(train[c]).all()]
+    assert "a" in gappy and meta.numeric.indicators == gappy  # per column with gaps in train
     for split in SPLITS:
         X, _ = load_split(out, split)
         assert np.isfinite(X).all()
-        raw = frame.set_index("rid").loc[split_ids(out, meta, split)]
+        raw = frame.set_index("rid").loc[split_ids(out, meta, split) + RID_OFFSET]
         gaps = ~np.isfinite(raw["a"].to_numpy())
         np.testing.assert_allclose(raw_rows(meta, X)[gaps, 1], medians[0], rtol=1e-5)
+        assert (X[:, meta.numeric.features.index("a_na")] == gaps).all()
 
 
 def test_nan_policy_median_rejects_a_column_empty_in_train(tmp_path):
-    frame = rng_table(40).assign(empty=np.nan)
-    with pytest.raises(DataError, match="no values in the train split: empty"):
+    frame = rng_table(40)
+    first = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "first")
+    test_row = split_ids(tmp_path / "first", first, "test")[0]  # the split follows the target
+    frame["sparse"] = np.where(np.arange(40) == test_row, 1.5, np.nan)
+    with pytest.raises(DataError, match="no values in the train split: sparse"):
         prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, tmp_path / "o")
+
+
+def test_rows_without_a_target_are_dropped_and_counted(tmp_path):
+    frame = rng_table(100)
+    frame.loc[[5, 6, 70], "y"] = None
+    meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, tmp_path / "out")
+    assert meta.schema["missing_target_rows"] == 3 == meta.schema["dropped_rows"]
+    kept = np.concatenate([split_ids(tmp_path / "out", meta, s) for s in SPLITS])
+    assert sorted(kept) == sorted(set(range(100)) - {5, 6, 70})
 
 
 # --- every DataError ------------------------------------------------------------------------------
@@ -390,17 +420,35 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
     "no columns": (no_column_parquet, ["no columns"]),
     "target missing": (table_case(GOOD, target="label"), ["'label'", "rid, a, b, flag, y"]),
     "no features": (table_case(GOOD[["y"]]), ["no feature columns"]),
-    "non-numeric features": (
-        table_case(GOOD.assign(color="red", size="L")),
-        ["color, size", "encode them as numbers or drop them"],
+    "every column dropped": (
+        table_case(
+            GOOD.assign(rid=range(60), a=1.0, b=np.nan, flag="x", i=[f"u{k}" for k in range(60)])
+        ),
+        ["no usable feature column", "rid (dropped: row number)", "a (dropped: constant)"],
+    ),
+    "one class left once rows without a target go": (
+        table_case(GOOD.assign(y=["cat"] * 30 + [None] * 30)),
+        ["single class 'cat'"],
+    ),
+    "categorical names no column": (
+        table_case(GOOD, categorical=["colour"]),
+        ["data.categorical names no column of the table: colour", "rid, a, b, flag"],
+    ),
+    "numeric and categorical at once": (
+        table_case(GOOD, categorical=["a"], numeric=["a", "b"]),
+        ["data.categorical and data.numeric both list a"],
+    ),
+    "numeric on a mostly-text column": (
+        table_case(GOOD.assign(city=["rome", "oslo", "7"] * 20), numeric=["city"]),
+        ["data.numeric lists 'city'", "40 of its 60 cells are not numbers"],
+    ),
+    "min_category_count below 1": (
+        table_case(GOOD, min_category_count=0),
+        ["data.min_category_count=0", ">= 1"],
     ),
     "nan in features": (
         table_case(frame_with_gaps()),
         ["a (4), b (2)", "data.nan_policy=drop", "data.nan_policy=median"],
-    ),
-    "nan in target": (
-        table_case(GOOD.assign(y=[None] * 2 + list(GOOD["y"][2:])), nan_policy="median"),
-        ["target column 'y'", "2 missing", "data.nan_policy=drop"],
     ),
     "unknown nan_policy": (table_case(GOOD, nan_policy="zap"), ["nan_policy='zap'", "median"]),
     "val_size 1": (table_case(GOOD, val_size=1.0), ["data.val_size", "> 0 and < 1"]),
@@ -421,7 +469,7 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
         ["class 'rare' has only 2 rows", "data.val_size"],
     ),
     "class missing from a split": (
-        table_case(pd.DataFrame({"x": range(1000), "y": ["a"] * 997 + ["b"] * 3})),
+        table_case(pd.DataFrame({"x": np.arange(1000) / 2, "y": ["a"] * 997 + ["b"] * 3})),
         ["class 'b' has only 3 rows"],
     ),
     "binary with 3 classes": (table_case(GOOD, task="binary"), ["data.task=binary", "3 classes"]),
@@ -582,6 +630,9 @@ def check_prepared(directory: Path, meta: dict[str, Any], n_rows: int) -> None:
     for split in SPLITS:
         X, y = load_split(out, split)
         assert X.shape == (meta.rows[split], meta.n_features) and len(y) == len(X)
+        codes = load_codes(out, split)
+        assert codes.shape == (len(y), len(meta.categorical.names))
+        assert (codes >= 0).all() and (codes < meta.categorical.cardinalities).all()
         assert X.dtype == np.float32 and X.flags.c_contiguous and np.isfinite(X).all()
         if classes is None:
             assert y.dtype == np.float32 and np.isfinite(y).all()
@@ -608,7 +659,7 @@ def test_any_table_prepares_consistently_or_raises_data_error(table, seed):
             assert "\n" not in str(error)
             assert not (directory / "out").exists() and not hidden_entries(directory)
             return
-        assert meta.n_features == len(frame.columns) - 1
+        assert [column.name for column in meta.columns] == list(frame.columns[:-1])
         check_prepared(directory, meta, len(frame))
 
 

@@ -23,17 +23,20 @@ from mlpflow.errors import DataError
 
 from conftest import make_cfg, prepare_data, subprocess_env
 
+RID_OFFSET = 1000
+
 
 def csv_cfg(path: Path, **overrides: Any) -> dict[str, Any]:
     return {"name": "csv", "task": "auto", "path": str(path), "target": "y", **overrides}
 
 
 def mixed_table(n: int = 3000, seed: int = 0) -> pd.DataFrame:
-    """Row id, int/float/bool features with gaps, a near-constant offset column, duplicates."""
+    """Row id (offset: no row-number column), int/float/bool features with gaps, a
+    near-constant offset column, duplicates."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame(
         {
-            "rid": np.arange(n),
+            "rid": np.arange(n) + RID_OFFSET,
             "a": rng.normal(5.0, 3.0, n),
             "b": rng.integers(0, 100, n),
             "flag": rng.random(n) < 0.3,
@@ -61,7 +64,7 @@ def reference(frame: pd.DataFrame, cfg: dict[str, Any], seed: int) -> dict[str, 
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    features = frame.drop(columns="y").astype(float).replace([np.inf, -np.inf], np.nan)
+    features = frame.drop(columns=["y", "flag"]).astype(float).replace([np.inf, -np.inf], np.nan)
     classes, y = np.unique(frame["y"].to_numpy(dtype=str), return_inverse=True)
     n = len(frame)
     n_test, n_val = (int(np.ceil(cfg[k] * n - 1e-9)) for k in ("test_size", "val_size"))
@@ -70,13 +73,20 @@ def reference(frame: pd.DataFrame, cfg: dict[str, Any], seed: int) -> dict[str, 
     medians = features.iloc[train].median().to_numpy()
     X = features.fillna(dict(zip(features.columns, medians, strict=True))).to_numpy()
     scaler = StandardScaler().fit(X[train])
+    gappy = [c for c in features.columns if features[c].iloc[train].isna().any()]
     rows = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+    def features_of(r: np.ndarray) -> np.ndarray:  # continuous, the boolean, indicators
+        parts = [scaler.transform(X[r]), frame["flag"].to_numpy(float)[r, None]]
+        return np.hstack([*parts, features[gappy].isna().to_numpy(float)[r]]).astype(np.float32)
+
     return {
         "classes": classes.tolist(),
-        "median": medians,
+        "median": [*medians, 0.0],  # flag has no gap: its median is 0
+        "indicators": gappy,
         "mean": scaler.mean_,
         "scale": scaler.scale_,
-        "X": {s: scaler.transform(X[r]).astype(np.float32) for s, r in rows.items()},
+        "X": {s: features_of(r) for s, r in rows.items()},
         "y": {s: y[r] for s, r in rows.items()},
         "duplicates": int(frame.duplicated().sum()),
         "nan_counts": {c: int(v) for c, v in features.isna().sum().items() if v},
@@ -102,9 +112,10 @@ def test_streaming_prepare_equals_the_in_memory_reference(tmp_path, request, suf
     assert meta.classes == ref["classes"] and meta.task == "multiclass"
     assert meta.schema["duplicate_rows"] == ref["duplicates"] == 7
     assert meta.schema["nan_counts"] == ref["nan_counts"]
-    np.testing.assert_allclose(meta.imputer.median, ref["median"], rtol=1e-12)
-    np.testing.assert_allclose(meta.scaler.mean, ref["mean"], rtol=1e-12)
-    np.testing.assert_allclose(meta.scaler.scale, ref["scale"], rtol=1e-9)
+    np.testing.assert_allclose(meta.numeric.medians, ref["median"], rtol=1e-12)
+    np.testing.assert_allclose(meta.numeric.fitted["mean_"], ref["mean"], rtol=1e-12)
+    np.testing.assert_allclose(meta.numeric.fitted["scale_"], ref["scale"], rtol=1e-9)
+    assert meta.numeric.indicators == ref["indicators"] == ["a", "big"]
     for split in SPLITS:
         X, y = load_split(tmp_path / "out", split)
         # rows keep the source's order within a split: the reference's rows, sorted
@@ -122,14 +133,14 @@ def test_csv_and_parquet_of_one_table_give_the_same_splits(tmp_path, small_chunk
         for name in ("t.csv", "t.parquet")
     ]
     assert metas[0].fingerprint == metas[1].fingerprint
-    same = ("feature_names", "feature_dtypes", "scaler", "rows", "class_counts", "schema")
+    same = ("columns", "numeric", "categorical", "rows", "class_counts", "schema", "example")
     assert {k: getattr(metas[0], k) for k in same} == {k: getattr(metas[1], k) for k in same}
-    assert metas[0].feature_dtypes == {
+    assert {c.name: c.dtype for c in metas[0].columns} == {
         "rid": "int64",
-        "a": "float64",
+        "a": "double",
         "b": "int64",
         "flag": "bool",
-        "big": "float64",
+        "big": "double",
     }
 
 
@@ -137,13 +148,14 @@ def test_rows_keep_the_source_order_within_each_split(tmp_path):
     frame = mixed_table(500).drop(columns=["a", "big"])
     frame.to_csv(tmp_path / "t.csv", index=False)
     meta = prepare_data(csv_cfg(tmp_path / "t.csv"), 0, tmp_path / "out")
-    j = meta.feature_names.index("rid")
+    j = meta.numeric.names.index("rid")
     ids = []
     for split in SPLITS:
         X, _ = load_split(tmp_path / "out", split)
-        rid = np.rint(X[:, j] * meta.scaler.scale[j] + meta.scaler.mean[j])
+        continuous = X[:, : meta.numeric.n_continuous].astype(np.float64)
+        rid = np.rint(meta.numeric.estimator().inverse_transform(continuous)[:, j])
         assert np.all(np.diff(rid) > 0), split
-        ids.append(rid)
+        ids.append(rid - RID_OFFSET)
     assert sorted(np.concatenate(ids).astype(int).tolist()) == list(range(500))
 
 
@@ -157,23 +169,22 @@ def test_a_csv_column_that_changes_type_after_the_first_block_is_widened(tmp_pat
     lines = ["i,e,x,y", *(f"{ints[k]},{empty[k]},{k * 0.5},{k % 2}" for k in range(n))]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     meta = prepare_data(csv_cfg(tmp_path / "t.csv", nan_policy="median"), 0, tmp_path / "out")
-    assert meta.feature_dtypes == {"i": "float64", "e": "float64", "x": "float64"}
+    assert {c.name: c.dtype for c in meta.columns} == {"i": "double", "e": "double", "x": "double"}
     assert meta.schema["nan_counts"] == {"e": n - 1}
-    i_raw = (
-        np.concatenate([load_split(tmp_path / "out", s)[0][:, 0] for s in SPLITS])
-        * meta.scaler.scale[0]
-        + meta.scaler.mean[0]
-    )
+    continuous = np.concatenate([load_split(tmp_path / "out", s)[0][:, :3] for s in SPLITS])
+    i_raw = meta.numeric.estimator().inverse_transform(continuous.astype(np.float64))[:, 0]
     assert np.isclose(i_raw, 2.5, atol=1e-5).sum() == 1
 
-    # a column that turns out to be text far down is named with the others
+    # columns that turn out to be text far down: a categorical, and numbers with a stray cell
     bools = ["True" if k % 2 else "False" for k in range(n)]
     bools[380] = "maybe"
     lines = ["t,f,x,y", *(f"{bools[k]},{k},{'s' if k == 390 else k},{k % 2}" for k in range(n))]
     (tmp_path / "u.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"non-numeric feature columns: t, x;"):
-        prepare_data(csv_cfg(tmp_path / "u.csv"), 0, tmp_path / "out2")
-    assert not (tmp_path / "out2").exists()
+    meta = prepare_data(csv_cfg(tmp_path / "u.csv"), 0, tmp_path / "out2")
+    plans = {c.name: c for c in meta.columns}
+    assert (plans["t"].role, plans["t"].dtype, plans["t"].levels) == ("categorical", "string", 3)
+    assert plans["x"].role == "numeric" and plans["x"].missing == 1
+    assert plans["f"].action == "dropped: row number"  # 0..n-1
 
 
 def test_csv_quirks_read_as_pandas_reads_them(tmp_path):
@@ -186,9 +197,14 @@ def test_csv_quirks_read_as_pandas_reads_them(tmp_path):
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     meta = prepare_data(csv_cfg(tmp_path / "t.csv", nan_policy="drop"), 0, tmp_path / "out")
     frame = pd.read_csv(tmp_path / "t.csv")
-    assert meta.feature_names == list(frame.columns[:-1]) == ["Unnamed: 0", "a", "b", "flag"]
-    dtypes = {"Unnamed: 0": "int64", "a": "float64", "b": "int64", "flag": "bool"}
-    assert meta.feature_dtypes == {c: str(frame[c].dtype) for c in dtypes} == dtypes
+    plans = {c.name: (c.role, c.dtype) for c in meta.columns}
+    assert list(plans) == list(frame.columns[:-1]) == ["Unnamed: 0", "a", "b", "flag"]
+    assert plans == {
+        "Unnamed: 0": ("drop", "int64"),  # pandas' index column: a row number
+        "a": ("numeric", "double"),
+        "b": ("numeric", "int64"),
+        "flag": ("boolean", "bool"),
+    }
     missing = int((~np.isfinite(frame["a"])).sum())
     assert meta.schema["nan_counts"] == {"a": missing} == {"a": len(markers)}
     assert meta.schema["dropped_rows"] == len(markers)
@@ -268,7 +284,13 @@ def test_prepare_memory_does_not_grow_with_the_table(tmp_path):
     peaks = {}
     for n in (100_000, 800_000):
         write_parquet(tmp_path / f"t{n}.parquet", n)
-        cfg = make_cfg(tmp_path / str(n), "data=csv", f"data.path={tmp_path}/t{n}.parquet")
+        # nan_policy=error: the median pass holds up to MEDIAN_BUDGET_BYTES of train values
+        cfg = make_cfg(
+            tmp_path / str(n),
+            "data=csv",
+            f"data.path={tmp_path}/t{n}.parquet",
+            "data.nan_policy=error",
+        )
         cfg.data.target = "y"
         OmegaConf.save(cfg, tmp_path / f"p{n}.yaml", resolve=True)
         command = [sys.executable, "-m", "mlpflow", "stage", "prepare", "--params"]
@@ -289,15 +311,15 @@ def test_prepare_memory_does_not_grow_with_the_table(tmp_path):
 # --- training on memory-mapped splits ------------------------------------------------------------
 
 
-def reference_chunks(x, y, rows, seed, epoch, shuffle=True, shard=(0, 1)):
+def reference_chunks(x, c, y, rows, seed, epoch, shuffle=True, shard=(0, 1)):
     """What ShuffledChunks yielded before: slices of a permuted copy, x[order][a:b]."""
     rank, world = shard
     if shuffle or world > 1:
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + epoch))
         if world > 1:
             order = order[rank : (len(y) // world) * world : world]
-        x, y = x[order], y[order]
-    return [(x[a : a + rows], y[a : a + rows]) for a in range(0, len(y), rows)]
+        x, c, y = x[order], c[order], y[order]
+    return [(x[a : a + rows], c[a : a + rows], y[a : a + rows]) for a in range(0, len(y), rows)]
 
 
 @pytest.mark.parametrize(
@@ -306,19 +328,23 @@ def reference_chunks(x, y, rows, seed, epoch, shuffle=True, shard=(0, 1)):
 @pytest.mark.parametrize("mapped", [False, True])
 def test_shuffled_chunks_are_the_chunks_of_a_permuted_copy(tmp_path, shuffle, shard, mapped):
     x = torch.randn(1003, 5)
+    c = torch.randint(0, 9, (1003, 2))
     y = torch.arange(1003)
-    source = x
+    source, codes = x, c
     if mapped:
         np.save(tmp_path / "x.npy", x.numpy())
+        np.save(tmp_path / "c.npy", c.numpy())
         source = np.load(tmp_path / "x.npy", mmap_mode="r")
+        codes = np.load(tmp_path / "c.npy", mmap_mode="r")
     for epoch in (0, 3):
-        chunks = ShuffledChunks(source, y, 128, 42, lambda e=epoch: e, shuffle, shard)
+        chunks = ShuffledChunks(source, codes, y, 128, 42, lambda e=epoch: e, shuffle, shard)
         got = list(chunks)
-        expected = reference_chunks(x, y, 128, 42, epoch, shuffle, shard)
+        expected = reference_chunks(x, c, y, 128, 42, epoch, shuffle, shard)
         assert len(got) == len(expected) == len(chunks)
-        for (gx, gy), (ex, ey) in zip(got, expected, strict=True):
+        for (gx, gc, gy), (ex, ec, ey) in zip(got, expected, strict=True):
             assert isinstance(gx, torch.Tensor) and gx.dtype == torch.float32
-            assert torch.equal(gx, ex) and torch.equal(gy, ey)
+            assert gc.dtype == torch.int64
+            assert torch.equal(gx, ex) and torch.equal(gc, ec) and torch.equal(gy, ey)
 
 
 def test_datamodule_memory_maps_the_features_and_loads_the_targets(tmp_path):
@@ -326,11 +352,12 @@ def test_datamodule_memory_maps_the_features_and_loads_the_targets(tmp_path):
     data = TabularDataModule(tmp_path / "p", batch_size=16, batches_per_step=2, seed=0)
     data.setup("fit")
     assert set(data.splits) == {"train", "val"}
-    x, y = data.splits["train"]
+    x, codes, y = data.splits["train"]
     assert isinstance(x, np.memmap) and Path(x.filename) == tmp_path / "p" / "X_train.npy"
+    assert codes.shape == (len(y), 0)  # wine: no categorical column
     assert isinstance(y, torch.Tensor) and y.dtype == torch.int64
     np.testing.assert_array_equal(x, load_split(tmp_path / "p", "train")[0])
-    chunk_x, chunk_y = next(iter(data.train_dataloader()))
+    chunk_x, _, chunk_y = next(iter(data.train_dataloader()))
     assert chunk_x.shape == (32, 13) and chunk_x.dtype == torch.float32 and len(chunk_y) == 32
     assert isinstance(next(iter(data.val_dataloader()))[0], torch.Tensor)
     # ddp_spawn pickles the datamodule: the workers map the files themselves

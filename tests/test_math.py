@@ -16,17 +16,17 @@ def tiny_net() -> MLP:
     torch.manual_seed(0)
     net = MLP(n_inputs=3, n_outputs=1, hidden_dims=[2])
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [-0.25, 0.0, 1.5]]))
-        net[0].bias.copy_(torch.tensor([0.1, -0.2]))
-        net[2].weight.copy_(torch.tensor([[3.0, -0.5]]))
-        net[2].bias.copy_(torch.tensor([0.7]))
+        net.layers[0].weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [-0.25, 0.0, 1.5]]))
+        net.layers[0].bias.copy_(torch.tensor([0.1, -0.2]))
+        net.layers[2].weight.copy_(torch.tensor([[3.0, -0.5]]))
+        net.layers[2].bias.copy_(torch.tensor([0.7]))
     return net
 
 
 def test_forward_pass_is_affine_relu_affine(tiny_net: MLP) -> None:
     x = torch.tensor([[1.0, 2.0, 3.0]])
-    w1, b1 = tiny_net[0].weight, tiny_net[0].bias
-    w2, b2 = tiny_net[2].weight, tiny_net[2].bias
+    w1, b1 = tiny_net.layers[0].weight, tiny_net.layers[0].bias
+    w2, b2 = tiny_net.layers[2].weight, tiny_net.layers[2].bias
     expected = torch.relu(x @ w1.T + b1) @ w2.T + b2
     assert torch.allclose(tiny_net(x), expected)
 
@@ -34,20 +34,23 @@ def test_forward_pass_is_affine_relu_affine(tiny_net: MLP) -> None:
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu"])
 def test_activation_and_depth_follow_config(activation: str) -> None:
     net = MLP(5, 4, hidden_dims=[8, 7, 6], activation=activation, dropout=0.1, batch_norm=True)
-    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in net.layers if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [8, 7, 6, 4]
     assert (
-        sum(type(m).__name__.lower().replace("_", "") == activation.replace("_", "") for m in net)
+        sum(
+            type(m).__name__.lower().replace("_", "") == activation.replace("_", "")
+            for m in net.layers
+        )
         == 3
     )
-    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in net) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in net.layers) == 3
     assert net(torch.randn(10, 5)).shape == (10, 4)
 
 
 @pytest.mark.parametrize(("l1", "l2"), [(0.01, 0.0), (0.0, 0.02), (0.01, 0.02)])
 def test_penalty_value_and_gradient_match_formula(tiny_net: MLP, l1: float, l2: float) -> None:
     params = penalized_parameters(tiny_net)
-    weights = [tiny_net[0].weight, tiny_net[2].weight]
+    weights = [tiny_net.layers[0].weight, tiny_net.layers[2].weight]
     assert [p is w for p, w in zip(params, weights, strict=True)] == [True, True]
     penalty = weight_penalty(params, l1, l2)
     expected = sum(l1 * w.abs().sum() + l2 * (w**2).sum() for w in weights)
@@ -55,7 +58,7 @@ def test_penalty_value_and_gradient_match_formula(tiny_net: MLP, l1: float, l2: 
     penalty.backward()
     for w in weights:
         assert torch.allclose(w.grad, l1 * torch.sign(w) + 2 * l2 * w)
-    assert tiny_net[0].bias.grad is None  # biases are not penalized
+    assert tiny_net.layers[0].bias.grad is None  # biases are not penalized
 
 
 def test_penalty_includes_biases_when_configured(tiny_net: MLP) -> None:

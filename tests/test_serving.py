@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -60,7 +61,8 @@ def test_one_model_per_run_with_signature_example_and_explicit_requirements(trai
     meta = json.loads((trained.prepared / "meta.json").read_text())
     pyfunc = load(trained.uri, f"runs:/{trained.run_id}/model")
     signature = pyfunc.metadata.signature
-    assert signature.inputs.input_names() == meta["feature_names"]
+    inputs = [column["name"] for column in meta["columns"] if column["role"] != "drop"]
+    assert signature.inputs.input_names() == inputs
     assert {spec.type.name for spec in signature.inputs.inputs} == {"double"}
     assert signature.outputs.input_names() == ["label", "proba_malignant", "proba_benign"]
 
@@ -68,7 +70,7 @@ def test_one_model_per_run_with_signature_example_and_explicit_requirements(trai
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
     assert (local / "input_example.json").exists()
     example = json.loads((local / "input_example.json").read_text())
-    assert example["columns"] == meta["feature_names"]
+    assert example["columns"] == inputs
     assert (local / "requirements.txt").read_text().split() == export.requirements()
     assert not (local / "python_model.pkl").exists()  # built from code, nothing pickled
     assert (local / "artifacts" / "weights.pt").exists()
@@ -151,9 +153,13 @@ def test_csv_data_keeps_int_dtypes_and_imputes_missing_values_like_prepare(tmp_p
     predictions = pyfunc.predict(rows)
     assert np.isfinite(predictions[["proba_0", "proba_1"]].to_numpy()).all()
 
-    median = json.loads((Path(cfg.paths.prepared) / "meta.json").read_text())["imputer"]["median"]
-    imputed = pyfunc.predict(pd.DataFrame({"count": [3.0, median[0]], "size": [median[1], 0.5]}))
-    np.testing.assert_allclose(imputed["proba_1"], predictions["proba_1"])
+    meta = json.loads((Path(cfg.paths.prepared) / "meta.json").read_text())
+    median, indicators = meta["numeric"]["medians"], meta["numeric"]["indicators"]
+    assert indicators == ["size"]  # missing in train: a size_na feature; count never is
+    imputed = pyfunc.predict(pd.DataFrame({"count": [median[0]], "size": [0.5]}))
+    np.testing.assert_allclose(imputed["proba_1"][0], predictions["proba_1"][1])  # NaN -> median
+    as_median = pyfunc.predict(pd.DataFrame({"count": [3.0], "size": [median[1]]}))
+    assert as_median["proba_1"][0] != predictions["proba_1"][0]  # the indicator tells them apart
 
     cfg.data.nan_policy = "drop"  # without imputation the int column stays an integer column
     cfg.paths.models = str(tmp_path / "models-drop")
@@ -168,7 +174,9 @@ def test_missing_values_are_refused_when_the_model_cannot_impute(trained: Traine
     from mlpflow.data.prepared import load_meta
     from mlpflow.serving.pyfunc import Predictor
 
-    predictor = Predictor(load_weights(trained.checkpoint), load_meta(trained.prepared))
+    meta = load_meta(trained.prepared)  # as prepared with data.nan_policy=error: no medians
+    meta = replace(meta, nan_policy="error", numeric=replace(meta.numeric, medians=None))
+    predictor = Predictor(load_weights(trained.checkpoint), meta)
     rows = raw_rows(trained.prepared).head(3)
     rows.iloc[1, 2] = np.nan
     with pytest.raises(DataError, match="nan_policy=error"):

@@ -169,8 +169,11 @@ def test_loss_that_does_not_fit_inferred_task_fails_before_training(cfg_factory,
 
     table = tmp_path / "rows.csv"
     table.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i * 0.37}\n" for i in range(60)))
-    cfg = cfg_factory("data=csv", f"data.path={table}", "data.target=y", tracking=False)
+    args = ("data=csv", f"data.path={table}", "data.target=y")
+    cfg = cfg_factory(*args, "loss=bce", tracking=False)
     prepare.run(cfg)  # the target is continuous: task auto -> regression
     with pytest.raises(ConfigError, match="loss=bce does not fit the regression task"):
         train.run(cfg)
     assert not Path(cfg.paths.models).exists()
+    cfg = cfg_factory(*args, "trainer.max_epochs=1", tracking=False)  # loss=auto: the task's
+    assert train.run(cfg)["best_score"] > 0 and cfg.loss.name == "mse"

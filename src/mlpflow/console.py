@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -27,6 +28,23 @@ def print_metrics(title: str, metrics: Mapping[str, float]) -> None:
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
+    console.print(table)
+
+
+def print_columns(meta: Any) -> None:
+    """prepare's decisions, one row per raw column, and what happened to the rows."""
+    rows = sum(meta.rows.values()) + meta.schema["dropped_rows"]
+    table = Table(title=f"prepare: {meta.task} target {meta.target!r}, {rows} rows")
+    for header in ("column", "role", "dtype", "levels", "missing", "what was done"):
+        table.add_column(header, justify="right" if header in ("levels", "missing") else "left")
+    for column in meta.columns:
+        levels = "" if column.levels is None else str(column.levels)
+        missing = f"{100 * column.missing / rows:.1f}%" if column.missing else ""
+        table.add_row(column.name, column.role, column.dtype, levels, missing, column.action)
+    split = ", ".join(f"{name} {count}" for name, count in meta.rows.items())
+    dropped = meta.schema["dropped_rows"]
+    reason = f"{meta.schema['missing_target_rows']} with no target" if dropped else ""
+    table.caption = f"rows: {split}" + (f"; dropped {dropped} ({reason})" if dropped else "")
     console.print(table)
 
 

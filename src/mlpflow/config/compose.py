@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.config.schema import MOVED_KEYS, moved_key_error
+from mlpflow.config.schema import AUTO_LOSS, LOSS_FOR_TASK, MOVED_KEYS, moved_key_error
 from mlpflow.errors import ConfigError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
@@ -81,6 +81,12 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
     if not path.exists():
         raise ConfigError(f"{path} not found: run `mlpflow compose` to write it from conf/")
     return OmegaConf.load(path)
+
+
+def resolve_task_defaults(cfg: DictConfig, task: str) -> None:
+    """loss=auto becomes the task's loss option from conf/loss/, once the task is known."""
+    if cfg.loss.name == AUTO_LOSS:
+        cfg.loss = OmegaConf.load(conf_dir() / "loss" / f"{LOSS_FOR_TASK[task]}.yaml")
 
 
 def build_partial(cfg: Any, **kwargs: Any) -> Any:

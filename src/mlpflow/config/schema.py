@@ -32,8 +32,10 @@ LOSS_TASKS = {
     "huber": ("regression",),
 }
 LOSS_FOR_TASK = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse"}
+AUTO_LOSS = "auto"  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu")
 NAN_POLICIES = ("error", "drop", "median")
+NUMERIC_TRANSFORMS = ("standard", "robust", "quantile")
 MIN_SYNTHETIC_ROWS = 10  # 15 % val and test of fewer rows leave train a handful of rows
 MISSING = (None, "", "???")  # "???" is OmegaConf's mark for a mandatory value not given
 # Keys that moved to the loader group: an old params.yaml or override gets the new name.
@@ -87,12 +89,22 @@ class DataConfig:
     val_size: float
     test_size: float
     nan_policy: str
+    categorical: list[str]
+    numeric: list[str]
+    drop: list[str]
+    min_category_count: int
+    max_categories: int
+    numeric_transform: str
+    soft_clip: float | None
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> DataConfig:
         """The checked config; a ConfigError naming the key and the fix otherwise."""
         if OmegaConf.is_config(data):
             data = OmegaConf.to_container(data, resolve=True)  # type: ignore[assignment]
+        for key in ("categorical", "numeric", "drop"):  # data.drop=id means data.drop=[id]
+            if isinstance(data.get(key), str):
+                data = {**data, key: [data[key]]}
         names = [field.name for field in fields(cls)]
         absent = [name for name in names if name not in data]
         if absent:
@@ -100,6 +112,7 @@ class DataConfig:
         parsed = cls(**{name: data[name] for name in names})
         parsed._check_source()
         parsed._check_split()
+        parsed._check_columns()
         return parsed
 
     def _check_source(self) -> None:
@@ -141,6 +154,25 @@ class DataConfig:
                 "leaves no train data: make their sum < 1"
             )
 
+    def _check_columns(self) -> None:
+        lists = {key: getattr(self, key) for key in ("categorical", "numeric", "drop")}
+        for key, names in lists.items():
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                _fail(f"data.{key}", names, "must be a list of column names, e.g. [city,plan]")
+        pairs = (("categorical", "numeric"), ("categorical", "drop"), ("numeric", "drop"))
+        for first, second in pairs:
+            both = sorted(set(lists[first]) & set(lists[second]))
+            if both:
+                raise ConfigError(
+                    f"data.{first} and data.{second} both list {', '.join(both)}: "
+                    "give each column one role"
+                )
+        check_number("data.min_category_count", self.min_category_count, 1, integer=True)
+        check_number("data.max_categories", self.max_categories, 1, integer=True)
+        check_choice("data.numeric_transform", self.numeric_transform, NUMERIC_TRANSFORMS)
+        if self.soft_clip is not None:
+            check_number("data.soft_clip", self.soft_clip, 0, low_open=True)
+
 
 def data_task(cfg: DictConfig) -> str | None:
     """The task the data config declares, or None when it is inferred from the data (auto)."""
@@ -149,7 +181,7 @@ def data_task(cfg: DictConfig) -> str | None:
 
 
 def check_loss_fits(loss: str, task: str, data_name: str) -> None:
-    if task not in LOSS_TASKS[loss]:
+    if loss != AUTO_LOSS and task not in LOSS_TASKS[loss]:
         raise ConfigError(
             f"loss={loss} does not fit the {task} task of data={data_name}: "
             f"use loss={LOSS_FOR_TASK[task]}"
@@ -178,7 +210,7 @@ def validate(cfg: DictConfig) -> None:
     check_number("loader.batch_size", cfg.loader.batch_size, 1, integer=True)
     check_number("loader.batches_per_step", cfg.loader.batches_per_step, 1, integer=True)
     _check_model(cfg.model)
-    check_choice("loss.name", cfg.loss.name, list(LOSS_TASKS))
+    check_choice("loss.name", cfg.loss.name, [AUTO_LOSS, *LOSS_TASKS])
     task = data_task(cfg)
     if task is not None:
         check_loss_fits(cfg.loss.name, task, cfg.data.name)

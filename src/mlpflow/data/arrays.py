@@ -5,8 +5,8 @@ appended one record batch at a time and read back in chunks of `CHUNK_BYTES`. `N
 writes a `.npy` file whose shape is known in advance, a chunk of rows at a time; the file is
 byte for byte what `np.save` writes. Both use plain `read`/`write` rather than memory maps: pages
 of a mapped file count in the process's resident set while they are mapped, pages a `read` went
-through stay in the kernel's page cache only, so a pass over a scratch file larger than memory costs one
-chunk of memory.
+through stay in the kernel's page cache only, so a pass over a scratch file larger than memory
+costs one chunk of memory.
 """
 
 from __future__ import annotations

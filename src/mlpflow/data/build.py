@@ -1,5 +1,5 @@
-"""prepare, step by step: open the source, scan it, check and split the rows, fit the
-preprocessing on train, write the splits and meta.json atomically.
+"""prepare, step by step: open the source, scan it, give each column a role, check and split the
+rows, fit the preprocessing on train, write the splits and meta.json atomically.
 
 Peak memory: a few chunks of the scratch file plus a few bytes per row (target, flags, hashes,
 split labels), whatever the number of columns (benchmarks/data_scale.py measures it).
@@ -8,6 +8,7 @@ split labels), whatever the number of columns (benchmarks/data_scale.py measures
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,10 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlpflow.data.arrays import RowFile
-from mlpflow.data.columns import Target, encode_target
-from mlpflow.data.prepared import SPLITS, Imputer, Meta, Scaler, remove_path, write_prepared
-from mlpflow.data.scan import RAW_FILE, Scan, count_duplicates, dtype_name, non_numeric_columns
+from mlpflow.data.columns import ColumnPlan, Decoder, plan_columns
+from mlpflow.data.duplicates import count_duplicates
+from mlpflow.data.prepared import SPLITS, Meta, remove_path, write_prepared
+from mlpflow.data.scan import RAW_FILE, Scan, slot_count, slot_layout
 from mlpflow.data.split import class_counts, split_rows, split_rows_count
+from mlpflow.data.target import Target, encode_target
 from mlpflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def prepare_dataset(data: DataConfig, seed: int, out_dir: str | Path) -> Meta:
-    """Load, check, split, standardize, write out_dir atomically; return its meta.
+    """Load, check, split, preprocess, write out_dir atomically; return its meta.
 
     meta is also written as `out_dir/meta.json`. Every problem with the data raises DataError,
     and leaves out_dir as it was and no temporary directory behind.
@@ -41,9 +44,9 @@ def prepare_dataset(data: DataConfig, seed: int, out_dir: str | Path) -> Meta:
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"  # the scan writes here already
     tmp.mkdir()
     try:
-        raw, scan = _scan_source(table, tmp)
+        raw, scan = _scan_source(table, tmp, set(data.categorical))
         try:
-            meta = _split_and_write(table, scan, raw, data, seed, tmp)
+            meta = _prepare(table, scan, raw, data, seed, tmp)
         finally:
             raw.remove()
         return write_prepared(tmp, out, meta)
@@ -59,26 +62,21 @@ def prepare_dataset(data: DataConfig, seed: int, out_dir: str | Path) -> Meta:
         remove_path(tmp)
 
 
-def _scan_source(table: TableSource, tmp: Path) -> tuple[RowFile, Scan]:
-    """The raw values in a scratch file and what validation needs; rescans after a CSV column
+def _scan_source(table: TableSource, tmp: Path, as_text: set[str]) -> tuple[RowFile, Scan]:
+    """The raw values in a scratch file and what the roles need; rescans after a CSV column
     was widened mid-scan (SchemaChanged)."""
     from mlpflow.data.scan import scan_table
-    from mlpflow.data.sources import SchemaChanged, preview
+    from mlpflow.data.sources import SchemaChanged
 
     while True:
         if not table.feature_names:
             raise DataError(
                 f"no feature columns besides the target {table.target_name!r}; add features"
             )
-        if non_numeric_columns(table):
-            table.settle_types()  # name every one, also those a later CSV block reveals
-            raise DataError(
-                f"non-numeric feature columns: {preview(non_numeric_columns(table))}; "
-                "encode them as numbers or drop them from the table"
-            )
-        raw = RowFile(tmp / RAW_FILE, len(table.feature_names))
+        columns = slot_layout(table, as_text)
+        raw = RowFile(tmp / RAW_FILE, slot_count(columns))
         try:
-            return raw, scan_table(table, raw)
+            return raw, scan_table(table, raw, columns)
         except BaseException as error:
             raw.remove()
             if not isinstance(error, SchemaChanged):
@@ -86,10 +84,9 @@ def _scan_source(table: TableSource, tmp: Path) -> tuple[RowFile, Scan]:
 
 
 @dataclass
-class _Rows:
-    """Which rows are kept (nan_policy=drop) and the split of each row (-1: dropped)."""
+class Rows:
+    """The split of each source row (-1: dropped) and each split's row indices."""
 
-    kept: np.ndarray
     row_split: np.ndarray
     index: dict[str, np.ndarray]
 
@@ -97,87 +94,94 @@ class _Rows:
     def train(self) -> np.ndarray:
         return self.row_split == 0
 
+    @property
+    def counts(self) -> dict[str, int]:
+        return {split: len(self.index[split]) for split in SPLITS}
 
-def _split_and_write(
+
+def _prepare(
     table: TableSource, scan: Scan, raw: RowFile, data: DataConfig, seed: int, tmp: Path
 ) -> Meta:
-    names = list(table.feature_names)
-    report = _schema_report(names, scan)
-    keep = _kept_rows(names, scan, data.nan_policy)
-    report["dropped_rows"] = scan.rows - int(keep.sum())
+    from mlpflow.data.fit import fit_and_write
+
+    plans = plan_columns(scan, data.categorical, data.numeric, data.drop)
+    decoder = Decoder(scan, plans)
+
+    def chunks() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        for start, block in raw.chunks():
+            yield start, decoder.numbers(block), decoder.codes(block)
+
+    keep = _kept_rows(scan, plans, chunks, data.nan_policy)
+    report = _report(scan, plans, int(keep.sum()))
     n_val, n_test = _split_sizes(int(keep.sum()), report["dropped_rows"], data)
     encoded = encode_target(scan.target, keep, data.task, table.task)
     scan.target = None  # type: ignore[assignment]  # encoded: free 8 bytes a row
     rows = _assign_splits(encoded, keep, n_val, n_test, seed)
-    imputer, scaler, constant = _fit_and_write_features(raw, rows, names, data.nan_policy, tmp)
+    numeric, categorical, plans = fit_and_write(chunks, rows, decoder, scan, plans, data, seed, tmp)
     for k, split in enumerate(SPLITS):
-        np.save(
-            tmp / f"y_{split}.npy", encoded.y[rows.row_split[rows.kept] == k], allow_pickle=False
-        )
-    report["constant_columns"] = [n for n, flat in zip(names, constant, strict=True) if flat]
+        np.save(tmp / f"y_{split}.npy", encoded.y[rows.row_split[keep] == k], allow_pickle=False)
     return Meta(
         task=encoded.task,
-        n_features=len(names),
-        feature_names=names,
-        feature_dtypes={
-            name: dtype_name(kind, bool(n))
-            for name, kind, n in zip(names, table.feature_types, scan.bad_counts, strict=True)
-        },
         target=table.target_name,
         classes=encoded.classes,
         n_outputs=len(encoded.classes) if encoded.task == "multiclass" else 1,
-        scaler=scaler,
-        imputer=imputer,
+        columns=plans,
+        numeric=numeric,
+        categorical=categorical,
         nan_policy=data.nan_policy,
-        rows={split: len(rows.index[split]) for split in SPLITS},
+        rows=rows.counts,
         class_counts=_class_counts(encoded, rows.index),
-        schema={key: report[key] for key in SCHEMA_KEYS},
+        schema=report,
         source=table.source,
         seed=seed,
         val_size=float(data.val_size),
         test_size=float(data.test_size),
+        example={p.name: scan.example[p.name] for p in plans if p.role != "drop"},
     )
 
 
-SCHEMA_KEYS = ("constant_columns", "duplicate_rows", "nan_counts", "dropped_rows")
-
-
-def _schema_report(names: list[str], scan: Scan) -> dict:
-    """NaN/inf counts per column (the target's too) and duplicate rows."""
-    nan_counts = {name: int(n) for name, n in zip(names, scan.bad_counts, strict=True) if n}
-    bad_target = scan.target.missing
-    if bad_target.any():
-        nan_counts[scan.target.name] = int(bad_target.sum())
+def _report(scan: Scan, plans: list[ColumnPlan], n_kept: int) -> dict:
+    """Missing cells per column (the target's too), duplicate rows, dropped rows."""
+    nan_counts = {plan.name: plan.missing for plan in plans if plan.missing}
+    missing_target = int(scan.target.missing.sum())
+    if missing_target:
+        nan_counts[scan.target.name] = missing_target
     duplicates = count_duplicates(scan.row_hashes, scan.target.keys())
     scan.row_hashes = np.empty(0, np.uint64)  # sorted in place, and no longer needed
-    return {"nan_counts": nan_counts, "duplicate_rows": duplicates}
+    return {
+        "duplicate_rows": duplicates,
+        "nan_counts": nan_counts,
+        "missing_target_rows": missing_target,
+        "dropped_rows": scan.rows - n_kept,
+    }
 
 
-def _kept_rows(names: list[str], scan: Scan, policy: str) -> np.ndarray:
-    """The rows prepare keeps under `policy`; a DataError for NaN/inf it does not handle."""
-    from mlpflow.data.sources import preview
+def _kept_rows(scan: Scan, plans: list[ColumnPlan], chunks, policy: str) -> np.ndarray:
+    """Rows with a target; with nan_policy=drop, also without a missing numeric cell. A row
+    whose target is missing cannot be learned from: it is dropped (and counted) whatever the
+    policy. nan_policy=error refuses missing numeric cells."""
+    keep = ~scan.target.missing
+    gaps = [
+        f"{p.name} ({p.missing})" for p in plans if p.role in ("numeric", "boolean") and p.missing
+    ]
+    if gaps and policy == "error":
+        from mlpflow.data.sources import preview
 
-    bad_target = scan.target.missing
-    if bad_target.any() and policy != "drop":
         raise DataError(
-            f"target column {scan.target.name!r} has {int(bad_target.sum())} missing values "
-            "(NaN/inf); fill them in or set data.nan_policy=drop"
+            f"missing values in numeric columns: {preview(gaps)}; set data.nan_policy=median "
+            "(impute train medians, add missing indicators) or data.nan_policy=drop (drop rows)"
         )
-    if scan.bad_counts.any() and policy == "error":
-        counts = [f"{name} ({n})" for name, n in zip(names, scan.bad_counts, strict=True) if n]
-        raise DataError(
-            f"NaN/inf in feature columns: {preview(counts)}; set data.nan_policy=drop "
-            "(drop those rows) or data.nan_policy=median (impute train medians)"
-        )
-    return ~(scan.bad_rows | bad_target) if policy == "drop" else np.ones(scan.rows, bool)
+    if gaps and policy == "drop":
+        for start, numbers, _ in chunks():
+            keep[start : start + len(numbers)] &= ~np.isnan(numbers).any(axis=1)
+    return keep
 
 
 def _split_sizes(n_kept: int, dropped: int, data: DataConfig) -> tuple[int, int]:
-    n_val, n_test = (
-        split_rows_count(fraction, n_kept) for fraction in (data.val_size, data.test_size)
-    )
+    fractions = (data.val_size, data.test_size)
+    n_val, n_test = (split_rows_count(fraction, n_kept) for fraction in fractions)
     if n_kept - n_val - n_test < 2:
-        after = f" (after dropping {dropped} rows with NaN/inf)" if dropped else ""
+        after = f" (after dropping {dropped} rows with missing values)" if dropped else ""
         raise DataError(
             f"only {n_kept} rows{after}: too few for data.val_size={data.val_size} and "
             f"data.test_size={data.test_size} (train needs >= 2 rows, val and test >= 1 each); "
@@ -186,33 +190,14 @@ def _split_sizes(n_kept: int, dropped: int, data: DataConfig) -> tuple[int, int]
     return n_val, n_test
 
 
-def _assign_splits(encoded: Target, keep: np.ndarray, n_val: int, n_test: int, seed: int) -> _Rows:
+def _assign_splits(encoded: Target, keep: np.ndarray, n_val: int, n_test: int, seed: int) -> Rows:
     index = split_rows(encoded, n_val, n_test, seed)
     label = np.empty(len(encoded.y), dtype=np.int8)
     for k, split in enumerate(SPLITS):
         label[index[split]] = k
     row_split = np.full(len(keep), -1, dtype=np.int8)
     row_split[keep] = label
-    return _Rows(keep, row_split, index)
-
-
-def _fit_and_write_features(
-    raw: RowFile, rows: _Rows, names: list[str], policy: str, tmp: Path
-) -> tuple[Imputer | None, Scaler, np.ndarray]:
-    """Fit the imputer and scaler on train, write X_{split}.npy; return which columns are
-    constant on train."""
-    from mlpflow.data.preprocess import train_medians, train_scaler, write_features
-
-    medians = train_medians(raw, rows.train, names) if policy == "median" else None
-    mean, scale = train_scaler(raw, rows.train, medians)
-    counts = {split: len(rows.index[split]) for split in SPLITS}
-    z_finite, constant = write_features(raw, rows.row_split, medians, mean, scale, counts, tmp)
-    overflow = ~(np.isfinite(mean) & np.isfinite(scale)) | ~z_finite
-    if overflow.any():
-        bad = [name for name, over in zip(names, overflow, strict=True) if over]
-        raise DataError(f"feature columns too large to standardize: {', '.join(bad)}; rescale them")
-    imputer = None if medians is None else Imputer(medians.tolist())
-    return imputer, Scaler(mean.tolist(), scale.tolist()), constant
+    return Rows(row_split, index)
 
 
 def _class_counts(

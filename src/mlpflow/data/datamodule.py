@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from mlpflow.data.prepared import load_meta, load_split
+from mlpflow.data.prepared import load_codes, load_meta, load_split
 from mlpflow.model.outputs import EVAL_CHUNK_ROWS
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
@@ -43,16 +43,18 @@ def slice_rows(x: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
 
 
 class ShuffledChunks:
-    """Iterable of (x, y) chunks of `rows_per_chunk` rows; a fresh permutation every epoch.
+    """Iterable of (x, codes, y) chunks of `rows_per_chunk` rows; a fresh permutation every
+    epoch.
 
     The permutation is drawn from `seed + epoch()`, so an epoch's order does not depend on how
-    many epochs ran before in this process (a resumed run sees the same batches). `x` is a
-    tensor or a numpy array (a memory-mapped split); each chunk is gathered on its own.
+    many epochs ran before in this process (a resumed run sees the same batches). `x` and `codes`
+    are tensors or numpy arrays (memory-mapped splits); each chunk is gathered on its own.
     """
 
     def __init__(
         self,
         x: Tensor | np.ndarray,
+        codes: Tensor | np.ndarray,
         y: Tensor,
         rows_per_chunk: int,
         seed: int,
@@ -60,7 +62,7 @@ class ShuffledChunks:
         shuffle: bool = True,
         shard: tuple[int, int] = (0, 1),
     ) -> None:
-        self.x, self.y = x, y
+        self.x, self.codes, self.y = x, codes, y
         self.rows_per_chunk = rows_per_chunk
         self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
         self.rank, self.world_size = shard
@@ -72,11 +74,12 @@ class ShuffledChunks:
         """Rows this process sees: under data parallelism, an equal 1/world_size share."""
         return len(self.y) // self.world_size if self.world_size > 1 else len(self.y)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y, step = self.x, self.y, self.rows_per_chunk
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        x, codes, y, step = self.x, self.codes, self.y, self.rows_per_chunk
         if not (self.shuffle or self.world_size > 1):
             for start in range(0, len(y), step):
-                yield slice_rows(x, start, start + step), y[start : start + step]
+                stop = start + step
+                yield slice_rows(x, start, stop), slice_rows(codes, start, stop), y[start:stop]
             return
         generator = torch.Generator().manual_seed(self.seed + self.epoch())
         order = torch.randperm(len(y), generator=generator)
@@ -84,7 +87,7 @@ class ShuffledChunks:
             order = order[self.rank : self._rows() * self.world_size : self.world_size]
         for start in range(0, len(order), step):
             rows = order[start : start + step]
-            yield take_rows(x, rows), y[rows]
+            yield take_rows(x, rows), take_rows(codes, rows), y[rows]
 
 
 class TabularDataModule(pl.LightningDataModule):
@@ -103,7 +106,7 @@ class TabularDataModule(pl.LightningDataModule):
         self.batches_per_step = batches_per_step
         self.seed = seed
         self.full_batch = full_batch
-        self.splits: dict[str, tuple[np.ndarray, Tensor]] = {}
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray, Tensor]] = {}
 
     def __getstate__(self) -> dict:
         """Pickled (ddp_spawn's workers) without the splits: each process maps them itself
@@ -118,18 +121,20 @@ class TabularDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Open the splits the stage uses: evaluate never reads the (largest) train split.
 
-        Features stay memory-mapped (read-only, through the page cache); targets are loaded.
+        Features and codes stay memory-mapped (read-only, through the page cache); targets are
+        loaded.
         """
         for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             if split not in self.splits:
                 x, y = load_split(self.prepared_dir, split, mmap=True)
-                self.splits[split] = (x, target_tensor(y, self.meta.task))
+                codes = load_codes(self.prepared_dir, split, mmap=True)
+                self.splits[split] = (x, codes, target_tensor(y, self.meta.task))
 
     def target_stats(self) -> tuple[float, float]:
         """Mean and std of the train target (regression), which the model learns standardized."""
         if self.meta.task != "regression":
             return 0.0, 1.0
-        y = self.splits["train"][1]
+        y = self.splits["train"][2]
         return float(y.mean()), float(y.std()) or 1.0
 
     def _current_epoch(self) -> int:

@@ -17,30 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from mlpflow.data.columns import ColumnPlan
+from mlpflow.data.transforms import CategoricalColumns, NumericColumns
 from mlpflow.errors import DataError
 
 SPLITS = ("train", "val", "test")
 
-ARRAY_FILES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", "y"))
+ARRAY_FILES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", "C", "y"))
 
 META_FILE = "meta.json"
 
 PREPARE_HINT = "run the prepare stage first (`mlpflow prepare` or `dvc repro prepare`)"
-
-
-@dataclass(frozen=True)
-class Scaler:
-    """Train mean and standard deviation of each feature (scikit-learn's StandardScaler)."""
-
-    mean: list[float]
-    scale: list[float]
-
-
-@dataclass(frozen=True)
-class Imputer:
-    """Train median of each feature, filled in where a value is missing."""
-
-    median: list[float]
 
 
 @dataclass(frozen=True)
@@ -51,23 +38,31 @@ class Meta:
     """
 
     task: str
-    n_features: int
-    feature_names: list[str]
-    feature_dtypes: dict[str, str]
     target: str
     classes: list[str] | None
     n_outputs: int
-    scaler: Scaler
-    imputer: Imputer | None
+    columns: list[ColumnPlan]  # every raw feature column: its role and what was done
+    numeric: NumericColumns  # -> X_{split}.npy, features in `numeric.features` order
+    categorical: CategoricalColumns  # -> C_{split}.npy, level codes
     nan_policy: str
     rows: dict[str, int]
     class_counts: dict[str, dict[str, int]] | None
-    schema: dict[str, Any]  # the schema report: constant columns, duplicates, NaN counts, drops
+    schema: dict[str, Any]  # the schema report: duplicates, missing cells, dropped rows
     source: dict[str, Any]
     seed: int
     val_size: float
     test_size: float
-    fingerprint: str = ""  # sha256 of the six arrays, set when they are written
+    example: dict[str, list[Any]]  # the first rows' raw feature cells, as read
+    fingerprint: str = ""  # sha256 of the split arrays, set when they are written
+
+    @property
+    def n_features(self) -> int:
+        return len(self.numeric.features)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns the model reads (the dropped ones are not needed)."""
+        return [column.name for column in self.columns if column.role != "drop"]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, allow_nan=False) + "\n"
@@ -75,12 +70,12 @@ class Meta:
     @classmethod
     def from_json(cls, text: str) -> Meta:
         fields = json.loads(text)
-        imputer = fields.get("imputer")
         return cls(
             **{
                 **fields,
-                "scaler": Scaler(**fields["scaler"]),
-                "imputer": Imputer(**imputer) if imputer else None,
+                "columns": [ColumnPlan(**column) for column in fields["columns"]],
+                "numeric": NumericColumns(**fields["numeric"]),
+                "categorical": CategoricalColumns(**fields["categorical"]),
             }
         )
 
@@ -110,6 +105,15 @@ def load_split(
     except FileNotFoundError as error:
         raise DataError(f"no prepared data: {error.filename} is missing; {PREPARE_HINT}") from error
     return X, y
+
+
+def load_codes(prepared_dir: str | Path, split: str, mmap: bool = False) -> np.ndarray:
+    """The categorical level codes of one split, int64 [rows, categorical columns]."""
+    path = Path(prepared_dir).expanduser().absolute() / f"C_{split}.npy"
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError as error:
+        raise DataError(f"no prepared data: {error.filename} is missing; {PREPARE_HINT}") from error
 
 
 def write_prepared(tmp: Path, out: Path, meta: Meta) -> Meta:

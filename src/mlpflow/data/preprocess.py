@@ -1,110 +1,158 @@
-"""What is fitted on the train rows, and applied to every split: median imputation and
-standardization, computed in chunked passes over the raw scratch file."""
+"""What is fitted on the train rows, in chunked passes over the scratch file, and the pass that
+writes every split: medians and missing indicators, the numeric transform, the vocabularies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from mlpflow.data.arrays import RowFile
+from mlpflow.data.arrays import NpyWriter
 from mlpflow.data.prepared import SPLITS
+from mlpflow.data.transforms import (
+    FIRST_LEVEL,
+    MISSING,
+    RARE,
+    CategoricalColumns,
+    NumericColumns,
+    make_estimator,
+)
 from mlpflow.errors import DataError
 
 MEDIAN_BUDGET_BYTES = 256 << 20  # train values held at once to take exact column medians
+SAMPLE_ROWS = 100_000  # train rows the robust and quantile transforms are fitted on
+# (start row, numbers [n, numeric columns], level codes [n, categorical columns]) per chunk
+Chunks = Callable[[], Iterator[tuple[int, np.ndarray, np.ndarray]]]
 
 
-def train_medians(raw: RowFile, train: np.ndarray, feature_names: list[str]) -> np.ndarray:
-    """Exact median of each column's train values (NaN skipped), as SimpleImputer(median).
-
-    The train values of as many columns as fit in MEDIAN_BUDGET_BYTES are gathered at a time.
-    """
-    n_train, width = int(train.sum()), raw.width
+def train_medians(
+    chunks: Chunks, train: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact median of each column's train values (NaN skipped), as SimpleImputer(median), and
+    each column's count of missing train cells. Columns are gathered a group at a time."""
+    n_train, width = int(train.sum()), len(names)
     group = max(1, min(width, MEDIAN_BUDGET_BYTES // (8 * max(n_train, 1))))
-    medians = np.full(width, np.nan)
-    empty: list[str] = []
+    medians, missing = np.full(width, np.nan), np.zeros(width, dtype=np.int64)
     for first in range(0, width, group):
         columns = slice(first, min(width, first + group))
         values = np.empty((columns.stop - first, n_train), dtype=np.float64)
         filled = 0
-        for start, block in raw.chunks():
-            rows = block[train[start : start + len(block)], columns]
+        for start, numbers, _ in chunks():
+            rows = numbers[train[start : start + len(numbers)], columns]
             values[:, filled : filled + len(rows)] = rows.T
             filled += len(rows)
         for j, column in enumerate(values, start=first):
-            column = column[~np.isnan(column)]
-            if len(column):
-                medians[j] = np.median(column)
-            else:
-                empty.append(feature_names[j])
+            present = column[~np.isnan(column)]
+            missing[j] = n_train - len(present)
+            medians[j] = np.median(present) if len(present) else np.nan
         del values
+    empty = [name for name, median in zip(names, medians, strict=True) if np.isnan(median)]
     if empty:
         raise DataError(
-            f"feature columns with no values in the train split: {', '.join(empty)}; "
-            "data.nan_policy=median cannot impute them, drop these columns"
+            f"columns with no values in the train split: {', '.join(empty)}; "
+            "data.nan_policy=median cannot impute them: drop them (data.drop=[...])"
         )
-    return medians
+    return medians, missing
 
 
-def train_scaler(
-    raw: RowFile, train: np.ndarray, medians: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """StandardScaler's mean and scale of the (imputed) train rows, fitted a chunk at a time."""
-    from sklearn.preprocessing import StandardScaler
+def fit_transform(
+    chunks: Chunks, train: np.ndarray, n_continuous: int, medians: np.ndarray | None,
+    transform: str, seed: int,
+) -> object:  # fmt: skip
+    """The numeric transform fitted on the (imputed) continuous train values: StandardScaler a
+    chunk at a time (exact); RobustScaler and QuantileTransformer on up to SAMPLE_ROWS rows."""
+    estimator = make_estimator(transform, seed=seed)
+    if transform == "standard":
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported by the caller
+            for start, numbers, _ in chunks():
+                rows = _imputed(
+                    numbers[train[start : start + len(numbers)], :n_continuous], medians
+                )
+                if len(rows):
+                    estimator.partial_fit(rows)
+        return estimator
+    n_train = int(train.sum())
+    picked = np.zeros(len(train), dtype=bool)
+    rng = np.random.default_rng(seed)
+    picked[np.flatnonzero(train)[np.sort(rng.permutation(n_train)[:SAMPLE_ROWS])]] = True
+    parts = [
+        _imputed(numbers[picked[start : start + len(numbers)], :n_continuous], medians)
+        for start, numbers, _ in chunks()
+    ]
+    sample = np.concatenate(parts)
+    if transform == "quantile":
+        estimator.set_params(n_quantiles=min(1000, len(sample)))
+    return estimator.fit(sample)
 
-    scaler = StandardScaler()
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported by the caller
-        for start, block in raw.chunks():
-            rows = block[train[start : start + len(block)]]
-            if len(rows):
-                if medians is not None:
-                    rows = np.where(np.isnan(rows), medians, rows)
-                scaler.partial_fit(rows)
-    return scaler.mean_, scaler.scale_
+
+def _imputed(rows: np.ndarray, medians: np.ndarray | None) -> np.ndarray:
+    if medians is None:
+        return rows
+    return np.where(np.isnan(rows), medians[: rows.shape[1]], rows)
+
+
+def fit_vocabularies(
+    chunks: Chunks, train: np.ndarray, names: list[str], levels: list[list[str]],
+    min_count: int, max_levels: int,
+) -> CategoricalColumns:  # fmt: skip
+    """Each column's levels by train count (ties: first seen first); levels with fewer than
+    `min_count` train rows, and those beyond the `max_levels` most frequent, are RARE."""
+    counts = [np.zeros(len(column), dtype=np.int64) for column in levels]
+    for start, _, codes in chunks():
+        rows = codes[train[start : start + len(codes)]]
+        for j, column in enumerate(rows.T):
+            counts[j] += np.bincount(column[column >= 0], minlength=len(levels[j]))
+    vocabularies, rare = [], []
+    for column, count in zip(levels, counts, strict=True):
+        order = np.argsort(-count, kind="stable")
+        frequent = [k for k in order[:max_levels] if count[k] >= min_count]
+        kept = set(frequent)
+        vocabularies.append([column[k] for k in frequent])
+        rare.append([column[k] for k in order if count[k] > 0 and k not in kept])
+    return CategoricalColumns(names, vocabularies, rare)
+
+
+def code_maps(categorical: CategoricalColumns, levels: list[list[str]]) -> list[np.ndarray]:
+    """Per column, scan code -> level code; index -1 (missing) and -2 (overflow) at the end."""
+    maps = []
+    for vocabulary, column in zip(categorical.vocabularies, levels, strict=True):
+        position = {level: FIRST_LEVEL + k for k, level in enumerate(vocabulary)}
+        table = np.array([position.get(level, RARE) for level in column] + [RARE, MISSING])
+        maps.append(table)
+    return maps
 
 
 def write_features(
-    raw: RowFile,
-    row_split: np.ndarray,
-    medians: np.ndarray | None,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    rows: dict[str, int],
-    tmp: Path,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Impute, standardize, write X_{split}.npy in one pass.
-
-    Returns which columns stayed finite, and which are constant: a single standardized (float32)
-    value over the train rows, so that the model cannot use them.
-    """
-    from mlpflow.data.arrays import NpyWriter
-
-    writers: list[NpyWriter] = []
-    finite = np.ones(raw.width, dtype=bool)
-    low = np.full(raw.width, np.inf, dtype=np.float32)
-    high = np.full(raw.width, -np.inf, dtype=np.float32)
+    chunks: Chunks, row_split: np.ndarray, numeric: NumericColumns, estimator: object,
+    maps: list[np.ndarray], rows: dict[str, int], out: Path,
+) -> np.ndarray:  # fmt: skip
+    """X_{split}.npy (float32 features) and C_{split}.npy (int64 level codes) in one pass;
+    returns which features stayed finite."""
+    width = len(numeric.features)
+    writers: list[tuple[NpyWriter, NpyWriter]] = []
+    finite = np.ones(width, dtype=bool)
     try:
         for split in SPLITS:
-            writers.append(NpyWriter(tmp / f"X_{split}.npy", (rows[split], raw.width), np.float32))
-        with np.errstate(over="ignore", invalid="ignore"):
-            for start, block in raw.chunks():
-                labels = row_split[start : start + len(block)]
-                kept = labels >= 0
-                labels, values = labels[kept], block[kept]
-                if medians is not None:
-                    values = np.where(np.isnan(values), medians, values)
-                z = ((values - mean) / scale).astype(np.float32)
-                finite &= np.isfinite(z).all(axis=0)
-                for k, writer in enumerate(writers):
-                    rows = z[labels == k]
-                    writer.write(rows)
-                    if k == 0 and len(rows):
-                        low = np.minimum(low, rows.min(axis=0))
-                        high = np.maximum(high, rows.max(axis=0))
-            constant = (high - low) == 0  # as np.ptp(train rows) == 0
-        for writer in writers:
-            writer.close()
+            x = NpyWriter(out / f"X_{split}.npy", (rows[split], width), np.float32)
+            c = NpyWriter(out / f"C_{split}.npy", (rows[split], len(maps)), np.int64)
+            writers.append((x, c))
+        for start, numbers, codes in chunks():
+            labels = row_split[start : start + len(numbers)]
+            kept = labels >= 0
+            z = numeric.apply(numbers[kept], estimator)
+            finite &= np.isfinite(z).all(axis=0)
+            level_codes = np.empty((int(kept.sum()), len(maps)), dtype=np.int64)
+            for j, table in enumerate(maps):
+                level_codes[:, j] = table[codes[kept, j]]  # -1, -2 index the end of the table
+            for k, (x, c) in enumerate(writers):
+                x.write(z[labels[kept] == k])
+                c.write(level_codes[labels[kept] == k])
+        for x, c in writers:
+            x.close()
+            c.close()
     finally:
-        for writer in writers:
-            writer.abort()
-    return finite, constant
+        for x, c in writers:
+            x.abort()
+            c.abort()
+    return finite

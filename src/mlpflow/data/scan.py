@@ -1,19 +1,24 @@
 """The scan: one pass over the source's record batches.
 
-It appends the raw feature values to a float64 scratch file (`RowFile`) and keeps only what
-validation needs, one small value per row (NaN/inf flags, a row hash for duplicates, the target)
-plus per-column counts, so memory does not grow with the table's width x length. float64 keeps
-the values exactly as read: statistics are those of the data, not of a float32 rounding.
+Every feature column lands in a float64 scratch file (`RowFile`): a numeric column as its values,
+a text column as two slots, the code of its level (a per-column dictionary, in order of first
+appearance) and the cell read as a number. Besides, the scan keeps what deciding each column's
+role needs (missing cells, range, whether it counts rows, its levels and their counts), a hash
+per row for duplicates, and the target; memory does not grow with the table's width x length.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlpflow.errors import DataError
+from mlpflow.data.arrow import concat, float64_values, is_numeric
+from mlpflow.data.duplicates import HASH_SEED, canonical_bits, mix_hash
+from mlpflow.data.target import TargetValues, collect_target
+from mlpflow.data.text import parse_numbers
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -22,33 +27,81 @@ if TYPE_CHECKING:
     from mlpflow.data.sources import TableSource
 
 RAW_FILE = ".raw-features.f64"  # the scratch copy of the raw values, in the temporary out dir
+LEVEL_LIMIT = 100_000  # levels tracked per text column; later new ones share OVERFLOW
+OVERFLOW = -2.0  # the code of a level beyond LEVEL_LIMIT (missing cells are NaN)
+EXAMPLE_ROWS = 50  # candidates for the model's input example
 
 
 @dataclass
-class TargetValues:
-    """The target column of every row, as read: float values or codes into `names`."""
+class NumericStats:
+    """A column Arrow read as numbers (or booleans)."""
 
-    name: str
-    kind: str  # "numeric", "bool", "category" (dictionary-encoded) or "text" (anything else)
     dtype: str
-    values: np.ndarray | None  # numeric, bool: float64, NaN where missing
-    codes: np.ndarray | None  # category, text: int64 into names, -1 where missing
-    names: list[str] | None  # category: its categories in order; text: distinct values, sorted
+    slot: int
+    missing: int = 0  # NaN, inf or empty
+    low: float = math.inf
+    high: float = -math.inf
+    integral: bool = True  # every finite value a whole number
+    zero_one: bool = True  # every finite value 0 or 1
+    counts_rows: list[bool] = field(default_factory=lambda: [True, True])  # == 0..n-1 / 1..n
+
+    def update(self, values: np.ndarray, first_row: int) -> None:
+        finite = np.isfinite(values)
+        self.missing += int((~finite).sum())
+        kept = values[finite]
+        if len(kept):
+            self.low, self.high = min(self.low, kept.min()), max(self.high, kept.max())
+            self.integral = self.integral and bool(np.all(kept == np.round(kept)))
+            self.zero_one = self.zero_one and bool(np.all((kept == 0) | (kept == 1)))
+        index = np.arange(first_row, first_row + len(values), dtype=np.float64)
+        for offset in (0, 1):
+            self.counts_rows[offset] = self.counts_rows[offset] and bool(
+                np.array_equal(values, index + offset)
+            )
+
+
+@dataclass
+class TextStats:
+    """A column of text (or a dictionary-encoded column): its levels and their counts."""
+
+    dtype: str
+    slot: int  # the codes; slot + 1: the cells read as numbers
+    levels: dict[str, int] = field(default_factory=dict)  # level -> code
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    missing: int = 0
+    overflow_rows: int = 0  # cells whose level came after LEVEL_LIMIT others
+    number_cells: int = 0  # non-missing cells that read as numbers
 
     @property
-    def missing(self) -> np.ndarray:
-        """NaN/None in any target; ±inf too in a numeric one."""
-        if self.kind == "numeric":
-            return ~np.isfinite(self.values)
-        if self.kind == "bool":
-            return np.isnan(self.values)
-        return self.codes < 0
+    def names(self) -> list[str]:
+        """Levels in code order."""
+        return list(self.levels)
 
-    def keys(self) -> np.ndarray:
-        """One uint64 per row, equal for equal values (duplicate rows)."""
-        if self.values is not None:
-            return canonical_bits(self.values)
-        return self.codes.astype(np.uint64)
+    def update(self, array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """The codes (NaN missing, OVERFLOW) and numbers (NaN) of one batch's cells."""
+        local, indices = _dictionary(array)
+        codes = np.array([self._code(value) for value in local] + [math.nan])
+        numbers = np.append(parse_numbers(local), math.nan)
+        cell_codes, cell_numbers = codes[indices], numbers[indices]  # index -1: the NaN
+        self.missing += int((indices < 0).sum())
+        self.overflow_rows += int((cell_codes == OVERFLOW).sum())
+        self.number_cells += int(np.isfinite(cell_numbers).sum())
+        seen = cell_codes[cell_codes >= 0].astype(np.int64)
+        if len(self.counts) < len(self.levels):
+            self.counts = np.pad(self.counts, (0, len(self.levels) - len(self.counts)))
+        self.counts += np.bincount(seen, minlength=len(self.counts))
+        return cell_codes, cell_numbers
+
+    def _code(self, level: str) -> float:
+        code = self.levels.get(level)
+        if code is None:
+            if len(self.levels) >= LEVEL_LIMIT:
+                return OVERFLOW
+            code = self.levels[level] = len(self.levels)
+        return float(code)
+
+
+ColumnStats = NumericStats | TextStats
 
 
 @dataclass
@@ -56,167 +109,84 @@ class Scan:
     """What one pass over the source's batches keeps, besides the raw values in a RowFile."""
 
     rows: int
-    bad_counts: np.ndarray  # NaN/inf cells per feature column
-    bad_rows: np.ndarray  # bool per row: a NaN/inf feature
+    columns: dict[str, ColumnStats]  # feature columns, in the source's order
     row_hashes: np.ndarray  # uint64 per row, of the feature values
     target: TargetValues
+    example: dict[str, list[Any]]  # the first EXAMPLE_ROWS cells of each column, as read
 
 
-def scan_table(table: TableSource, raw: RowFile) -> Scan:
+def slot_layout(table: TableSource, as_text: set[str]) -> dict[str, ColumnStats]:
+    """Empty stats for each feature column, with its slots in the scratch file."""
+    columns: dict[str, ColumnStats] = {}
+    slot = 0
+    for name, kind in zip(table.feature_names, table.feature_types, strict=True):
+        if is_numeric(kind) and name not in as_text:
+            columns[name] = NumericStats(str(kind), slot)
+            slot += 1
+        else:
+            columns[name] = TextStats("dictionary" if _is_dictionary(kind) else str(kind), slot)
+            slot += 2
+    return columns
+
+
+def slot_count(columns: dict[str, ColumnStats]) -> int:
+    return sum(1 if isinstance(stats, NumericStats) else 2 for stats in columns.values())
+
+
+def scan_table(table: TableSource, raw: RowFile, columns: dict[str, ColumnStats]) -> Scan:
     """One pass over the source; may raise SchemaChanged (start over)."""
-    width = len(table.feature_names)
-    bad_counts = np.zeros(width, dtype=np.int64)
-    bad_rows: list[np.ndarray] = []
     hashes: list[np.ndarray] = []
     targets: list[pa.Array] = []
+    width = len(columns)
+    example: dict[str, list[Any]] = {name: [] for name in columns}
     for batch in table.batches():
-        block = np.empty((batch.num_rows, width), dtype=np.float64)
+        if raw.rows < EXAMPLE_ROWS:
+            _add_example(example, batch.slice(0, EXAMPLE_ROWS - raw.rows))
+        block = np.empty((batch.num_rows, raw.width), dtype=np.float64)
+        for j, stats in enumerate(columns.values()):
+            if isinstance(stats, NumericStats):
+                values = float64_values(batch.column(j))
+                stats.update(values, raw.rows)
+                block[:, stats.slot] = np.where(np.isfinite(values), values, np.nan)
+            else:
+                block[:, stats.slot], block[:, stats.slot + 1] = stats.update(batch.column(j))
         row_hashes = np.full(batch.num_rows, HASH_SEED, dtype=np.uint64)
-        for j in range(width):
-            column = float64_values(batch.column(j))
-            block[:, j] = column
-            mix_hash(row_hashes, canonical_bits(column))  # a hash of each row's values
+        for slot in range(raw.width):
+            mix_hash(row_hashes, canonical_bits(block[:, slot]))
         hashes.append(row_hashes)
-        bad = ~np.isfinite(block)
-        bad_counts += bad.sum(axis=0)
-        bad_rows.append(bad.any(axis=1))
-        block[bad] = np.nan  # inf counts as missing from here on
         raw.append(block)
         targets.append(batch.column(width))
     raw.finish()
     target = collect_target(table.target_name, table.target_type, targets)
-    return Scan(
-        rows=raw.rows,
-        bad_counts=bad_counts,
-        bad_rows=concat(bad_rows, bool),
-        row_hashes=concat(hashes, np.uint64),
-        target=target,
-    )
+    return Scan(raw.rows, columns, concat(hashes, np.uint64), target, example)
 
 
-def non_numeric_columns(table: TableSource) -> list[str]:
-    kinds = zip(table.feature_names, table.feature_types, strict=True)
-    return [name for name, kind in kinds if not is_numeric(kind)]
+def _add_example(example: dict[str, list[Any]], batch: pa.RecordBatch) -> None:
+    """Cells as Python values, NaN and inf as None (meta.json is strict JSON)."""
+    for j, name in enumerate(example):
+        for cell in batch.column(j).to_pylist():
+            if isinstance(cell, float) and not math.isfinite(cell):
+                cell = None
+            elif not isinstance(cell, str | int | float | bool | None):
+                cell = str(cell)  # dates and the like: as text
+            example[name].append(cell)
 
 
-def concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-
-
-def is_numeric(kind: pa.DataType) -> bool:
-    """What pandas calls numeric: integers, floats, booleans; all-missing columns too."""
+def _is_dictionary(kind: pa.DataType) -> bool:
     import pyarrow as pa
 
-    return (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_null(kind)
-    )
+    return pa.types.is_dictionary(kind)
 
 
-def dtype_name(kind: pa.DataType, has_missing: bool) -> str:
-    """The numpy dtype of the column, pandas-style: integers (booleans) with missing values are
-    float64 (pandas: object, which prepare used to reject as non-numeric)."""
-    import pyarrow as pa
-
-    integral = pa.types.is_integer(kind) or pa.types.is_boolean(kind)
-    if pa.types.is_null(kind) or (integral and has_missing):
-        return "float64"
-    if pa.types.is_boolean(kind):
-        return "bool"
-    if pa.types.is_floating(kind):
-        return f"float{kind.bit_width}"
-    if pa.types.is_integer(kind):
-        return f"{'u' if pa.types.is_unsigned_integer(kind) else ''}int{kind.bit_width}"
-    return str(kind)
-
-
-def float64_values(array: pa.Array) -> np.ndarray:
-    """A numeric or boolean Arrow column as float64, NaN where missing (no copy when it can)."""
+def _dictionary(array: pa.Array) -> tuple[list[str], np.ndarray]:
+    """The batch's distinct values as text, and each cell's index into them (-1: missing)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if array.type != pa.float64():
-        array = pc.cast(array, pa.float64(), safe=False)  # int64 beyond 2**53 rounds
-    return arrow_values(array, np.float64, np.nan)
-
-
-def arrow_values(array: pa.Array, dtype: Any, fill: float) -> np.ndarray:
-    """A primitive Arrow array's values as numpy (a view when nothing is null), `fill` for nulls."""
-    import pyarrow.compute as pc
-
-    if array.null_count:
-        array = pc.fill_null(array, fill)
-    return array.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-
-HASH_SEED = np.uint64(0x243F6A8885A308D3)
-
-HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-
-
-def canonical_bits(values: np.ndarray) -> np.ndarray:
-    """float64 -> uint64 bits, with -0.0 as 0.0 and one NaN (equal values, equal bits)."""
-    values = values + 0.0  # -0.0 + 0.0 == +0.0
-    values[np.isnan(values)] = np.nan
-    return values.view(np.uint64)
-
-
-def mix_hash(h: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    h ^= bits
-    h *= HASH_MULTIPLIER  # wraps around: uint64 arithmetic modulo 2**64
-    h ^= h >> np.uint64(32)
-    return h
-
-
-def count_duplicates(row_hashes: np.ndarray, target_keys: np.ndarray) -> int:
-    """Rows equal to an earlier row, features and target (pandas' `duplicated().sum()`).
-
-    Mixes the target into `row_hashes` and sorts them, in place (no copy of 8 bytes a row).
-
-    Counted on 64-bit row hashes: two different rows collide with probability 2**-64, so a
-    table of n rows reports a duplicate that is none with probability about n**2 / 2**65
-    (3e-6 for 10M rows).
-    """
-    h = mix_hash(
-        mix_hash(row_hashes, target_keys), np.uint64(0)
-    )  # in place; a last round: avalanche
-    h.sort()
-    return int(np.count_nonzero(h[1:] == h[:-1]))
-
-
-def collect_target(name: str, kind: pa.DataType, parts: list[pa.Array]) -> TargetValues:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if is_numeric(kind):  # integers, floats, booleans, all missing
-        values = concat([float64_values(part) for part in parts], np.float64)
-        if pa.types.is_boolean(kind):  # pandas: object when a value is missing
-            dtype = "object" if np.isnan(values).any() else "bool"
-            return TargetValues(name, "bool", dtype, values, None, None)
-        return TargetValues(name, "numeric", dtype_name(kind, False), values, None, None)
-    if pa.types.is_dictionary(kind):
-        chunked = pa.chunked_array(parts, type=kind).unify_dictionaries()
-        dictionary = chunked.chunk(0).dictionary if chunked.num_chunks else pa.array([])
-        indices = [pc.cast(chunk.indices, pa.int64()) for chunk in chunked.chunks]
-        codes = concat([arrow_values(i, np.int64, -1) for i in indices], np.int64)
-        names = [str(value) for value in dictionary.to_pylist()]
-        return TargetValues(name, "category", "category", None, codes, names)
-    try:
-        text = pa.chunked_array(
-            [pc.cast(part, pa.large_string()) for part in parts], pa.large_string()
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise DataError(
-            f"target column {name!r} of type {kind} cannot be read as class names: {error}"
-        ) from error
-    distinct = pc.drop_null(pc.unique(text))
-    distinct = distinct.take(pc.array_sort_indices(distinct))  # UTF-8 bytes: code point order
-    names = distinct.to_pylist()
-    codes = pc.index_in(text, value_set=distinct)  # int32, null where missing
-    codes_np = concat(
-        [arrow_values(c, np.int32, -1).astype(np.int64) for c in codes.chunks], np.int64
-    )
-    shown = "str" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else str(kind)
-    return TargetValues(name, "text", shown, None, codes_np, names)
+    if not pa.types.is_dictionary(array.type):
+        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            array = pc.cast(array, pa.string())
+        array = pc.dictionary_encode(array)
+    local = pc.cast(array.dictionary, pa.string()).to_pylist()
+    indices = pc.fill_null(pc.cast(array.indices, pa.int64()), -1)
+    return local, indices.to_numpy(zero_copy_only=False)

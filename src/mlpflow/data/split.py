@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from mlpflow.data.columns import Target
+from mlpflow.data.target import Target
 from mlpflow.errors import DataError
 
 

@@ -15,9 +15,10 @@ from mlpflow.model.outputs import EVAL_CHUNK_ROWS, loss_target, output_scores, s
 
 
 @torch.no_grad()
-def network_outputs(net: nn.Module, x: Tensor) -> Tensor:
-    """Raw outputs of `net` (eval mode) on every row of `x`, a chunk of rows at a time."""
-    return torch.cat([squeeze_head(net(part)) for part in x.split(EVAL_CHUNK_ROWS)])
+def network_outputs(net: nn.Module, x: Tensor, codes: Tensor) -> Tensor:
+    """Raw outputs of `net` (eval mode) on every row, a chunk of rows at a time."""
+    chunks = zip(x.split(EVAL_CHUNK_ROWS), codes.split(EVAL_CHUNK_ROWS), strict=True)
+    return torch.cat([squeeze_head(net(part, part_codes)) for part, part_codes in chunks])
 
 
 def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
@@ -31,9 +32,9 @@ def num_classes(spec: NetworkSpec) -> int:
 
 @torch.no_grad()
 def score_split(
-    weights: Weights, x: Tensor, y: Tensor, threshold: float, split: str
+    weights: Weights, x: Tensor, codes: Tensor, y: Tensor, threshold: float, split: str
 ) -> tuple[dict[str, float], Tensor]:
-    """`<split>/loss` and the task's metrics of the network on (x, y); and its scores.
+    """`<split>/loss` and the task's metrics of the network on (x, codes, y); and its scores.
 
     The same loss, scores and torchmetrics collection as the LightningModule's validation.
     """
@@ -45,7 +46,7 @@ def score_split(
             f"the checkpoint expects {spec.n_features} features, the {split} split has "
             f"{x.shape[1]}: train again on this prepared data (dvc repro)"
         )
-    outputs = network_outputs(weights.network(), x)
+    outputs = network_outputs(weights.network(), x, codes)
     loss_fn = build_partial(spec.loss, task=spec.task)
     loss = loss_fn(outputs, loss_target(y, spec.task, spec.target_mean, spec.target_scale))
     scores = network_scores(outputs, spec)

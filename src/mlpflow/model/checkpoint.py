@@ -29,14 +29,18 @@ class NetworkSpec:
     threshold: float
     target_mean: float
     target_scale: float
+    cardinalities: list[int] | None = None  # per categorical column: its level codes
+    n_continuous: int = 0  # features that periodic embeddings may take (the first ones)
     loss: dict[str, Any] | None = None
 
     @classmethod
     def from_hparams(cls, hparams: dict[str, Any]) -> NetworkSpec:
-        return cls(**{key: hparams[key] for key in NETWORK_HPARAMS}, loss=hparams.get("loss"))
+        optional = {key: hparams[key] for key in OPTIONAL_HPARAMS if key in hparams}
+        return cls(**{key: hparams[key] for key in NETWORK_HPARAMS}, **optional)
 
 
-NETWORK_HPARAMS = tuple(name for name in NetworkSpec.__dataclass_fields__ if name != "loss")
+OPTIONAL_HPARAMS = ("cardinalities", "n_continuous", "loss")
+NETWORK_HPARAMS = tuple(n for n in NetworkSpec.__dataclass_fields__ if n not in OPTIONAL_HPARAMS)
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,16 @@ class Weights:
     def network(self) -> MLP:
         """The network, weights loaded, in eval mode."""
         spec = self.spec
-        net = MLP(spec.n_features, spec.n_outputs, **spec.model)
+        net = MLP(
+            spec.n_features, spec.n_outputs, **spec.model,
+            cardinalities=spec.cardinalities or (), n_continuous=spec.n_continuous,
+        )  # fmt: skip
         net.load_state_dict({k.removeprefix("net."): v for k, v in self.state_dict.items()})
         return net.eval()
 
     def serving_payload(self) -> dict[str, Any]:
         """What the pyfunc model ships (`torch.save`): the network, not the training setup."""
-        hparams = {k: v for k, v in asdict(self.spec).items() if k in NETWORK_HPARAMS}
+        hparams = {k: v for k, v in asdict(self.spec).items() if k != "loss"}
         return {"hyper_parameters": hparams, "state_dict": self.state_dict}
 
 

@@ -1,10 +1,18 @@
-"""Multilayer perceptron: the forward pass h_{l+1} = act(W_l h_l + b_l), a linear head on top."""
+"""Multilayer perceptron: the forward pass h_{l+1} = act(W_l h_l + b_l), a linear head on top.
+
+Its input is the numeric features, joined with the categorical columns' one-hot vectors or
+embeddings and, optionally, with periodic embeddings of the continuous features in their place.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+
+from mlpflow.model.embeddings import CategoricalInput, PeriodicEmbedding
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -16,8 +24,30 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-class MLP(nn.Sequential):
-    """Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, then a linear head.
+def hidden_layers(
+    width_in: int,
+    n_outputs: int,
+    hidden_dims: Sequence[int],
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, then a linear head."""
+    layers: list[nn.Module] = []
+    for width in hidden_dims:
+        layers.append(nn.Linear(width_in, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width_in = width
+    layers.append(nn.Linear(width_in, n_outputs))
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Module):
+    """The network: input embeddings (when there is anything to embed), then the layers.
 
     The head has one output for binary (a logit) and regression, K logits for K classes.
     """
@@ -30,16 +60,35 @@ class MLP(nn.Sequential):
         activation: str = "relu",
         dropout: float = 0.0,
         batch_norm: bool = False,
+        *,
+        cardinalities: Sequence[int] = (),
+        n_continuous: int = 0,
+        categorical: dict[str, Any] | None = None,
+        numeric_embedding: dict[str, Any] | None = None,
     ) -> None:
-        layers: list[nn.Module] = []
-        width_in = n_inputs
-        for width in hidden_dims:
-            layers.append(nn.Linear(width_in, width))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(width))
-            layers.append(ACTIVATIONS[activation]())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width_in = width
-        layers.append(nn.Linear(width_in, n_outputs))
-        super().__init__(*layers)
+        super().__init__()
+        periodic = dict(numeric_embedding or {})
+        kind = periodic.pop("kind", "none")
+        self.periodic = (
+            PeriodicEmbedding(n_continuous, **periodic)
+            if kind == "periodic" and n_continuous
+            else None
+        )
+        self.n_continuous = n_continuous if self.periodic is not None else 0
+        self.categorical = (
+            CategoricalInput(cardinalities, **(categorical or {})) if cardinalities else None
+        )
+        width = n_inputs - self.n_continuous
+        width += self.periodic.out_features if self.periodic is not None else 0
+        width += self.categorical.out_features if self.categorical is not None else 0
+        self.layers = hidden_layers(width, n_outputs, hidden_dims, activation, dropout, batch_norm)
+
+    def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
+        if self.periodic is None and self.categorical is None:
+            return self.layers(x)
+        parts = [x[:, self.n_continuous :]]
+        if self.periodic is not None:
+            parts.insert(0, self.periodic(x[:, : self.n_continuous]))
+        if self.categorical is not None:
+            parts.append(self.categorical(codes))
+        return self.layers(torch.cat(parts, dim=1))

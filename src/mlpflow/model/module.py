@@ -22,6 +22,8 @@ from mlpflow.model.mlp import MLP
 from mlpflow.model.outputs import loss_target, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
 
+Batch = tuple[Tensor, Tensor | None, Tensor]  # features, level codes (or None), targets
+
 
 class MLPModule(pl.LightningModule):
     def __init__(
@@ -39,13 +41,18 @@ class MLPModule(pl.LightningModule):
         threshold: float = 0.5,
         target_mean: float = 0.0,
         target_scale: float = 1.0,
+        cardinalities: list[int] | None = None,
+        n_continuous: int = 0,
     ) -> None:
         super().__init__()
         # Plain containers only: the checkpoint then loads with torch.load(weights_only=True).
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.task = task
-        self.net = MLP(n_features, n_outputs, **model)
+        self.net = MLP(
+            n_features, n_outputs, **model, cardinalities=cardinalities or (),
+            n_continuous=n_continuous,
+        )  # fmt: skip
         self.loss_fn = build_partial(loss, task=task)
         self.penalty_strengths = (regularization["l1"], regularization["l2"])
         self.penalized = penalized_parameters(self.net, regularization["include_bias"])
@@ -54,9 +61,9 @@ class MLPModule(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
         """Raw outputs: logits (classification) or predictions (regression); [N] when one output."""
-        return squeeze_head(self.net(x))
+        return squeeze_head(self.net(x, codes))
 
     def scores(self, outputs: Tensor) -> Tensor:
         """Positive-class probability (binary), class probabilities (multiclass) or values."""
@@ -69,10 +76,10 @@ class MLPModule(pl.LightningModule):
     def _target_stats(self) -> tuple[float, float]:
         return self.hparams.target_mean, self.hparams.target_scale
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> dict[str, Tensor]:
+    def _step(self, batch: Batch, split: str) -> dict[str, Tensor]:
         """One forward pass and loss; train adds the penalty, val/test update the metrics."""
-        x, y = batch
-        outputs = self(x)
+        x, codes, y = batch
+        outputs = self(x, codes)
         data_loss = self.loss_fn(outputs, self.loss_target(y))
         if split == "train":
             if not any(self.penalty_strengths):
@@ -90,14 +97,16 @@ class MLPModule(pl.LightningModule):
         # chunk costs Lightning its logging bookkeeping each time. [data loss, penalty, rows]
         self._epoch_sums = torch.zeros(3, device=self.device)
 
-    def training_step(self, chunk: tuple[Tensor, Tensor], chunk_idx: int) -> None:
+    def training_step(self, chunk: Batch, chunk_idx: int) -> None:
         optimizer = self.optimizers()
-        x_chunk, y_chunk = chunk
+        x_chunk, c_chunk, y_chunk = chunk
         sums = torch.zeros(3, device=x_chunk.device)
         sums[2] = len(y_chunk)
         batch_size = self.hparams.batch_size
-        for x, y in zip(x_chunk.split(batch_size), y_chunk.split(batch_size), strict=True):
-            losses = self._step((x, y), "train")
+        xs, ys = x_chunk.split(batch_size), y_chunk.split(batch_size)
+        cs = c_chunk.split(batch_size) if c_chunk.shape[1] else [None] * len(xs)
+        for x, codes, y in zip(xs, cs, ys, strict=True):
+            losses = self._step((x, codes, y), "train")
             self._step_optimizer(optimizer, losses["loss"])
             sums[0].add_(losses["data_loss"].detach(), alpha=len(y))
             if losses["penalty"] is not None:
@@ -120,10 +129,10 @@ class MLPModule(pl.LightningModule):
         self.manual_backward(loss)
         optimizer.step()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:

@@ -7,8 +7,14 @@ from torch import Tensor, nn
 
 
 def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[nn.Parameter]:
-    """Weight matrices (ndim >= 2); with include_bias, every parameter (BatchNorm's too)."""
-    return [p for p in module.parameters() if include_bias or p.ndim >= 2]
+    """Weight matrices (ndim >= 2: linear layers, embedding tables); with include_bias, every
+    parameter (BatchNorm's too). Never the periodic embeddings' frequencies: shrinking them
+    would flatten the embedding, not simplify the model (docs/math.md)."""
+    return [
+        p
+        for name, p in module.named_parameters()
+        if (include_bias or p.ndim >= 2) and not name.endswith("frequencies")
+    ]
 
 
 def weight_penalty(params: list[nn.Parameter], l1: float = 0.0, l2: float = 0.0) -> Tensor:

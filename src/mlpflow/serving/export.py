@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlpflow.data.prepared import META_FILE, Meta, load_meta, load_split
+from mlpflow.data.prepared import META_FILE, Meta, load_meta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from pytorch_lightning.loggers import MLFlowLogger
 
 MODEL_NAME = "model"
+EXAMPLE_ROWS = 5
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mlpflow package, shipped with the model
 ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
-REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas")
-EXAMPLE_ROWS = 5
+REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn")
 
 
 def requirements() -> list[str]:
@@ -37,23 +37,23 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
 
 
-def raw_example(meta: Meta, prepared_dir: str | Path) -> pd.DataFrame:
-    """The first train rows mapped back to raw values and dtypes: the model's input example.
+def raw_example(meta: Meta) -> pd.DataFrame:
+    """The first rows' raw cells, as prepare read them: the model's input example.
 
-    Integer columns stay double when the model imputes missing values (NaN is a float).
+    When the model imputes, its numeric columns are double (NaN is a float), so that a missing
+    cell in an integer column fits the signature.
     """
     import pandas as pd
-    from pandas.api import types
 
-    x, _ = load_split(prepared_dir, "train", mmap=True)  # 5 rows of a possibly huge split
-    raw = x[:EXAMPLE_ROWS].astype(np.float64) * meta.scaler.scale + meta.scaler.mean
-    frame = pd.DataFrame(raw, columns=meta.feature_names)
-    for name, dtype in meta.feature_dtypes.items():
-        kind = types.pandas_dtype(dtype)
-        if types.is_bool_dtype(kind):
-            frame[name] = frame[name] > 0.5
-        elif types.is_integer_dtype(kind) and meta.imputer is None:
-            frame[name] = frame[name].round().astype(np.int64)
+    frame = pd.DataFrame(meta.example)
+    if meta.numeric.medians is None:  # rows the model takes: no missing number
+        complete = frame[meta.numeric.names].notna().all(axis=1)
+        frame = frame[complete] if complete.any() else frame
+    frame = frame.head(EXAMPLE_ROWS).reset_index(drop=True)
+    numbers = {"numeric", "boolean"} if meta.numeric.medians is not None else set()
+    for column in meta.columns:
+        if column.role in numbers and column.dtype not in ("string", "large_string", "bool"):
+            frame[column.name] = frame[column.name].astype(np.float64)
     return frame
 
 
@@ -67,7 +67,7 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
 
     weights = load_weights(checkpoint)
     meta = load_meta(prepared_dir)
-    example = raw_example(meta, prepared_dir)
+    example = raw_example(meta)
     with warnings.catch_warnings():  # integer columns may hold no NaN: true, the model refuses NaN
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
         signature = infer_signature(example, Predictor(weights, meta).predict(example))

@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     import torch
 
-    from mlpflow.data.prepared import load_meta, load_split
+    from mlpflow.data.prepared import load_codes, load_meta, load_split
     from mlpflow.evaluation.figures import write_figures
     from mlpflow.evaluation.plots import write_plots
     from mlpflow.evaluation.scoring import score_split
@@ -38,8 +38,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     weights = load_weights(Path(cfg.paths.models) / "best.ckpt")  # refuses corrupt/foreign files
     meta = load_meta(cfg.paths.prepared)
     x, y = (torch.from_numpy(array) for array in load_split(cfg.paths.prepared, "test"))
+    codes = torch.from_numpy(load_codes(cfg.paths.prepared, "test"))
     # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
-    metrics, scores = score_split(weights, x, y, cfg.evaluate.threshold, "test")
+    metrics, scores = score_split(weights, x, codes, y, cfg.evaluate.threshold, "test")
     curve_args = {
         "class_names": meta.classes,
         "threshold": cfg.evaluate.threshold,

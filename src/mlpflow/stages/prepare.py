@@ -22,8 +22,13 @@ def cache_dir(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> Meta:
+    """Prepare cfg.paths.prepared; print what was done with each column."""
+    from mlpflow.console import print_columns
+
     validate(cfg)
-    return prepare_dataset(DataConfig.parse(cfg.data), cfg.seed, cfg.paths.prepared)
+    meta = prepare_dataset(DataConfig.parse(cfg.data), cfg.seed, cfg.paths.prepared)
+    print_columns(meta)
+    return meta
 
 
 def ensure_prepared(cfg: DictConfig) -> Meta:

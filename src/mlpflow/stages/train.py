@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mlpflow.config.compose import resolve_task_defaults
 from mlpflow.config.schema import check_loss_fits, validate
 from mlpflow.stages.report import write_train_report
 
@@ -20,11 +21,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     from mlpflow.data.prepared import load_meta
     from mlpflow.stages import resume
-    from mlpflow.tracking.lineage import config_hash, flatten
-    from mlpflow.tracking.logger import training_logger
+    from mlpflow.tracking.lineage import config_hash
+    from mlpflow.tracking.logger import log_run_inputs, training_logger
 
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
+    resolve_task_defaults(cfg, meta.task)
     chash = config_hash(cfg)
     start = resume.find(cfg.paths.models, chash)
     logger = training_logger(cfg, meta, start.run_id)
@@ -41,10 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:  # under `ddp` every worker process runs this function
         resume.begin(cfg.paths.models, chash, logger.run_id if logger else None)
     if logger is not None and start.checkpoint is None:
-        logger.log_hyperparams(flatten(cfg))
-        logger.experiment.log_text(
-            logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
-        )
+        log_run_inputs(logger, cfg, meta)
     trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
     if not trainer.is_global_zero:
         return {}
@@ -81,6 +80,8 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
         threshold=cfg.evaluate.threshold,
         target_mean=target_mean,
         target_scale=target_scale,
+        cardinalities=meta.categorical.cardinalities,
+        n_continuous=meta.numeric.n_continuous,
     )
 
 

@@ -131,3 +131,15 @@ def _file_md5(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def column_tags(columns: list[Any]) -> dict[str, str]:
+    """`data.<role>` tags: which raw columns were numeric, boolean, categorical, or dropped
+    (and why), searchable in the MLflow UI."""
+    tags: dict[str, list[str]] = {}
+    for column in columns:
+        shown = column.name
+        if column.role == "drop":
+            shown += f" ({column.action.removeprefix('dropped: ').split(' (')[0]})"
+        tags.setdefault(f"data.{column.role}", []).append(shown)
+    return {key: ", ".join(names)[:5000] for key, names in tags.items()}

@@ -17,8 +17,9 @@ from mlpflow.tracking.guard import StoreGuard
 class TrackingLogger(MLFlowLogger):
     """Lightning hands an epoch's metrics over in two calls at the same step: the validation
     metrics at validation end, the train metrics a few milliseconds later at epoch end. Each
-    call is a SQLite transaction (costlier than the validation pass, benchmarks/README.md), so a call holding
-    only validation metrics is kept and written with the next one: one `log_batch` an epoch.
+    call is a SQLite transaction (costlier than the validation pass, benchmarks/README.md), so a
+    call holding only validation metrics is kept and written with the next one: one `log_batch`
+    an epoch.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,3 +84,21 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
         run_id=run_id,
         log_model=False,  # the best checkpoint is logged once, by train, under checkpoints/
     )
+
+
+def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
+    """A new run's params (the resolved config), config.yaml, and prepare's column table."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from mlpflow.tracking.lineage import column_tags, flatten
+
+    logger.log_hyperparams(flatten(cfg))
+    client, run_id = logger.experiment, logger.run_id
+    logger.safely(
+        client.log_text, run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
+    )
+    columns = pd.DataFrame([vars(column) for column in meta.columns])
+    logger.safely(client.log_table, run_id, columns, "data/columns.json")
+    for key, value in column_tags(meta.columns).items():
+        logger.safely(client.set_tag, run_id, key, value)

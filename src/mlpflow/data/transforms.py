@@ -1,0 +1,105 @@
+"""The preprocessing fitted on train, as plain data (meta.json) and the code that applies it.
+
+prepare applies it to every split, the served model to raw rows: one implementation. The numeric
+transform is scikit-learn's own (StandardScaler, RobustScaler, QuantileTransformer), rebuilt
+from its fitted attributes rather than unpickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# What each transform learns on train: the attributes its `transform` reads.
+FITTED_ATTRIBUTES = {
+    "standard": ("mean_", "scale_"),
+    "robust": ("center_", "scale_"),
+    "quantile": ("quantiles_", "references_"),
+}
+# Reserved level codes of every categorical column; its levels follow from FIRST_LEVEL on.
+UNKNOWN, MISSING, RARE = 0, 1, 2
+FIRST_LEVEL = 3
+
+
+def make_estimator(transform: str, n_quantiles: int = 1000, seed: int = 0) -> Any:
+    from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
+
+    if transform == "standard":
+        return StandardScaler()
+    if transform == "robust":
+        return RobustScaler()
+    return QuantileTransformer(
+        n_quantiles=n_quantiles, output_distribution="normal", subsample=None, random_state=seed
+    )
+
+
+def soft_clip(z: np.ndarray, bound: float | None) -> np.ndarray:
+    """z / sqrt(1 + (z / bound)^2): the identity near 0, tends to ±bound for outliers."""
+    return z if bound is None else z / np.sqrt(1.0 + (z / bound) ** 2)
+
+
+@dataclass(frozen=True)
+class NumericColumns:
+    """The numeric and boolean columns: continuous ones transformed, booleans as 0/1, missing
+    cells filled with the train median, and a 0/1 indicator per column missing in train."""
+
+    names: list[str]  # continuous first, then booleans
+    n_continuous: int
+    medians: list[float] | None  # None: nan_policy error/drop, nothing to fill
+    indicators: list[str]  # columns that get a `<name>_na` feature, in `names` order
+    transform: str
+    fitted: dict[str, list[Any]]  # FITTED_ATTRIBUTES of the transform, as lists
+    clip: float | None
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.names, *(f"{name}_na" for name in self.indicators)]
+
+    def estimator(self) -> Any:
+        estimator = make_estimator(self.transform)
+        for name, value in self.fitted.items():
+            setattr(estimator, name, np.asarray(value, dtype=np.float64))
+        estimator.n_features_in_ = self.n_continuous
+        if self.transform == "quantile":
+            estimator.n_quantiles_ = len(self.fitted["quantiles_"])
+        return estimator
+
+    def apply(self, values: np.ndarray, estimator: Any | None = None) -> np.ndarray:
+        """float64 values [n, len(names)], NaN where missing -> the float32 features [n, F]."""
+        missing = np.isnan(values)
+        filled = values if self.medians is None else np.where(missing, self.medians, values)
+        continuous = filled[:, : self.n_continuous]
+        if self.n_continuous:
+            with np.errstate(over="ignore", invalid="ignore"):
+                z = (estimator or self.estimator()).transform(continuous)
+            continuous = soft_clip(z, self.clip)
+        index = [self.names.index(name) for name in self.indicators]
+        parts = [continuous, filled[:, self.n_continuous :], missing[:, index]]
+        return np.hstack(parts).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CategoricalColumns:
+    """Each categorical column's vocabulary: its levels by train frequency. A level too rare in
+    train (or beyond data.max_categories) is RARE, a missing cell MISSING, and a level never seen
+    in train UNKNOWN (whose embedding stays zero: no train row teaches it anything)."""
+
+    names: list[str]
+    vocabularies: list[list[str]]
+    rare: list[list[str]]  # the train levels coded RARE, per column
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [FIRST_LEVEL + len(levels) for levels in self.vocabularies]
+
+    def encode(self, texts: list[list[str | None]]) -> np.ndarray:
+        """Level codes [n, len(names)] of text cells, one list of cells per column."""
+        n_rows = len(texts[0]) if texts else 0
+        codes = np.empty((n_rows, len(self.names)), dtype=np.int64)
+        for j, cells in enumerate(texts):
+            index = dict.fromkeys(self.rare[j], RARE)
+            index.update({level: FIRST_LEVEL + k for k, level in enumerate(self.vocabularies[j])})
+            codes[:, j] = [MISSING if cell is None else index.get(cell, UNKNOWN) for cell in cells]
+        return codes

@@ -1,0 +1,106 @@
+"""How the columns that are not plain numbers enter the network (docs/math.md, section 1).
+
+Categorical level codes become one-hot vectors (few levels) or learned embeddings (many levels);
+continuous features may pass through periodic embeddings (Gorishniy et al., "On Embeddings for
+Numerical Features in Tabular Deep Learning", 2022: PLR).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
+
+
+def embedding_size(cardinality: int) -> int:
+    """fastai's rule of thumb: min(600, round(1.6 * cardinality^0.56))."""
+    return min(600, round(1.6 * cardinality**0.56))
+
+
+class CategoricalInput(nn.Module):
+    """Level codes [N, k] -> features [N, D]: one-hot for columns with at most
+    `one_hot_max_levels` train levels, a learned embedding for the others.
+
+    One-hot leaves UNKNOWN out (all zeros); an embedding's UNKNOWN row starts at zero and no train
+    row ever selects it, so a level never seen in train contributes nothing either way.
+    """
+
+    def __init__(
+        self,
+        cardinalities: Sequence[int],
+        one_hot_max_levels: int = 8,
+        embedding_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        levels = [cardinality - FIRST_LEVEL for cardinality in cardinalities]
+        self.one_hot = [j for j, n in enumerate(levels) if n <= one_hot_max_levels]
+        self.embedded = [j for j, n in enumerate(levels) if n > one_hot_max_levels]
+        sizes = [cardinalities[j] for j in self.one_hot]
+        offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0) if sizes else torch.zeros(0)
+        self.register_buffer("one_hot_offsets", offsets.long(), persistent=False)
+        self.register_buffer("one_hot_table", _one_hot_table(sizes), persistent=False)
+        self.embeddings = nn.ModuleList(
+            _embedding(cardinalities[j], embedding_dim or embedding_size(cardinalities[j]))
+            for j in self.embedded
+        )
+        self.out_features = self.one_hot_table.shape[1] + sum(
+            e.embedding_dim for e in self.embeddings
+        )
+
+    def forward(self, codes: Tensor) -> Tensor:
+        parts = []
+        if self.one_hot:
+            index = codes[:, self.one_hot] + self.one_hot_offsets
+            parts.append(nn.functional.embedding_bag(index, self.one_hot_table, mode="sum"))
+        parts += [
+            embedding(codes[:, j])
+            for j, embedding in zip(self.embedded, self.embeddings, strict=True)
+        ]
+        return torch.cat(parts, dim=1)
+
+
+def _one_hot_table(sizes: list[int]) -> Tensor:
+    """Block-diagonal identity with each block's UNKNOWN column removed: one lookup with offsets
+    one-hot encodes every column at once."""
+    blocks = [torch.eye(size)[:, [k for k in range(size) if k != UNKNOWN]] for size in sizes]
+    return torch.block_diag(*blocks) if blocks else torch.zeros(0, 0)
+
+
+def _embedding(cardinality: int, dim: int) -> nn.Embedding:
+    embedding = nn.Embedding(cardinality, dim)
+    bound = 1 / math.sqrt(dim)
+    nn.init.uniform_(embedding.weight, -bound, bound)
+    with torch.no_grad():
+        embedding.weight[UNKNOWN].zero_()
+    return embedding
+
+
+class PeriodicEmbedding(nn.Module):
+    """x [N, n] -> ReLU(Linear_i([cos(2π c_i x_i), sin(2π c_i x_i)])) per feature i, flattened
+    to [N, n * d_embedding]; the frequencies c_i ~ N(0, frequency_scale²) are trained too."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_frequencies: int = 48,
+        frequency_scale: float = 0.01,
+        d_embedding: int = 24,
+    ) -> None:
+        super().__init__()
+        self.frequencies = nn.Parameter(torch.randn(n_features, n_frequencies) * frequency_scale)
+        bound = 1 / math.sqrt(2 * n_frequencies)
+        self.weight = nn.Parameter(
+            torch.empty(n_features, 2 * n_frequencies, d_embedding).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.empty(n_features, d_embedding).uniform_(-bound, bound))
+        self.out_features = n_features * d_embedding
+
+    def forward(self, x: Tensor) -> Tensor:
+        angles = 2 * math.pi * self.frequencies * x[..., None]
+        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+        embedded = torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias
+        return torch.relu(embedded).flatten(1)
