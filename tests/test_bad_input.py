@@ -23,32 +23,53 @@ def rows(n: int, make) -> str:
     return HEADER + "".join(make(i) for i in range(n))
 
 
-GOOD = rows(40, lambda i: f"{i},{i % 7},{i * 0.5},{i % 2}\n")
+GOOD = rows(40, lambda i: f"{i * 0.5 + 3},{i % 7},{i * 1.5},{i % 2}\n")
 # name -> (what to write as data.csv, extra overrides, words the message must contain)
 CSV_CASES = {
     "missing file": (None, [], ["not found", "data.path"]),
     "empty file": ("", [], ["empty"]),
     "missing target": (GOOD, ["data.target=label"], ["label", "a, b, c, y"]),
-    "non-numeric column": (rows(40, lambda i: f"{i},x{i},{i},{i % 2}\n"), [], ["b", "numbers"]),
-    "nan in features": (
-        rows(40, lambda i: f"{i},{'' if i == 3 else i},{i},{i % 2}\n"),
+    "no usable column": (
+        rows(40, lambda i: f"{i},x{i},7,{i % 2}\n"),
         [],
-        ["NaN", "data.nan_policy"],
+        ["no usable feature column", "a (dropped: row number)", "b (dropped: ID", "constant"],
     ),
-    "inf in features": (
-        rows(40, lambda i: f"{i},{'inf' if i == 3 else i},{i},{i % 2}\n"),
+    "numeric on text": (
+        rows(40, lambda i: f"{i * 0.5},x{i % 3},{i * 1.5},{i % 2}\n"),
+        ["data.numeric=[b]"],
+        ["data.numeric lists 'b'", "40 of its 40 cells are not numbers"],
+    ),
+    "categorical names no column": (GOOD, ["data.categorical=[colour]"], ["colour", "a, b, c"]),
+    "nan in features, nan_policy=error": (
+        rows(40, lambda i: f"{i * 0.5},{'' if i == 3 else i % 7},{i * 1.5},{i % 2}\n"),
+        ["data.nan_policy=error"],
+        ["missing values in numeric columns: b (1)", "data.nan_policy=median"],
+    ),
+    "single class": (rows(40, lambda i: f"{i * 0.5},{i % 7},{i * 1.5},1\n"), [], ["single class"]),
+    "one class left with a target": (
+        rows(40, lambda i: f"{i * 0.5},{i % 7},{i * 1.5},{'' if i % 2 else 1}\n"),
         [],
-        ["data.nan_policy"],
+        ["single class '1'"],
     ),
-    "single class": (rows(40, lambda i: f"{i},{i},{i},1\n"), [], ["single class"]),
-    "tiny dataset": (rows(3, lambda i: f"{i},{i},{i},{i % 2}\n"), [], ["rows"]),
+    "tiny dataset": (rows(3, lambda i: f"{i * 0.5},{i % 7},{i * 1.5},{i % 2}\n"), [], ["rows"]),
 }
 CONFIG_CASES = {
     "unknown group option": (["optimizer=rmsprop"], ["optimizer/rmsprop", "available"]),
     "wrong type": (["optimizer.lr=fast"], ["optimizer.lr", "number"]),
     "negative lr": (["optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),
     "empty hidden_dims": (["model.hidden_dims=[]"], ["model.hidden_dims", "non-empty"]),
-    "loss/task mismatch": (["data=digits"], ["loss=bce", "loss=cross_entropy"]),
+    "loss/task mismatch": (["data=digits", "loss=bce"], ["loss=bce", "loss=cross_entropy"]),
+    "a column numeric and categorical": (
+        [
+            "data=csv",
+            "data.path=t.csv",
+            "data.target=y",
+            "data.numeric=[a]",
+            "data.categorical=[a]",
+        ],
+        ["data.categorical and data.numeric both list a"],
+    ),
+    "min_category_count below 1": (["data.min_category_count=0"], ["data.min_category_count=0"]),
     "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),
     "key not in the config": (
         ["trainer.limit_val_batches=0"],

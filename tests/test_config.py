@@ -15,7 +15,7 @@ from mlpflow.config.compose import (
     compose,
     conf_dir,
     params_yaml,
-    resolve_task_defaults,
+    resolve_data_defaults,
 )
 from mlpflow.config.schema import data_task, validate
 from mlpflow.errors import ConfigError
@@ -61,7 +61,7 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
     validate(cfg)
 
     task = data_task(cfg) or "binary"
-    resolve_task_defaults(cfg, task)
+    resolve_data_defaults(cfg, task, n_train=100)
     outputs = torch.zeros(4, 3) if task == "multiclass" else torch.zeros(4)
     assert build_partial(cfg.loss, task=task)(outputs, torch.zeros(4).long()) >= 0
     optimizer = build_partial(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
@@ -147,10 +147,18 @@ def test_config_boundaries_are_where_the_schema_says() -> None:
     validate(compose(["data.val_size=0.01", "data.test_size=0.98"]))
 
 
-def test_loader_follows_the_data_and_the_optimizer() -> None:
-    assert compose().loader.batch_size == 32  # a small built-in table
-    assert compose(["data=synthetic"]).loader.batch_size == 256
-    assert compose(["data=digits", "loader.batch_size=64"]).loader.batch_size == 64
+@pytest.mark.parametrize(("n_train", "batch"), [(398, 32), (4999, 32), (5000, 256), (10**6, 256)])
+def test_an_auto_batch_follows_the_train_rows(n_train: int, batch: int) -> None:
+    cfg = compose()
+    assert cfg.loader.batch_size == "auto"
+    resolve_data_defaults(cfg, "binary", n_train)
+    assert cfg.loader.batch_size == batch
+
+
+def test_loader_follows_the_optimizer_and_overrides() -> None:
+    cfg = compose(["data=digits", "loader.batch_size=64"])
+    resolve_data_defaults(cfg, "multiclass", 1000)
+    assert cfg.loader.batch_size == 64
     assert not compose().loader.full_batch
     assert compose(["optimizer=gd"]).loader.full_batch
 
@@ -163,5 +171,5 @@ def test_the_default_loss_is_the_tasks(data: str, loss: str) -> None:
     cfg = compose([f"data={data}"])
     validate(cfg)
     assert cfg.loss.name == "auto"
-    resolve_task_defaults(cfg, data_task(cfg))
+    resolve_data_defaults(cfg, data_task(cfg), n_train=100)
     assert cfg.loss.name == loss and "_target_" in cfg.loss

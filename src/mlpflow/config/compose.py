@@ -12,7 +12,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.config.schema import AUTO_LOSS, LOSS_FOR_TASK, MOVED_KEYS, moved_key_error
+from mlpflow.config.schema import (
+    AUTO,
+    AUTO_LOSS,
+    LARGE_BATCH,
+    LOSS_FOR_TASK,
+    MOVED_KEYS,
+    SMALL_TABLE_BATCH,
+    SMALL_TABLE_ROWS,
+    moved_key_error,
+)
 from mlpflow.errors import ConfigError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
@@ -83,10 +92,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def resolve_task_defaults(cfg: DictConfig, task: str) -> None:
-    """loss=auto becomes the task's loss option from conf/loss/, once the task is known."""
+def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
+    """What `auto` means once prepare has seen the data: loss=auto becomes the task's loss
+    option from conf/loss/, loader.batch_size=auto a batch that gives a small table enough
+    optimizer steps (SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows, else LARGE_BATCH)."""
     if cfg.loss.name == AUTO_LOSS:
         cfg.loss = OmegaConf.load(conf_dir() / "loss" / f"{LOSS_FOR_TASK[task]}.yaml")
+    if cfg.loader.batch_size == AUTO:
+        small = n_train < SMALL_TABLE_ROWS
+        cfg.loader.batch_size = SMALL_TABLE_BATCH if small else LARGE_BATCH
 
 
 def build_partial(cfg: Any, **kwargs: Any) -> Any:

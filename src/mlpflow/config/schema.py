@@ -32,7 +32,10 @@ LOSS_TASKS = {
     "huber": ("regression",),
 }
 LOSS_FOR_TASK = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse"}
-AUTO_LOSS = "auto"  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
+AUTO = "auto"
+AUTO_LOSS = AUTO  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
+# loader.batch_size=auto (the default): SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows.
+SMALL_TABLE_ROWS, SMALL_TABLE_BATCH, LARGE_BATCH = 5000, 32, 256
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu")
 NAN_POLICIES = ("error", "drop", "median")
 NUMERIC_TRANSFORMS = ("standard", "robust", "quantile")
@@ -207,7 +210,8 @@ def validate(cfg: DictConfig) -> None:
     check_moved_keys(cfg)
     DataConfig.parse(cfg.data)
     check_number("seed", cfg.seed, 0, 2**32, integer=True)
-    check_number("loader.batch_size", cfg.loader.batch_size, 1, integer=True)
+    if cfg.loader.batch_size != AUTO:
+        check_number("loader.batch_size", cfg.loader.batch_size, 1, integer=True)
     check_number("loader.batches_per_step", cfg.loader.batches_per_step, 1, integer=True)
     _check_model(cfg.model)
     check_choice("loss.name", cfg.loss.name, [AUTO_LOSS, *LOSS_TASKS])

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.config.compose import resolve_task_defaults
+from mlpflow.config.compose import resolve_data_defaults
 from mlpflow.config.schema import check_loss_fits, validate
 from mlpflow.stages.report import write_train_report
 
@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
-    resolve_task_defaults(cfg, meta.task)
+    resolve_data_defaults(cfg, meta.task, meta.rows["train"])
     chash = config_hash(cfg)
     start = resume.find(cfg.paths.models, chash)
     logger = training_logger(cfg, meta, start.run_id)
