@@ -170,24 +170,37 @@ def bad_csv(rows_csv: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("kind", "problem"),
-    [
-        ("missing", "missing: mean radius, worst area"),
-        ("extra", "unexpected: patient_id"),
-        ("dtype", "wrong type: mean radius is"),
-    ],
-)
-def test_a_csv_that_does_not_fit_names_the_expected_columns(
-    trained: Trained, champion: str, rows_csv: Path, tmp_path: Path, capsys, kind, problem
+def test_a_csv_without_a_model_column_names_the_expected_columns(
+    trained: Trained, champion: str, rows_csv: Path, tmp_path: Path, capsys
 ):
     out = tmp_path / "preds.csv"
-    argv = ["predict", "--model", champion, "--input", str(bad_csv(rows_csv, kind))]
+    argv = ["predict", "--model", champion, "--input", str(bad_csv(rows_csv, "missing"))]
     err = fails(capsys, *argv, "--output", str(out), "--uri", trained.uri)
-    assert problem in err
+    assert "missing: mean radius, worst area" in err
     assert "expected 30 double columns mean radius, mean texture," in err
     assert "worst fractal dimension" in err
     assert not out.exists()
+
+
+def test_extra_columns_are_ignored_and_stray_text_cells_are_missing(
+    trained: Trained, champion: str, rows_csv: Path, tmp_path: Path, capsys
+):
+    expected = tmp_path / "expected.csv"
+    main(["predict", "--model", champion, "--input", str(rows_csv), "--output", str(expected),
+          "--uri", trained.uri])  # fmt: skip
+    capsys.readouterr()
+    for kind, warning in (
+        ("extra", "ignoring column(s) the model does not read: patient_id"),
+        ("dtype", f"{len(pd.read_csv(rows_csv))} cell(s) of column 'mean radius' are not numbers"),
+    ):
+        out = tmp_path / f"{kind}.csv"
+        argv = ["predict", "--model", champion, "--input", str(bad_csv(rows_csv, kind))]
+        main([*argv, "--output", str(out), "--uri", trained.uri])
+        assert warning in capsys.readouterr().err
+        predictions = pd.read_csv(out)
+        assert len(predictions) == len(pd.read_csv(rows_csv))
+        if kind == "extra":  # the same rows: the same predictions
+            pd.testing.assert_frame_equal(predictions, pd.read_csv(expected))
 
 
 def test_integer_valued_columns_are_accepted_as_doubles(

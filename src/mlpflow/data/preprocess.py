@@ -14,6 +14,7 @@ from mlpflow.data.transforms import (
     FIRST_LEVEL,
     MISSING,
     RARE,
+    UNKNOWN,
     CategoricalColumns,
     NumericColumns,
     make_estimator,
@@ -114,12 +115,15 @@ def fit_vocabularies(
 
 
 def code_maps(categorical: CategoricalColumns, levels: list[list[str]]) -> list[np.ndarray]:
-    """Per column, scan code -> level code; index -1 (missing) and -2 (overflow) at the end."""
+    """Per column, scan code -> level code: a vocabulary level's own, RARE for a rare train
+    level, UNKNOWN for one no train row has; -1 (missing) and -2 (overflow) index the end."""
     maps = []
-    for vocabulary, column in zip(categorical.vocabularies, levels, strict=True):
-        position = {level: FIRST_LEVEL + k for k, level in enumerate(vocabulary)}
-        table = np.array([position.get(level, RARE) for level in column] + [RARE, MISSING])
-        maps.append(table)
+    columns = zip(categorical.vocabularies, categorical.rare, levels, strict=True)
+    for vocabulary, rare, column in columns:
+        code = dict.fromkeys(rare, RARE)
+        code.update({level: FIRST_LEVEL + k for k, level in enumerate(vocabulary)})
+        table = [code.get(level, UNKNOWN) for level in column]
+        maps.append(np.array([*table, RARE, MISSING]))
     return maps
 
 

@@ -40,8 +40,8 @@ def requirements() -> list[str]:
 def raw_example(meta: Meta) -> pd.DataFrame:
     """The first rows' raw cells, as prepare read them: the model's input example.
 
-    When the model imputes, its numeric columns are double (NaN is a float), so that a missing
-    cell in an integer column fits the signature.
+    When the model imputes, its numeric and boolean columns are double (0/1, NaN: a float), so
+    that a missing cell in an integer or boolean column fits the signature.
     """
     import pandas as pd
 
@@ -52,7 +52,7 @@ def raw_example(meta: Meta) -> pd.DataFrame:
     frame = frame.head(EXAMPLE_ROWS).reset_index(drop=True)
     numbers = {"numeric", "boolean"} if meta.numeric.medians is not None else set()
     for column in meta.columns:
-        if column.role in numbers and column.dtype not in ("string", "large_string", "bool"):
+        if column.role in numbers and column.dtype not in ("string", "large_string"):
             frame[column.name] = frame[column.name].astype(np.float64)
     return frame
 
@@ -60,7 +60,8 @@ def raw_example(meta: Meta) -> pd.DataFrame:
 def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Path) -> dict:
     """Everything pyfunc's save_model/log_model need; artifact files are written to `workdir`."""
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
 
     from mlpflow.model.checkpoint import load_weights
     from mlpflow.serving.pyfunc import Predictor
@@ -71,6 +72,9 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
     with warnings.catch_warnings():  # integer columns may hold no NaN: true, the model refuses NaN
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
         signature = infer_signature(example, Predictor(weights, meta).predict(example))
+    # Every input column is required (prepare read them all); a cell of one may be missing.
+    specs = [ColSpec(spec.type, spec.name, required=True) for spec in signature.inputs.inputs]
+    signature = ModelSignature(Schema(specs), signature.outputs)
     torch.save(weights.serving_payload(), workdir / "weights.pt")
     shutil.copyfile(Path(prepared_dir) / META_FILE, workdir / META_FILE)
     return {

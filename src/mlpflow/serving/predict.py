@@ -12,13 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlpflow.errors import DataError, MlpflowError, ModelError, first_line
+from mlpflow.errors import MlpflowError, ModelError
 from mlpflow.files import write_text
+from mlpflow.serving.csv_rows import read_rows
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.pyfunc import PyFuncModel
-    from mlflow.types import DataType, Schema
 
 
 def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncModel:
@@ -58,59 +58,6 @@ def _load(model_uri: str) -> PyFuncModel:
         if cause is not None:
             raise cause from error
         raise ModelError(f"cannot load {model_uri}: {error.message.splitlines()[0]}") from error
-
-
-def read_rows(path: str | Path, schema: Schema) -> pd.DataFrame:
-    """The CSV as the model's input: exactly the signature's columns, cast to its types."""
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as error:
-        raise DataError(f"input file not found: {path}") from error
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        message = first_line(error, "unreadable")
-        raise DataError(f"cannot read {path} as CSV: {message}") from error
-    expected = {spec.name: spec.type for spec in schema.inputs}
-    missing = [name for name in expected if name not in frame.columns]
-    extra = [str(column) for column in frame.columns if column not in expected]
-    wrong = [
-        f"{name} is {frame[name].dtype}"
-        for name, kind in expected.items()
-        if name in frame.columns and not _fits(frame[name], kind)
-    ]
-    problems = [
-        f"{label}: {', '.join(names)}"
-        for label, names in (("missing", missing), ("unexpected", extra), ("wrong type", wrong))
-        if names
-    ]
-    if problems:
-        raise DataError(
-            f"{path} does not fit the model's input ({'; '.join(problems)}); "
-            f"expected {_describe(expected)}"
-        )
-    return frame[list(expected)].astype({name: kind.to_numpy() for name, kind in expected.items()})
-
-
-def _fits(column: pd.Series, kind: DataType) -> bool:
-    """Whether the column converts to the signature's type without losing anything."""
-    from pandas.api import types
-
-    if kind.name in ("double", "float"):
-        return types.is_numeric_dtype(column) and not types.is_bool_dtype(column)
-    if kind.name in ("long", "integer"):
-        return types.is_integer_dtype(column) and not types.is_bool_dtype(column)
-    if kind.name == "boolean":
-        return types.is_bool_dtype(column)
-    return types.is_string_dtype(column) or types.is_object_dtype(column)
-
-
-def _describe(expected: dict[str, DataType]) -> str:
-    kinds = {kind.name for kind in expected.values()}
-    if len(kinds) == 1:
-        return f"{len(expected)} {kinds.pop()} columns {', '.join(expected)}"
-    return ", ".join(f"{name} ({kind.name})" for name, kind in expected.items())
 
 
 def predict(
