@@ -1,28 +1,35 @@
 """Data at scale: prepare and train on a large Parquet file, with wall time and peak memory.
 
-    python benchmarks/data_scale.py [--n 10000000] [--features 32] [--keep] [--dir DIR]
+    python benchmarks/data_scale.py [--n 10000000] [--features 32] [--categorical K]
+        [--levels 1000] [--dictionary] [--row-group 262144] [--keep] [--dir DIR]
 
 1. Generates an N x F binary-classification table into a Parquet file (float64 features,
    int64 target `y`), one row group of `--row-group` rows at a time from a seeded numpy
    generator: x ~ N(0, 1), y = [x . w / sqrt(F) + 0.5 * noise > 0] with w ~ N(0, 1) fixed.
-   Never more than one row group is in memory.
+   Never more than one row group is in memory. `--categorical K` adds K text columns
+   c0..c{K-1}: column j has min(L, 10 * 4**j) levels (`--levels L`, default 1000), with Zipf
+   frequencies (~ 1 / rank), and a fixed effect per level that enters the target alongside
+   x . w (benchmarks/scale_tables.py has the formula). They are plain Parquet string columns;
+   `--dictionary` writes Arrow dictionary columns instead (what pandas categoricals become).
 2. Composes a params file (`mlpflow compose`): data=csv on that file (data.target=y),
    trainer.max_epochs=1, default callbacks, MLflow tracking to a new SQLite store, every output
    in the temp dir; then runs `mlpflow stage prepare` and `mlpflow stage train` on it, each as
-   its own process, as `dvc repro` would.
+   its own process, as `dvc repro` would. The stages see the caller's PYTHONPATH (this folder
+   is put in front of it for train), so `PYTHONPATH=<checkout>/src` measures another checkout.
 3. For each stage process: wall time and peak RSS (`ru_maxrss` of that child, from
    `os.wait4` in a small launcher process, so that no big parent's pages are counted), and
    the largest anonymous and file-backed resident sizes seen while polling /proc/<pid>/status
    every 0.2 s (RssAnon: the process's own memory; RssFile: pages of mapped files, here mostly
-   the memory-mapped splits and shared libraries, which the kernel can drop at any time).
-   Training throughput is given twice: train rows / the epoch's training loop (an EpochTimer
-   callback added by config, from on_train_epoch_start to the validation pass), and train rows
-   / the whole stage's wall time (imports, store creation, validation, checkpoints and model
-   logging included).
+   the memory-mapped splits and shared libraries, which the kernel can drop at any time), and
+   its rows per second. Training throughput also as train rows / the epoch's training loop
+   (an EpochTimer callback added by config, from on_train_epoch_start to the validation pass).
+   From meta.json: the column roles (counts per role; each categorical column's levels in the
+   table, in the vocabulary and rare).
 
 Everything lives in a temp dir (`--dir` to choose where; ~6.5 GB at the default size: the
-Parquet file, prepare's float64 scratch copy, the float32 splits) and is deleted at the end
-unless `--keep`. Exit code 0 unless a stage fails: it measures, it does not gate.
+Parquet file, prepare's float64 scratch copy (two slots per categorical column), the float32
+features and int64 level codes) and is deleted at the end unless `--keep`. Exit code 0 unless a
+stage fails: it measures, it does not gate.
 """
 
 from __future__ import annotations
@@ -38,20 +45,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SEED = 7
-GIB = 1024**3
+HERE = Path(__file__).resolve().parent
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000, help="rows generated (all splits)")
-    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--features", type=int, default=32, help="numeric columns")
+    parser.add_argument("--categorical", type=int, default=0, help="text categorical columns")
+    parser.add_argument("--levels", type=int, default=1000, help="most levels of a categorical")
+    parser.add_argument(
+        "--dictionary", action="store_true", help="categoricals as Arrow dictionary columns"
+    )
     parser.add_argument("--row-group", type=int, default=262_144, help="rows per row group")
     parser.add_argument("--dir", type=Path, default=None, help="where the temp dir goes")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.features < 0 or args.categorical < 0 or args.levels < 2:
+        parser.error("--features, --categorical >= 0 and --levels >= 2")
+    if args.features + args.categorical == 0:
+        parser.error("the table needs a feature column: --features or --categorical")
+    return args
 
 
 def __getattr__(name: str) -> Any:
@@ -90,25 +105,6 @@ def env(**extra: str) -> dict[str, str]:
     clean["PATH"] = f"{BIN}{os.pathsep}{clean.get('PATH', '')}"
     clean["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     return {**clean, **extra}
-
-
-def generate(path: Path, n: int, features: int, row_group: int) -> None:
-    """N x F float64 features and a 0/1 target from a random linear rule, row group by group."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(SEED)
-    w = rng.standard_normal(features) / np.sqrt(features)
-    names = [f"x{j}" for j in range(features)]
-    schema = pa.schema([*(pa.field(name, pa.float64()) for name in names), ("y", pa.int64())])
-    with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, n, row_group):
-            rows = min(row_group, n - start)
-            x = rng.standard_normal((rows, features))
-            y = (x @ w + 0.5 * rng.standard_normal(rows) > 0).astype(np.int64)
-            columns = [pa.array(x[:, j]) for j in range(features)]
-            writer.write_table(pa.Table.from_arrays([*columns, pa.array(y)], schema=schema))
 
 
 def status(pid: int) -> dict[str, int]:
@@ -177,76 +173,121 @@ def gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
+def pythonpath() -> str:
+    """This folder (for EpochTimer) in front of the caller's PYTHONPATH."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(HERE), *([inherited] if inherited else [])])
+
+
+def make_table(args: argparse.Namespace, table: Path) -> float:
+    """Generate the Parquet file in its own process; seconds taken."""
+    start = time.perf_counter()
+    shape = [args.n, args.features, args.row_group, args.categorical, args.levels]
+    flags = ["--dictionary"] if args.dictionary else []
+    command = [sys.executable, __file__, "_generate", str(table), *map(str, shape), *flags]
+    subprocess.run(command, check=True)
+    return time.perf_counter() - start
+
+
+def compose(root: Path, table: Path, params: Path) -> None:
+    overrides = [
+        "data=csv",
+        f"data.path={table}",
+        "data.target=y",
+        "trainer.max_epochs=1",
+        f"paths.prepared={root / 'prepared'}",
+        f"paths.models={root / 'models'}",
+        f"paths.reports={root / 'reports'}",
+        "tracking.enabled=true",
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"+callbacks.epoch_timer._target_={Path(__file__).stem}.EpochTimer",
+    ]
+    subprocess.run(
+        [str(BIN / "mlpflow"), "compose", *overrides, "--output", str(params)],
+        cwd=root,
+        env=env(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def run_stages(root: Path, params: Path) -> dict[str, Any]:
+    """prepare, then train, each measured; what they wrote that the report reads."""
+    stage = [str(BIN / "mlpflow"), "stage"]
+    times = root / "epoch.json"
+    prepare = measured([*stage, "prepare", "--params", str(params)], root, root / "prep.log")
+    train = measured(
+        [*stage, "train", "--params", str(params)],
+        root,
+        root / "train.log",
+        PYTHONPATH=pythonpath(),
+        DATA_SCALE_TIMES=str(times),
+    )
+    return {
+        "prepare": prepare,
+        "train": train,
+        "meta": json.loads((root / "prepared" / "meta.json").read_text()),
+        "epoch": json.loads(times.read_text()),
+        "report": json.loads((root / "reports" / "train.json").read_text()),
+    }
+
+
+def array_bytes(prepared: Path, kind: str, split: str = "*") -> int:
+    """Bytes of the prepared `{kind}_{split}.npy` files."""
+    return sum(path.stat().st_size for path in prepared.glob(f"{kind}_{split}.npy"))
+
+
+def report(args: argparse.Namespace, root: Path, table: Path, generated: float, runs: dict) -> None:
+    from scale_tables import roles
+
+    prepare, train, meta, epoch = runs["prepare"], runs["train"], runs["meta"], runs["epoch"]
+    n_train, prepared = meta["rows"]["train"], root / "prepared"
+    x_bytes, c_bytes = array_bytes(prepared, "X"), array_bytes(prepared, "C")
+    columns = f"{args.features} features"
+    if args.categorical:
+        kind = "dictionary" if args.dictionary else "string"
+        columns = f"{args.features} numeric + {args.categorical} {kind} categorical columns"
+    print(
+        f"\n== data at scale: {args.n:,} rows x {columns}, "
+        f"{os.cpu_count()} CPUs, {filesystem(root)} at {root.parent} =="
+    )
+    codes = ""
+    if args.categorical:
+        codes = f"; int64 codes: {gb(c_bytes)} (train {gb(array_bytes(prepared, 'C', 'train'))})"
+    print(
+        f"float32 data: {gb(x_bytes)} (train split {gb(array_bytes(prepared, 'X', 'train'))})"
+        f"{codes}; Parquet file {gb(table.stat().st_size)}, generated in {generated:.1f} s"
+    )
+    print(f"rows {meta['rows']}, duplicate rows {meta['schema']['duplicate_rows']}")
+    print(roles(meta))  # scale_tables imports numpy: not at the top, not in the launcher
+    print("stage      wall s   peak RSS  RssAnon max  RssFile max      rows/s")
+    for name, m, rows in (("prepare", prepare, args.n), ("train", train, n_train)):
+        print(
+            f"{name:<8} {m['seconds']:>8.1f} {gb(m['max_rss']):>10} {gb(m['anon']):>12} "
+            f"{gb(m['file']):>12} {rows / m['seconds']:>11,.0f}"
+        )
+    data = x_bytes + c_bytes
+    print(
+        f"peak RSS / {'float32 data' if not args.categorical else 'prepared arrays'}: "
+        f"prepare {prepare['max_rss'] / data:.2f}x, train {train['max_rss'] / data:.2f}x"
+    )
+    print(
+        f"train, 1 epoch: {n_train / epoch['train_seconds']:,.0f} samples/s in the training "
+        f"loop ({epoch['train_seconds']:.1f} s; epoch with validation "
+        f"{epoch['epoch_seconds']:.1f} s); {n_train / train['seconds']:,.0f} samples/s over "
+        f"the whole stage; val loss {runs['report']['best_score']:.4f}"
+    )
+
+
 def main() -> int:
     args = parse_args()
-    mlpflow = str(BIN / "mlpflow")
     root = Path(tempfile.mkdtemp(prefix="mlpflow-data-scale-", dir=args.dir))
     try:
         table = root / "table.parquet"
-        start = time.perf_counter()
-        shape = [str(args.n), str(args.features), str(args.row_group)]
-        subprocess.run([sys.executable, __file__, "_generate", str(table), *shape], check=True)
-        generated = time.perf_counter() - start
+        generated = make_table(args, table)
         params = root / "params.yaml"
-        times = root / "epoch.json"
-        overrides = [
-            "data=csv",
-            f"data.path={table}",
-            "data.target=y",
-            "trainer.max_epochs=1",
-            f"paths.prepared={root / 'prepared'}",
-            f"paths.models={root / 'models'}",
-            f"paths.reports={root / 'reports'}",
-            "tracking.enabled=true",
-            f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-            f"+callbacks.epoch_timer._target_={Path(__file__).stem}.EpochTimer",
-        ]
-        subprocess.run(
-            [mlpflow, "compose", *overrides, "--output", str(params)],
-            cwd=root,
-            env=env(),
-            check=True,
-            capture_output=True,
-        )
-        stage = [mlpflow, "stage"]
-        prepare = measured([*stage, "prepare", "--params", str(params)], root, root / "prep.log")
-        meta = json.loads((root / "prepared" / "meta.json").read_text())
-        train = measured(
-            [*stage, "train", "--params", str(params)],
-            root,
-            root / "train.log",
-            PYTHONPATH=str(Path(__file__).resolve().parent),
-            DATA_SCALE_TIMES=str(times),
-        )
-        epoch = json.loads(times.read_text())
-        report = json.loads((root / "reports" / "train.json").read_text())
-        n_train = meta.rows["train"]
-        data32 = args.n * args.features * 4
-        print(
-            f"\n== data at scale: {args.n:,} rows x {args.features} features, "
-            f"{os.cpu_count()} CPUs, {filesystem(root)} at {root.parent} =="
-        )
-        print(
-            f"float32 data: {gb(data32)} (train split {gb(n_train * args.features * 4)}); "
-            f"Parquet file {gb(table.stat().st_size)}, generated in {generated:.1f} s"
-        )
-        print(f"rows {meta.rows}, duplicate rows {meta.schema['duplicate_rows']}")
-        print("stage      wall s   peak RSS  RssAnon max  RssFile max")
-        for name, m in (("prepare", prepare), ("train", train)):
-            print(
-                f"{name:<8} {m['seconds']:>8.1f} {gb(m['max_rss']):>10} {gb(m['anon']):>12} "
-                f"{gb(m['file']):>12}"
-            )
-        print(
-            f"peak RSS / float32 data: prepare {prepare['max_rss'] / data32:.2f}x, "
-            f"train {train['max_rss'] / data32:.2f}x"
-        )
-        print(
-            f"train, 1 epoch: {n_train / epoch['train_seconds']:,.0f} samples/s in the training "
-            f"loop ({epoch['train_seconds']:.1f} s; epoch with validation "
-            f"{epoch['epoch_seconds']:.1f} s); {n_train / train['seconds']:,.0f} samples/s over "
-            f"the whole stage; val loss {report['best_score']:.4f}"
-        )
+        compose(root, table, params)
+        report(args, root, table, generated, run_stages(root, params))
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -257,8 +298,11 @@ def main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_generate"]:  # its own process: the benchmark stays small (see measure)
-        path, n, features, row_group = sys.argv[2:6]
-        generate(Path(path), int(n), int(features), int(row_group))
+        from scale_tables import generate
+
+        path, n, features, row_group, k, levels = sys.argv[2:8]
+        numbers = (int(n), int(features), int(row_group), int(k), int(levels))
+        generate(Path(path), *numbers, dictionary="--dictionary" in sys.argv[8:])
         sys.exit(0)
     if sys.argv[1:2] == ["_measure"]:
         sys.exit(measure(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[5:]))

@@ -71,6 +71,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated tables")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per mlpflow run")
+    parser.add_argument(
+        "--mlpflow", default="", help="overrides for mlpflow (tuning only: the benchmark is none)"
+    )
     args = parser.parse_args()
     args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     unknown = [t for t in args.tables if t not in TABLES]
@@ -121,13 +124,15 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else "(no stderr)"
 
 
-def run_mlpflow(project: Path, csv: Path, target: str, name: str, timeout: float) -> dict:
+def run_mlpflow(
+    project: Path, csv: Path, target: str, name: str, timeout: float, overrides: list[str]
+) -> dict:
     """The default-config run on csv: {"seconds", "metrics"} or {"seconds", "error"}."""
     run_dir = project / f"run-{name}"
     command = [
         sys.executable, "-m", "mlpflow.train", "data=csv", f"data.path={csv}",
         f"data.target={target}", "tracking=none", f"hydra.run.dir={run_dir}",
-        "callbacks.progress_bar=null",
+        "callbacks.progress_bar=null", *overrides,
     ]  # fmt: skip
     start = time.perf_counter()
     try:
@@ -169,7 +174,7 @@ def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict:
     csv = project / f"{name}.csv"
     frame.to_csv(csv, index=False)
     print(f"{name}: {len(frame)} rows x {frame.shape[1] - 1} features, {task}", file=sys.stderr)
-    mlpflow = run_mlpflow(project, csv, target, name, args.timeout)
+    mlpflow = run_mlpflow(project, csv, target, name, args.timeout, args.mlpflow.split())
     table = pd.read_csv(csv)  # what the contenders see: the same file, read by pandas
     y = table[target]
     rows = split_like_mlpflow(y, task)

@@ -109,3 +109,66 @@ def test_huber_is_quadratic_inside_delta_and_linear_outside() -> None:
     loss = losses.Huber("regression", delta=1.0)(output, target)
     assert loss.item() == pytest.approx((0.5 * 0.5**2 + 1.0 * (3.0 - 0.5)) / 2)
     assert loss.item() == pytest.approx(F.huber_loss(output, target, delta=1.0).item())
+
+
+# --- categorical and periodic embeddings (docs/math.md, section 2) ------------------------------
+
+
+def test_embedding_width_follows_fastais_rule() -> None:
+    from mlpflow.model.embeddings import embedding_size
+
+    assert [embedding_size(c) for c in (4, 10, 100, 1003)] == [
+        round(1.6 * c**0.56) for c in (4, 10, 100, 1003)
+    ]
+    assert embedding_size(10**7) == 600
+
+
+def test_one_hot_leaves_unknown_out_and_embeddings_start_unknown_at_zero() -> None:
+    from mlpflow.data.transforms import FIRST_LEVEL, MISSING, RARE, UNKNOWN
+    from mlpflow.model.embeddings import CategoricalInput
+
+    torch.manual_seed(0)
+    cardinalities = [FIRST_LEVEL + 2, FIRST_LEVEL + 20]  # 2 levels: one-hot; 20: an embedding
+    layer = CategoricalInput(cardinalities, one_hot_max_levels=8)
+    width = layer.embeddings[0].embedding_dim
+    assert layer.out_features == (cardinalities[0] - 1) + width
+    codes = torch.tensor([[UNKNOWN, UNKNOWN], [MISSING, RARE], [FIRST_LEVEL + 1, FIRST_LEVEL]])
+    out = layer(codes)
+    one_hot = out[:, : cardinalities[0] - 1]
+    assert one_hot.tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    assert torch.equal(out[0, cardinalities[0] - 1 :], torch.zeros(width))  # unknown: 0
+    table = layer.embeddings[0].weight
+    assert torch.equal(out[2, cardinalities[0] - 1 :], table[FIRST_LEVEL])
+
+
+def test_periodic_embedding_is_relu_of_a_linear_map_of_cos_and_sin() -> None:
+    from mlpflow.model.embeddings import PeriodicEmbedding
+
+    torch.manual_seed(0)
+    layer = PeriodicEmbedding(n_features=3, n_frequencies=4, frequency_scale=0.5, d_embedding=5)
+    x = torch.randn(7, 3)
+    out = layer(x)
+    assert out.shape == (7, 15)
+    for j in range(3):
+        angles = 2 * torch.pi * layer.frequencies[j] * x[:, j : j + 1]
+        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+        expected = torch.relu(periodic @ layer.weight[j] + layer.bias[j])
+        assert torch.allclose(out[:, 5 * j : 5 * (j + 1)], expected, atol=1e-6)
+
+
+def test_penalty_covers_embedding_tables_and_linear_maps_not_frequencies() -> None:
+    model = {"numeric_embedding": {"kind": "periodic", "n_frequencies": 4, "d_embedding": 3}}
+    net = MLP(5, 1, hidden_dims=[4], cardinalities=[15], n_continuous=2, **model)
+    names = {name for name, p in net.named_parameters()}
+    penalized = {id(p) for p in penalized_parameters(net)}
+    chosen = {name for name, p in net.named_parameters() if id(p) in penalized}
+    assert chosen == {
+        "periodic.weight",
+        "categorical.embeddings.0.weight",
+        "layers.0.weight",
+        "layers.2.weight",
+    }
+    assert "periodic.frequencies" in names and "periodic.frequencies" not in chosen
+    with_bias = {name for name, p in net.named_parameters() if id(p) in
+                 {id(q) for q in penalized_parameters(net, include_bias=True)}}  # fmt: skip
+    assert with_bias == names - {"periodic.frequencies"}

@@ -305,3 +305,24 @@ def test_a_mixed_table_trains_through_the_hydra_entry_and_dvc_repro(tmp_path: Pa
     sh("dvc", "repro", cwd=project)
     metrics = pd.read_json(project / "reports" / "metrics.json")
     assert metrics.loc["roc_auc", "test"] > 0.7
+
+
+def test_a_wide_categorical_column_is_capped_by_frequency(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    n = 2000
+    frame = pd.DataFrame(
+        {"shop": [f"shop-{k}" for k in rng.zipf(1.6, n) % 300], "x": rng.normal(size=n)}
+    )
+    frame["churn"] = rng.choice(["a", "b"], n)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    meta = prepare_data(csv_data(tmp_path / "t.csv", max_categories=10), 0, tmp_path / "out")
+    (vocabulary,), (rare,) = meta.categorical.vocabularies, meta.categorical.rare
+    assert len(vocabulary) == 10 and len(rare) > 10
+    counts = frame["shop"].value_counts()
+    assert set(vocabulary) <= set(counts.index[:15])  # the most frequent (train counts)
+    plan = next(column for column in meta.columns if column.name == "shop")
+    assert "capped at data.max_categories=10" in plan.action
+    codes = np.concatenate(
+        [load_codes(tmp_path / "out", s)[:, 0] for s in ("train", "val", "test")]
+    )
+    assert codes.max() < FIRST_LEVEL + 10 and (codes == RARE).sum() > 0

@@ -1,9 +1,10 @@
 """The default pipeline's results are pinned: a refactor that changes a number fails here.
 
-tests/golden/default_pipeline.json holds what the default config (breast cancer, seed 42) gave
-before the restructure; the same code on the same machine reproduces it bit for bit. The
-tolerance only absorbs float differences between CPUs (other SIMD kernels), not a change of
-behaviour, which moves these numbers by far more.
+tests/golden/default_pipeline.json holds what the default config (breast cancer, seed 42)
+gives; the same code on the same machine reproduces it bit for bit. A deliberate change of a
+default rewrites the file (and says so in its commit). The tolerance only absorbs float
+differences between CPUs (other SIMD kernels), not a change of behaviour, which moves these
+numbers by far more.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 console = Console(stderr=False)
+ROLE_PREFIX = re.compile(r"^(numeric|boolean|categorical|dropped)(: |; |$)")
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -40,7 +42,8 @@ def print_columns(meta: Any) -> None:
     for column in meta.columns:
         levels = "" if column.levels is None else str(column.levels)
         missing = f"{100 * column.missing / rows:.1f}%" if column.missing else ""
-        table.add_row(column.name, column.role, column.dtype, levels, missing, column.action)
+        action = ROLE_PREFIX.sub("", column.action)  # the role has its own column
+        table.add_row(column.name, column.role, column.dtype, levels, missing, action)
     split = ", ".join(f"{name} {count}" for name, count in meta.rows.items())
     dropped = meta.schema["dropped_rows"]
     reason = f"{meta.schema['missing_target_rows']} with no target" if dropped else ""

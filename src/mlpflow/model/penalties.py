@@ -7,13 +7,14 @@ from torch import Tensor, nn
 
 
 def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[nn.Parameter]:
-    """Weight matrices (ndim >= 2: linear layers, embedding tables); with include_bias, every
-    parameter (BatchNorm's too). Never the periodic embeddings' frequencies: shrinking them
-    would flatten the embedding, not simplify the model (docs/math.md)."""
+    """Weight matrices (ndim >= 2, not a bias: linear layers, embedding tables); with
+    include_bias, every parameter (BatchNorm's too). Never the periodic embeddings' frequencies:
+    shrinking them would flatten the embedding, not simplify the model (docs/math.md)."""
     return [
         p
         for name, p in module.named_parameters()
-        if (include_bias or p.ndim >= 2) and not name.endswith("frequencies")
+        if (include_bias or (p.ndim >= 2 and not name.endswith("bias")))
+        and not name.endswith("frequencies")
     ]
 
 
