@@ -77,7 +77,10 @@ def raw_rows(prepared: Path, split: str = "test") -> pd.DataFrame:
     x, _ = load_split(prepared, split)
     numeric = meta.numeric
     assert numeric.n_continuous == x.shape[1], "raw_rows inverts continuous columns only"
-    raw = numeric.estimator().inverse_transform(x.astype(np.float64))
+    z = x.astype(np.float64)
+    if numeric.clip:  # z / sqrt(1 + (z/c)^2), inverted
+        z = z / np.sqrt(1 - (z / numeric.clip) ** 2)
+    raw = numeric.estimator().inverse_transform(z)
     return pd.DataFrame(raw, columns=numeric.names)
 
 

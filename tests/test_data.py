@@ -44,6 +44,7 @@ def csv_cfg(path: Path, target: str = "y", **overrides: Any) -> dict[str, Any]:
         "val_size": 0.15,
         "test_size": 0.15,
         "nan_policy": "error",
+        "soft_clip": None,  # the tests invert the transform to find their rows again
         **overrides,
     }
 

@@ -15,6 +15,7 @@ from mlpflow.data.preprocess import (
     fit_transform,
     fit_vocabularies,
     train_medians,
+    train_sample,
     write_features,
 )
 from mlpflow.data.transforms import FITTED_ATTRIBUTES, CategoricalColumns, NumericColumns
@@ -32,9 +33,10 @@ def fit_and_write(
 ) -> tuple[NumericColumns, CategoricalColumns, list[ColumnPlan]]:  # fmt: skip
     """The fitted numeric and categorical preprocessing, X/C_{split}.npy written, and the
     plans with what was done to each column."""
-    numeric, estimator = _fit_numeric(chunks, rows, decoder, data, seed)
+    by_name = {plan.name: plan for plan in plans}
+    numeric, estimator = _fit_numeric(chunks, rows, decoder, by_name, data, seed)
     levels = [scan.columns[name].names for name in decoder.categorical_names]
-    categorical = fit_vocabularies(
+    categorical, capped = fit_vocabularies(
         chunks, rows.train, decoder.categorical_names, levels,
         data.min_category_count, data.max_categories,
     )  # fmt: skip
@@ -44,22 +46,32 @@ def fit_and_write(
         bad = [name for name, ok in zip(numeric.features, finite, strict=True) if not ok]
         verb = "standardize" if numeric.transform == "standard" else "transform"
         raise DataError(f"feature columns too large to {verb}: {', '.join(bad)}; rescale them")
-    described = [_describe(plan, numeric, categorical, data.max_categories) for plan in plans]
+    capped_names = {name for name, cap in zip(categorical.names, capped, strict=True) if cap}
+    described = [
+        _describe(
+            plan, numeric, categorical, data.max_categories if plan.name in capped_names else None
+        )
+        for plan in plans
+    ]
     return numeric, categorical, described
 
 
 def _fit_numeric(
-    chunks: Chunks, rows: Rows, decoder: Decoder, data: DataConfig, seed: int
-) -> tuple[NumericColumns, Any]:
+    chunks: Chunks, rows: Rows, decoder: Decoder, plans: dict[str, ColumnPlan], data: DataConfig,
+    seed: int,
+) -> tuple[NumericColumns, Any]:  # fmt: skip
     names, n_continuous = decoder.numeric_names, decoder.n_continuous
     medians = indicators = None
+    wanted = data.nan_policy == "median" or data.numeric_transform != "standard"
+    sample = train_sample(chunks, rows.train, seed) if names and wanted else None
     if data.nan_policy == "median" and names:
-        medians, train_missing = train_medians(chunks, rows.train, names)
+        gappy = [plans[name].missing > 0 for name in names]
+        medians, train_missing = train_medians(chunks, rows.train, names, gappy, sample)
         indicators = [name for name, n in zip(names, train_missing, strict=True) if n]
     estimator, fitted = None, {}
     if n_continuous:
         estimator = fit_transform(
-            chunks, rows.train, n_continuous, medians, data.numeric_transform, seed
+            chunks, rows.train, n_continuous, medians, data.numeric_transform, sample, seed
         )
         fitted = {
             name: np.asarray(getattr(estimator, name)).tolist()
@@ -78,7 +90,7 @@ def _fit_numeric(
 
 
 def _describe(
-    plan: ColumnPlan, numeric: NumericColumns, categorical: CategoricalColumns, cap: int
+    plan: ColumnPlan, numeric: NumericColumns, categorical: CategoricalColumns, cap: int | None
 ) -> ColumnPlan:
     """The plan's action, completed with what fitting did."""
     done: list[str] = []
@@ -92,6 +104,6 @@ def _describe(
         j = categorical.names.index(plan.name)
         kept, rare = len(categorical.vocabularies[j]), len(categorical.rare[j])
         done.append(f"{kept} levels" + (f", {rare} rare -> 'rare'" if rare else ""))
-        if kept == cap:
+        if cap is not None:
             done.append(f"capped at data.max_categories={cap}")
     return replace(plan, action="; ".join([plan.action, *done]))

@@ -27,23 +27,38 @@ SAMPLE_ROWS = 100_000  # train rows the robust and quantile transforms are fitte
 Chunks = Callable[[], Iterator[tuple[int, np.ndarray, np.ndarray]]]
 
 
+def train_sample(chunks: Chunks, train: np.ndarray, seed: int) -> np.ndarray:
+    """The numbers of up to SAMPLE_ROWS train rows, drawn with `seed` (all when fewer)."""
+    n_train = int(train.sum())
+    picked = np.zeros(len(train), dtype=bool)
+    rng = np.random.default_rng(seed)
+    picked[np.flatnonzero(train)[np.sort(rng.permutation(n_train)[:SAMPLE_ROWS])]] = True
+    parts = [numbers[picked[start : start + len(numbers)]] for start, numbers, _ in chunks()]
+    return np.concatenate(parts)
+
+
 def train_medians(
-    chunks: Chunks, train: np.ndarray, names: list[str]
+    chunks: Chunks, train: np.ndarray, names: list[str], gappy: list[bool], sample: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact median of each column's train values (NaN skipped), as SimpleImputer(median), and
-    each column's count of missing train cells. Columns are gathered a group at a time."""
-    n_train, width = int(train.sum()), len(names)
-    group = max(1, min(width, MEDIAN_BUDGET_BYTES // (8 * max(n_train, 1))))
-    medians, missing = np.full(width, np.nan), np.zeros(width, dtype=np.int64)
-    for first in range(0, width, group):
-        columns = slice(first, min(width, first + group))
-        values = np.empty((columns.stop - first, n_train), dtype=np.float64)
+    """The median of each column's train values (NaN skipped), as SimpleImputer(median), and
+    each column's count of missing train cells.
+
+    Exact, over every train row, for the `gappy` columns (those with a missing cell): theirs
+    fill the splits. A column with no missing cell in the table is only ever filled in a served
+    row: the median of the train `sample` does. Columns are gathered a group at a time."""
+    n_train = int(train.sum())
+    medians, missing = np.median(sample, axis=0), np.zeros(len(names), dtype=np.int64)
+    exact = [j for j, gap in enumerate(gappy) if gap]
+    group = max(1, MEDIAN_BUDGET_BYTES // (8 * max(n_train, 1)))
+    for first in range(0, len(exact), group):
+        columns = exact[first : first + group]
+        values = np.empty((len(columns), n_train), dtype=np.float64)
         filled = 0
         for start, numbers, _ in chunks():
-            rows = numbers[train[start : start + len(numbers)], columns]
+            rows = numbers[train[start : start + len(numbers)]][:, columns]
             values[:, filled : filled + len(rows)] = rows.T
             filled += len(rows)
-        for j, column in enumerate(values, start=first):
+        for j, column in zip(columns, values, strict=True):
             present = column[~np.isnan(column)]
             missing[j] = n_train - len(present)
             medians[j] = np.median(present) if len(present) else np.nan
@@ -59,10 +74,10 @@ def train_medians(
 
 def fit_transform(
     chunks: Chunks, train: np.ndarray, n_continuous: int, medians: np.ndarray | None,
-    transform: str, seed: int,
+    transform: str, sample: np.ndarray, seed: int,
 ) -> object:  # fmt: skip
     """The numeric transform fitted on the (imputed) continuous train values: StandardScaler a
-    chunk at a time (exact); RobustScaler and QuantileTransformer on up to SAMPLE_ROWS rows."""
+    chunk at a time (exact); RobustScaler and QuantileTransformer on the train sample."""
     estimator = make_estimator(transform, seed=seed)
     if transform == "standard":
         with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported by the caller
@@ -73,18 +88,10 @@ def fit_transform(
                 if len(rows):
                     estimator.partial_fit(rows)
         return estimator
-    n_train = int(train.sum())
-    picked = np.zeros(len(train), dtype=bool)
-    rng = np.random.default_rng(seed)
-    picked[np.flatnonzero(train)[np.sort(rng.permutation(n_train)[:SAMPLE_ROWS])]] = True
-    parts = [
-        _imputed(numbers[picked[start : start + len(numbers)], :n_continuous], medians)
-        for start, numbers, _ in chunks()
-    ]
-    sample = np.concatenate(parts)
+    rows = _imputed(sample[:, :n_continuous], medians)
     if transform == "quantile":
-        estimator.set_params(n_quantiles=min(1000, len(sample)))
-    return estimator.fit(sample)
+        estimator.set_params(n_quantiles=min(1000, len(rows)))
+    return estimator.fit(rows)
 
 
 def _imputed(rows: np.ndarray, medians: np.ndarray | None) -> np.ndarray:
@@ -96,22 +103,24 @@ def _imputed(rows: np.ndarray, medians: np.ndarray | None) -> np.ndarray:
 def fit_vocabularies(
     chunks: Chunks, train: np.ndarray, names: list[str], levels: list[list[str]],
     min_count: int, max_levels: int,
-) -> CategoricalColumns:  # fmt: skip
+) -> tuple[CategoricalColumns, list[bool]]:  # fmt: skip
     """Each column's levels by train count (ties: first seen first); levels with fewer than
-    `min_count` train rows, and those beyond the `max_levels` most frequent, are RARE."""
+    `min_count` train rows, and those beyond the `max_levels` most frequent, are RARE. Also
+    which columns had more frequent levels than `max_levels` (capped)."""
     counts = [np.zeros(len(column), dtype=np.int64) for column in levels]
-    for start, _, codes in chunks():
+    for start, _, codes in chunks() if names else ():
         rows = codes[train[start : start + len(codes)]]
         for j, column in enumerate(rows.T):
             counts[j] += np.bincount(column[column >= 0], minlength=len(levels[j]))
-    vocabularies, rare = [], []
+    vocabularies, rare, capped = [], [], []
     for column, count in zip(levels, counts, strict=True):
         order = np.argsort(-count, kind="stable")
-        frequent = [k for k in order[:max_levels] if count[k] >= min_count]
-        kept = set(frequent)
-        vocabularies.append([column[k] for k in frequent])
+        frequent = [k for k in order if count[k] >= min_count]
+        kept = set(frequent[:max_levels])
+        vocabularies.append([column[k] for k in frequent[:max_levels]])
         rare.append([column[k] for k in order if count[k] > 0 and k not in kept])
-    return CategoricalColumns(names, vocabularies, rare)
+        capped.append(len(frequent) > max_levels)
+    return CategoricalColumns(names, vocabularies, rare), capped
 
 
 def code_maps(categorical: CategoricalColumns, levels: list[list[str]]) -> list[np.ndarray]:
