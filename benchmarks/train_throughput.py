@@ -218,7 +218,9 @@ def mlpflow_scores(models_dir: str, x_test: torch.Tensor) -> np.ndarray:
     from mlpflow.model.checkpoint import load_weights
 
     weights = load_weights(Path(models_dir) / "best.ckpt")
-    return network_scores(network_outputs(weights.network(), x_test), weights.spec).numpy()
+    codes = torch.zeros((len(x_test), 0), dtype=torch.int64)  # a numeric table: no categories
+    outputs = network_outputs(weights.network(), x_test, codes)
+    return network_scores(outputs, weights.spec).numpy()
 
 
 def main() -> int:
