@@ -45,9 +45,13 @@ def print_columns(meta: Any) -> None:
         action = ROLE_PREFIX.sub("", column.action)  # the role has its own column
         table.add_row(column.name, column.role, column.dtype, levels, missing, action)
     split = ", ".join(f"{name} {count}" for name, count in meta.rows.items())
-    dropped = meta.schema["dropped_rows"]
-    reason = f"{meta.schema['missing_target_rows']} with no target" if dropped else ""
-    table.caption = f"rows: {split}" + (f"; dropped {dropped} ({reason})" if dropped else "")
+    dropped, no_target = meta.schema["dropped_rows"], meta.schema["missing_target_rows"]
+    reasons = [f"{no_target} with no target"] if no_target else []
+    if dropped > no_target:
+        reasons.append(f"{dropped - no_target} with missing values")
+    table.caption = f"rows: {split}" + (
+        f"; dropped {dropped} ({', '.join(reasons)})" if dropped else ""
+    )
     console.print(table)
 
 

@@ -19,6 +19,7 @@ from mlpflow.data.arrays import RowFile
 from mlpflow.data.columns import ColumnPlan, Decoder, plan_columns
 from mlpflow.data.duplicates import count_duplicates
 from mlpflow.data.prepared import SPLITS, Meta, remove_path, write_prepared
+from mlpflow.data.preprocess import Chunks
 from mlpflow.data.scan import RAW_FILE, Scan, slot_count, slot_layout
 from mlpflow.data.split import class_counts, split_rows, split_rows_count
 from mlpflow.data.target import Target, encode_target
@@ -156,7 +157,7 @@ def _report(scan: Scan, plans: list[ColumnPlan], n_kept: int) -> dict:
     }
 
 
-def _kept_rows(scan: Scan, plans: list[ColumnPlan], chunks, policy: str) -> np.ndarray:
+def _kept_rows(scan: Scan, plans: list[ColumnPlan], chunks: Chunks, policy: str) -> np.ndarray:
     """Rows with a target; with nan_policy=drop, also without a missing numeric cell. A row
     whose target is missing cannot be learned from: it is dropped (and counted) whatever the
     policy. nan_policy=error refuses missing numeric cells."""
