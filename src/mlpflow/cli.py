@@ -112,12 +112,13 @@ def ui(args: argparse.Namespace) -> None:
     uri = resolve_uri(args.uri)
     # One user, no background jobs: the UI starts faster and smaller (benchmarks/README.md).
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # This interpreter's mlflow: the venv need not be on PATH (`.venv/bin/mlpflow ui`).
     command = [
-        *("mlflow", "ui", "--backend-store-uri", uri),
+        *(sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri),
         *("--host", args.host, "--port", str(args.port), "--workers", "1"),
     ]
     print(" ".join(command), flush=True)
-    os.execvp(command[0], command)
+    os.execv(sys.executable, command)
 
 
 def build_parser() -> argparse.ArgumentParser:

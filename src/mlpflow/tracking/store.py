@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = (EXPERIMENT_KIND_TAG, "custom_model_development")
+
+
 def tracking_uri(cfg: DictConfig) -> str:
     """tracking.uri, else $MLFLOW_TRACKING_URI, else an absolute sqlite URI at the project root."""
     return resolve_uri(cfg.tracking.get("uri"))
@@ -95,9 +100,13 @@ def ensure_store(uri: str, experiment: str) -> str:
     try:
         found = client.get_experiment_by_name(experiment)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before mlpflow set it
+                client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         try:
-            return client.create_experiment(experiment, artifact_location=artifact_root(uri))
+            return client.create_experiment(
+                experiment, artifact_location=artifact_root(uri), tags=dict([EXPERIMENT_KIND])
+            )
         except MlflowException:  # created meanwhile by a parallel process
             return client.get_experiment_by_name(experiment).experiment_id
     except MlflowException as error:
