@@ -24,6 +24,7 @@ def test_dvc_repro_then_noop_then_exp_run(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
     out = sh("dvc", "repro", cwd=project)
     assert ran(out) == {"prepare", "train", "evaluate"}
+    assert "INFO mlflow" not in out and "Downloading artifacts" not in out  # mlpflow's lines only
 
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["test"]["roc_auc"] > 0.9
@@ -74,6 +75,7 @@ def test_hydra_entry_point_in_a_fresh_clone_prepares_what_it_needs(tmp_path: Pat
         cwd=project,
     )
     assert "hidden_dims" in out and "regularization" in out  # the config tree was printed
+    assert "INFO" not in out and "Downloading artifacts" not in out  # MLflow stays quiet
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
     assert run.info.run_name.startswith("mlp64x32-relu-mse-l1-sgd-")

@@ -53,19 +53,7 @@ def report(args: argparse.Namespace) -> None:
         )
 
 
-def quiet_mlflow() -> None:
-    """MLflow's INFO lines and artifact progress bars drown a command's one line of output.
-
-    Read when mlflow is imported: call before anything imports it.
-    """
-    import os
-
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
 def predict(args: argparse.Namespace) -> None:
-    quiet_mlflow()
     from mlpflow.serving.predict import predict as predict_rows
     from mlpflow.tracking.store import resolve_uri
 
@@ -76,7 +64,6 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def register(args: argparse.Namespace) -> None:
-    quiet_mlflow()
     from mlpflow.serving.registry import register as register_run
     from mlpflow.tracking.store import open_store, resolve_uri
 
@@ -91,7 +78,6 @@ def register(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    quiet_mlflow()
     from mlpflow.compare import best_runs, default_curve, table, write_figure
     from mlpflow.console import console
     from mlpflow.tracking.store import open_store, resolve_uri
@@ -201,5 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.func is not ui:  # the UI server's own log lines are worth seeing
+        from mlpflow.console import quiet_mlflow
+
+        quiet_mlflow()
     with friendly_errors():
         args.func(args)

@@ -55,6 +55,16 @@ def print_columns(meta: Any) -> None:
     console.print(table)
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines ("Creating initial MLflow database tables...", "Validating input
+    example...") and artifact progress bars drown mlpflow's own output. Read when mlflow is
+    imported: call before anything imports it; a user's own setting wins."""
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's banners (device info, product tips) out of the user's terminal."""
     import logging

@@ -54,6 +54,9 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Moved keys (data.batch_size, ...) get their one line before Hydra parses the overrides."""
+    from mlpflow.console import quiet_mlflow
+
+    quiet_mlflow()
     with friendly_errors():
         check_moved_overrides(sys.argv[1:])
     hydra_main()
