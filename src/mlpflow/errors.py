@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import wraps
-from typing import TypeVar
 
 
 class MlpflowError(Exception):
@@ -52,20 +50,6 @@ def friendly_errors() -> Iterator[None]:
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-
-
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def exits_cleanly(func: F) -> F:
-    """Decorator form of `friendly_errors` for entry points."""
-
-    @wraps(func)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        with friendly_errors():
-            return func(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 class TrainingDiverged(MlpflowError):

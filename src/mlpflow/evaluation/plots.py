@@ -16,9 +16,9 @@ import numpy as np
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from mlpflow.config.schema import TASKS
 from mlpflow.evaluation.plot_specs import PLOTS, PlotSpec
 
-TASKS = ("binary", "multiclass", "regression")
 TOP_THRESHOLD = 1.0
 
 
