@@ -24,7 +24,7 @@ run: setup  ## the pipeline on the default dataset, tracked in ./mlflow.db
 	mlpflow report
 
 test: setup  ## the whole suite, slow tests included
-	$(BIN)/python -m pytest -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2 -rs --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -m "not slow"

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from mlpflow.config.compose import compose
 from mlpflow.serving.registry import register
-from mlpflow.tracking.lineage import dvc_output_md5, lineage_tags
+from mlpflow.tracking.lineage import config_digest, dvc_output_md5, lineage_tags
 
 from conftest import REPO, subprocess_env
 from mlflow_helpers import Trained, trained_runs
@@ -53,6 +53,17 @@ def test_data_fingerprint_is_equal_for_equal_prepared_data(trained: Trained):
     first, second = (client.get_run(r).data.tags for r in (trained.run_id, trained.other_run_id))
     assert first["data.fingerprint"] == second["data.fingerprint"]  # prepared twice, same data
     assert first["config.hash"] != second["config.hash"]  # the learning rates differ
+
+
+def test_config_digest_ignores_where_outputs_go_and_nothing_else():
+    """The same command finds its interrupted run again: a new Hydra run dir, another store or
+    callbacks' dirpath (interpolated from paths.models) leave the digest as it is."""
+    base = compose()
+    moved = compose(["paths.models=/elsewhere/models", "tracking.uri=sqlite:///other.db"])
+    assert moved.callbacks.model_checkpoint.dirpath != base.callbacks.model_checkpoint.dirpath
+    assert config_digest(moved) == config_digest(base)
+    assert config_digest(compose(["optimizer.lr=0.002"])) != config_digest(base)
+    assert config_digest(compose(["seed=1"])) != config_digest(base)
 
 
 MAKE_DATA = """

@@ -8,6 +8,8 @@ import sys
 from mlpflow.errors import friendly_errors
 
 STAGES = ("prepare", "train", "evaluate")
+# MLflow 3.17's UI opens in its GenAI view unless the link asks for the model-training one.
+ML_VIEW = "workflowType=machine_learning"
 
 
 def compose(args: argparse.Namespace) -> None:
@@ -50,6 +52,7 @@ def report(args: argparse.Namespace) -> None:
         console.print(
             "open it:  make ui   (or: mlpflow ui) then browse "
             f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+            f"?{ML_VIEW}"
         )
 
 
@@ -90,6 +93,28 @@ def compare(args: argparse.Namespace) -> None:
     print(f"figure: {write_figure(client, runs, args.metric, curve, output)}")
 
 
+def runs(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from mlpflow.console import console
+    from mlpflow.tracking.stale import mark_killed, running_runs
+    from mlpflow.tracking.store import open_store, resolve_uri
+
+    client = open_store(resolve_uri(args.uri))
+    found = [run for run in running_runs(client) if run.state == "gone" or not args.stale]
+    if not found:
+        print("no stale runs" if args.stale else "no RUNNING runs")
+        return
+    shown = Table("name", "experiment", "process (host:pid:start)", "process")
+    shown.add_column("run id", no_wrap=True, min_width=32)
+    for run in found:
+        shown.add_row(run.run_name, run.experiment, run.owner, run.state, run.run_id)
+    console.print(shown)
+    if args.mark_killed:
+        marked = mark_killed(client, found)
+        print(f"marked {len(marked)} runs KILLED; the same command resumes each")
+
+
 def ui(args: argparse.Namespace) -> None:
     import os
 
@@ -104,11 +129,15 @@ def ui(args: argparse.Namespace) -> None:
         *("--host", args.host, "--port", str(args.port), "--workers", "1"),
     ]
     print(" ".join(command), flush=True)
+    print(f"open http://{args.host}:{args.port}/#/experiments?{ML_VIEW}", flush=True)
     os.execv(sys.executable, command)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpflow", description=__doc__)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="MLflow's and Lightning's INFO lines too"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("compose", help="write params.yaml from conf/ (+ Hydra overrides)")
@@ -177,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", default=None, help=store)
     p.set_defaults(func=compare)
 
+    p = commands.add_parser("runs", help="list RUNNING runs and whether their process lives")
+    p.add_argument("--stale", action="store_true", help="only those whose process is gone")
+    p.add_argument("--mark-killed", action="store_true", help="mark the gone ones KILLED")
+    p.add_argument("--uri", default=None, help=store)
+    p.set_defaults(func=runs)
+
     p = commands.add_parser("ui", help="serve the MLflow UI over the project's store")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=5000)
@@ -187,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        import os
+
+        os.environ["MLPFLOW_VERBOSE"] = "1"
     if args.func is not ui:  # the UI server's own log lines are worth seeing
         from mlpflow.console import quiet_mlflow
 

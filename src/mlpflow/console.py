@@ -55,12 +55,21 @@ def print_columns(meta: Any) -> None:
     console.print(table)
 
 
+def verbose() -> bool:
+    """MLPFLOW_VERBOSE=1 (or `mlpflow -v`): MLflow's and Lightning's INFO lines come back."""
+    import os
+
+    return os.environ.get("MLPFLOW_VERBOSE") == "1"
+
+
 def quiet_mlflow() -> None:
     """MLflow's INFO lines ("Creating initial MLflow database tables...", "Validating input
     example...") and artifact progress bars drown mlpflow's own output. Read when mlflow is
     imported: call before anything imports it; a user's own setting wins."""
     import os
 
+    if verbose():
+        return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -70,9 +79,13 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
+    if verbose():
+        return
+
     for name in (
         "pytorch_lightning.utilities.rank_zero",
         "pytorch_lightning.accelerators.cuda",
+        "pytorch_lightning.trainer.connectors.signal_connector",  # mlpflow says it in one line
         "lightning_fabric.utilities.rank_zero",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)

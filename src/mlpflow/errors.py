@@ -24,6 +24,15 @@ class TrackingError(MlpflowError):
     """The MLflow tracking store cannot be reached or used."""
 
 
+class RunInterrupted(MlpflowError):
+    """SIGTERM or SIGINT stopped training; the run can be resumed. Exits 128 + the signal
+    number (143, 130), as a shell reports a process that signal ended."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class ModelError(MlpflowError):
     """A model, run or checkpoint reference cannot be found, resolved or safely loaded."""
 
@@ -39,7 +48,7 @@ def first_line(error: BaseException, default: str | None = None) -> str:
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn an MlpflowError into one line on stderr and exit code 2.
+    """Turn an MlpflowError into one line on stderr and exit code 2 (an interruption's own).
 
     `HYDRA_FULL_ERROR=1` (Hydra's own switch) or `MLPFLOW_FULL_ERROR=1` re-raises instead.
     """
@@ -49,7 +58,7 @@ def friendly_errors() -> Iterator[None]:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MLPFLOW_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))
 
 
 class TrainingDiverged(MlpflowError):

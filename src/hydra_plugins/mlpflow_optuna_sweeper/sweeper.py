@@ -28,7 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.tracking.sweep import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from mlpflow.tracking.trials import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger(__name__)
 

@@ -222,11 +222,16 @@ def validate(cfg: DictConfig) -> None:
     check_number("regularization.l2", cfg.regularization.l2, 0)
     check_number("optimizer.lr", cfg.optimizer.lr, 0, low_open=True)
     check_number("trainer.max_epochs", cfg.trainer.max_epochs, 1, integer=True)
+    interval = cfg.tracking.get("system_metrics_interval", 1.0)
+    check_number("tracking.system_metrics_interval", interval, 0, low_open=True)
     check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
     if not str(cfg.monitor.metric).startswith("val/"):
         _fail("monitor.metric", cfg.monitor.metric, "must be a val/ metric, e.g. val/loss")
     _check_validation_runs(cfg)
     check_number("evaluate.threshold", cfg.evaluate.threshold, 0, 1, low_open=True)
+    if not isinstance(cfg.evaluate.importance, bool):
+        _fail("evaluate.importance", cfg.evaluate.importance, "must be true or false")
+    check_number("evaluate.importance_repeats", cfg.evaluate.importance_repeats, 1, integer=True)
 
 
 def _check_model(model: DictConfig) -> None:

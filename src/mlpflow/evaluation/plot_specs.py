@@ -45,6 +45,10 @@ PLOTS = {
             "predicted_vs_true", "Predicted vs true (test)", "true", "predicted", "true value",
             "predicted value", template="scatter",
         ),
+        PlotSpec(
+            "importance", "Permutation importance (test)", "importance", "column",
+            "drop in the main test metric", "raw column", template="bar_horizontal",
+        ),
     )
 }  # fmt: skip
 

@@ -60,6 +60,7 @@ class MLPModule(pl.LightningModule):
         metrics = build_metrics(task, num_classes, threshold)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self._epoch_sums: Tensor | None = None
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
         """Raw outputs: logits (classification) or predictions (regression); [N] when one output."""
@@ -135,10 +136,27 @@ class MLPModule(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's train losses with its validation metrics: one MLflow write that
+        precedes the epoch's checkpoints, so a kill between the two loses no metric point."""
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self._log_train_losses()
+
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's train losses; step the scheduler (manual optimization), after
-        validation."""
-        data_loss, penalty, rows = self._epoch_sums
+        """Log the train losses of an epoch without validation; step the scheduler (manual
+        optimization), after validation."""
+        if self._epoch_sums is not None:
+            self._log_train_losses()
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(self.trainer.callback_metrics[self.hparams.monitor["metric"]])
+        else:
+            scheduler.step()
+
+    def _log_train_losses(self) -> None:
+        (data_loss, penalty, rows), self._epoch_sums = self._epoch_sums, None
         self.log_dict(
             {
                 "train/loss": (data_loss + penalty) / rows,
@@ -148,13 +166,6 @@ class MLPModule(pl.LightningModule):
             on_step=False,
             on_epoch=True,
         )
-        scheduler = self.lr_schedulers()
-        if scheduler is None:
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(self.trainer.callback_metrics[self.hparams.monitor["metric"]])
-        else:
-            scheduler.step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the RNG (dropout) state: a resumed run then equals an uninterrupted one."""

@@ -87,8 +87,11 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
     }
 
 
-def log_model(logger: MLFlowLogger, checkpoint: str | Path, prepared_dir: str | Path) -> ModelInfo:
-    """Log the model into the logger's (finished) run, as the run's MLflow 3 LoggedModel."""
+def log_model(
+    logger: MLFlowLogger, checkpoint: str | Path, prepared_dir: str | Path, step: int = 0
+) -> ModelInfo:
+    """Log the model into the logger's (finished) run, as the run's MLflow 3 LoggedModel, at
+    `step` (the best checkpoint's epoch)."""
     import mlflow
 
     from mlpflow.tracking.store import use_tracking_uri
@@ -100,7 +103,7 @@ def log_model(logger: MLFlowLogger, checkpoint: str | Path, prepared_dir: str | 
         mlflow.start_run(run_id=logger.run_id),
     ):
         kwargs = _model_kwargs(checkpoint, prepared_dir, Path(tmp))
-        return mlflow.pyfunc.log_model(name=MODEL_NAME, **kwargs)
+        return mlflow.pyfunc.log_model(name=MODEL_NAME, step=step, **kwargs)
 
 
 def save_model(checkpoint: str | Path, prepared_dir: str | Path, path: str | Path) -> None:

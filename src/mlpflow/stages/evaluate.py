@@ -8,12 +8,19 @@ the MLflow client directly, and so does not pay Lightning's import.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from mlpflow.config.schema import validate
 from mlpflow.errors import DataError
 from mlpflow.files import read_json, write_json
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from mlpflow.data.prepared import Meta
+    from mlpflow.model.checkpoint import Weights
 
 METRICS_FILE = "metrics.json"
 
@@ -49,8 +56,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     target, score_array = y.numpy(), scores.numpy()
     plots = write_plots(meta.task, target, score_array, reports / "plots", **curve_args)
     figures = write_figures(meta.task, target, score_array, reports / "figures", **curve_args)
+    if cfg.evaluate.importance:
+        plot, figure = _importance(cfg, weights, (x, codes, y), meta)
+        plots, figures = [*plots, plot], [*figures, figure]
     metrics_path = write_json(reports / METRICS_FILE, _nested(metrics))
     if cfg.tracking.enabled and train_report.get("run_id"):
+        from mlpflow.tracking.datasets import split_digest
         from mlpflow.tracking.results import log_results
         from mlpflow.tracking.store import tracking_uri
 
@@ -59,8 +70,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
             train_report["run_id"],
             metrics,
             {"plots": plots, "figures": figures, "reports": [metrics_path]},
+            model_id=train_report.get("model_id"),
+            dataset=(str(cfg.data.name), split_digest(meta.fingerprint, "test")),
         )
     return metrics
+
+
+def _importance(
+    cfg: DictConfig, weights: Weights, split: tuple[Tensor, Tensor, Tensor], meta: Meta
+) -> tuple[Path, Path]:
+    """plots/importance.json and figures/importance.png: permutation importance of the raw
+    columns on the test split (`evaluation/importance.py`)."""
+    from mlpflow.evaluation.importance import write_importance
+
+    reports, repeats = Path(cfg.paths.reports), cfg.evaluate.importance_repeats
+    return write_importance(weights, split, meta, reports, repeats, cfg.seed)
 
 
 def _nested(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

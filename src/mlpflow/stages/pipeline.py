@@ -13,25 +13,44 @@ from mlpflow.config.compose import check_moved_overrides, conf_dir
 from mlpflow.errors import friendly_errors
 
 
-def use_run_dir(cfg: DictConfig) -> None:
-    """Outside DVC, outputs go to Hydra's run dir and data to a shared prepared-data cache."""
+def use_run_dir(cfg: DictConfig) -> Path:
+    """Outside DVC, reports go to Hydra's run dir and data to a shared prepared-data cache."""
     from hydra.core.hydra_config import HydraConfig
 
     from mlpflow.stages.prepare import cache_dir
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    cfg.paths.models = str(out / "models")
     cfg.paths.reports = str(out / "reports")
     cfg.paths.prepared = str(cache_dir(cfg))
+    return out
+
+
+def use_keyed_models_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Models go to the config's own dir (the same command finds an interrupted run there),
+    linked from the run dir as models/."""
+    from mlpflow.stages.resume import keyed_models_dir
+
+    models = keyed_models_dir(cfg)
+    cfg.paths.models = str(models)
+    link = run_dir / "models"
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(models, target_is_directory=True)
 
 
 def pipeline(cfg: DictConfig) -> float:
     """prepare (cached) -> train -> evaluate; returns the objective for sweeps."""
+    from mlpflow.config.compose import resolve_data_defaults
     from mlpflow.stages import evaluate, train
     from mlpflow.stages.prepare import ensure_prepared
+    from mlpflow.tracking.trials import finished_trial
 
-    use_run_dir(cfg)
-    ensure_prepared(cfg)
+    run_dir = use_run_dir(cfg)
+    meta = ensure_prepared(cfg)
+    resolve_data_defaults(cfg, meta.task, meta.rows["train"])
+    use_keyed_models_dir(cfg, run_dir)
+    done = finished_trial(cfg)
+    if done is not None:
+        return done
     report = train.run(cfg)
     evaluate.run(cfg)
     return report["best_score"]
@@ -39,7 +58,7 @@ def pipeline(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    from mlpflow.tracking.sweep import in_multirun, run_trial
+    from mlpflow.tracking.trials import in_multirun, run_trial
 
     if in_multirun():
         return run_trial(pipeline, cfg)

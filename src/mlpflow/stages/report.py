@@ -44,17 +44,18 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
     }
 
 
-def _log_best(cfg: DictConfig, logger: Any, best: Path, best_score: float) -> str | None:
-    """The best checkpoint, the pyfunc model and the objective into the run; its name."""
+def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str | None, ...]:
+    """The best checkpoint, the pyfunc model (a LoggedModel at the best epoch) and the objective
+    into the run; the run's name and the model's id."""
     from mlpflow.serving.export import log_model
-    from mlpflow.tracking.sweep import objective_name
+    from mlpflow.tracking.trials import objective_name
 
-    client, run_id = logger.experiment, logger.run_id
+    client, run_id, best = logger.experiment, logger.run_id, facts["path"]
     logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
-    logger.safely(log_model, logger, best, cfg.paths.prepared)
-    logger.safely(client.log_metric, run_id, objective_name(cfg), best_score)
+    model = logger.safely(log_model, logger, best, cfg.paths.prepared, facts["best_epoch"])
+    logger.safely(client.log_metric, run_id, objective_name(cfg), facts["best_score"])
     run = logger.safely(client.get_run, run_id)
-    return run.info.run_name if run else None
+    return (run.info.run_name if run else None), (model.model_id if model else None)
 
 
 def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
@@ -62,11 +63,12 @@ def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, 
     from mlpflow.tracking.store import tracking_uri
 
     facts = checkpoint_facts(cfg, trainer)
-    best = facts.pop("path")
-    run_name = _log_best(cfg, logger, best, facts["best_score"]) if logger else None
+    run_name, model_id = _log_best(cfg, logger, facts) if logger else (None, None)
+    facts.pop("path")
     report = {
         "run_id": logger.run_id if logger else None,
         "run_name": run_name,
+        "model_id": model_id,
         "tracking": tracking_state(logger),
         "experiment": cfg.tracking.experiment if logger else None,
         "experiment_id": logger.experiment_id if logger else None,

@@ -1,8 +1,10 @@
-"""Resume a killed training: same checkpoint, same MLflow run, same result.
+"""Resume an interrupted training: same checkpoint, same MLflow run, same result.
 
-train keeps `<models>/resume.json` (config hash + MLflow run id) while it runs and removes it
-when it finishes. A later start with the same config finds it next to `last.ckpt` and continues
-from there; any other config, or a finished run, starts afresh.
+train keeps `<models>/resume.json` (config digest, MLflow store and run id, owner process)
+while it runs and removes it when it finishes. A later start of the same config finds it next
+to `last.ckpt` and continues from there; any other config, or a finished run, starts afresh.
+The DVC path's models/ is fixed; `python -m mlpflow.train` keys its models dir by the config
+digest (`keyed_models_dir`), so the same command finds its run whatever Hydra's run dir.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import DictConfig
+
+from mlpflow.errors import MlpflowError
 from mlpflow.files import read_json, write_json
+from mlpflow.tracking.owner import is_alive, is_worker, this_process
 
 STATE_FILE = "resume.json"
 LAST_CHECKPOINT = "last.ckpt"
+
+
+class AlreadyRunning(MlpflowError):
+    """The same config is training right now, in another live process."""
 
 
 @dataclass(frozen=True)
@@ -23,21 +33,45 @@ class ResumePoint:
     run_id: str | None = None
 
 
-def find(models_dir: str | Path, config_hash: str) -> ResumePoint:
-    """Where an interrupted run of this config stopped; clears what cannot be resumed."""
+def keyed_models_dir(cfg: DictConfig) -> Path:
+    """<paths.checkpoints>/<data>-<config digest>: where this config's models always live."""
+    from mlpflow.config.compose import project_root
+    from mlpflow.tracking.lineage import config_digest
+
+    return project_root() / cfg.paths.checkpoints / f"{cfg.data.name}-{config_digest(cfg)[:12]}"
+
+
+def find(models_dir: str | Path, digest: str, store: str | None) -> ResumePoint:
+    """Where an interrupted run of this config stopped; clears what cannot be resumed.
+
+    `store` is the tracking URI (None: tracking off): a run is continued in its own store only.
+    """
     models = Path(models_dir)
     state_path, last = models / STATE_FILE, models / LAST_CHECKPOINT
     if state_path.exists():
         state = read_json(state_path)
-        if state.get("config_hash") == config_hash:
+        if state.get("config_digest") == digest and state.get("store") == store:
+            owner = state.get("owner")
+            if owner and owner != this_process() and not is_worker() and is_alive(owner):
+                raise AlreadyRunning(
+                    f"this config is training now (process {owner}, models in {models}): "
+                    "wait for it to end, or stop it and run the same command again to resume"
+                )
             return ResumePoint(last if last.exists() else None, state.get("run_id"))
     if models.exists():
         shutil.rmtree(models)  # a finished or different run's files: never mix them in
     return ResumePoint()
 
 
-def begin(models_dir: str | Path, config_hash: str, run_id: str | None) -> None:
-    write_json(Path(models_dir) / STATE_FILE, {"config_hash": config_hash, "run_id": run_id})
+def discard(models_dir: str | Path) -> ResumePoint:
+    """Start afresh: an interrupted run that cannot be continued (its MLflow run is gone)."""
+    shutil.rmtree(models_dir, ignore_errors=True)
+    return ResumePoint()
+
+
+def begin(models_dir: str | Path, digest: str, store: str | None, run_id: str | None) -> None:
+    state = {"config_digest": digest, "store": store, "run_id": run_id, "owner": this_process()}
+    write_json(Path(models_dir) / STATE_FILE, state)
 
 
 def finish(models_dir: str | Path) -> None:

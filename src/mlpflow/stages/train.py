@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import resolve_data_defaults
 from mlpflow.config.schema import check_loss_fits, validate
+from mlpflow.console import warn
+from mlpflow.stages import resume
 from mlpflow.stages.report import write_train_report
 
 
@@ -20,36 +22,87 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train on cfg.paths.prepared; write the checkpoint and train.json; return the report."""
     validate(cfg)
     from mlpflow.data.prepared import load_meta
-    from mlpflow.stages import resume
-    from mlpflow.tracking.lineage import config_hash
     from mlpflow.tracking.logger import log_run_inputs, training_logger
 
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
-    chash = config_hash(cfg)
-    start = resume.find(cfg.paths.models, chash)
+    start, resume_state = resume_point(cfg)
     logger = training_logger(cfg, meta, start.run_id)
 
     import pytorch_lightning as pl
 
     from mlpflow.console import quiet_lightning
+    from mlpflow.stages.interrupt import StopOnSignal
+    from mlpflow.tracking.system import system_metrics
 
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, meta, datamodule)
-    trainer = build_trainer(cfg, logger)
+    stop = StopOnSignal()
+    trainer = build_trainer(cfg, logger, stop)
     if trainer.is_global_zero:  # under `ddp` every worker process runs this function
-        resume.begin(cfg.paths.models, chash, logger.run_id if logger else None)
-    if logger is not None and start.checkpoint is None:
-        log_run_inputs(logger, cfg, meta)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
-    if not trainer.is_global_zero:
-        return {}
-    report = write_train_report(cfg, trainer, logger)
+        resume.begin(cfg.paths.models, *resume_state, logger.run_id if logger else None)
+    resumed = start.checkpoint is not None
+    try:
+        with stop.installed(), system_metrics(cfg, logger, resume_state[1], resumed):
+            if logger is not None:
+                log_run_inputs(logger, cfg, meta)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
+        if not trainer.is_global_zero:
+            return {}
+        report = write_train_report(cfg, trainer, logger)
+    except BaseException as error:
+        raise stopped(error, stop.signum, logger, trainer) from None
     resume.finish(cfg.paths.models)
     return report
+
+
+def resume_point(cfg: DictConfig) -> tuple[resume.ResumePoint, tuple[str, str | None]]:
+    """Where this config's interrupted run stopped (nothing: a fresh start), and the state
+    that identifies it: the config digest and the tracking store."""
+    from mlpflow.tracking.lineage import config_digest
+    from mlpflow.tracking.logger import run_exists
+    from mlpflow.tracking.store import tracking_uri
+
+    digest = config_digest(cfg)
+    store = tracking_uri(cfg) if cfg.tracking.enabled else None
+    if not cfg.tracking.get("resume", True):  # opted out: an interrupted run stays as it is
+        start = resume.discard(cfg.paths.models)
+    else:
+        start = resume.find(cfg.paths.models, digest, store)
+    if start.run_id and store and not run_exists(store, start.run_id):
+        warn(f"MLflow run {start.run_id} was deleted: training this config from the start")
+        start = resume.discard(cfg.paths.models)
+    if start.checkpoint is not None:
+        from mlpflow.console import console
+
+        console.print(f"resuming MLflow run {start.run_id} from {start.checkpoint}")
+    return start, (digest, store)
+
+
+def stopped(error: BaseException, signum: int | None, logger: Any, trainer: Any) -> BaseException:
+    """End the run KILLED (stopped by a signal or an exit: resumable) or FAILED (an error);
+    return what to raise: RunInterrupted (exit 128 + signum) for a signal, else `error`."""
+    import signal
+
+    from mlpflow.errors import RunInterrupted, first_line
+    from mlpflow.tracking.logger import end_run
+
+    if signum is None and isinstance(error, KeyboardInterrupt):
+        signum = signal.SIGINT
+    resume_hint = "run the same command again to resume"
+    if signum is None:
+        killed = isinstance(error, SystemExit)  # e.g. submitit requeueing a preempted job
+        reason = f"{type(error).__name__}: {first_line(error, '')}"
+        end_run(logger, "KILLED" if killed else "FAILED", reason + (f"; {resume_hint}" * killed))
+        return error
+    name = signal.Signals(signum).name
+    how = f"stopped by {name} in epoch {trainer.current_epoch}; {resume_hint}"
+    end_run(logger, "KILLED", how)
+    run = f"MLflow run {logger.run_id} is KILLED" if logger is not None else "not tracked"
+    return RunInterrupted(f"{how} ({run})", int(signum))
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
@@ -85,15 +138,15 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
     )
 
 
-def build_trainer(cfg: DictConfig, logger: Any) -> Any:
+def build_trainer(cfg: DictConfig, logger: Any, *extra_callbacks: Any) -> Any:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from mlpflow.console import warn
-    from mlpflow.tracking.sweep import in_multirun, pruning_requested
+    from mlpflow.tracking.trials import in_multirun, pruning_requested
 
     # `callbacks.<name>=null` switches one off.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks.extend(extra_callbacks)
     if pruning_requested():
         from mlpflow.tracking.pruning import OptunaPruning
 

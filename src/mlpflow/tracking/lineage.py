@@ -31,10 +31,21 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+def config_digest(cfg: DictConfig) -> str:
+    """Hash of what determines the result: everything but where files and runs go (paths,
+    tracking, and the callbacks' `dirpath`, which interpolates paths.models). It identifies an
+    interrupted run: the same command finds it again whatever its output directory."""
+    keep = {
+        key: value
+        for key, value in flatten(cfg).items()
+        if not key.startswith(("paths.", "tracking.")) and not key.endswith(".dirpath")
+    }
+    return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Short hash of what determines the result: everything but paths and tracking."""
-    keep = {k: v for k, v in flatten(cfg).items() if not k.startswith(("paths.", "tracking."))}
-    return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    """The digest's first 6 characters: for run names and the `config.hash` tag."""
+    return config_digest(cfg)[:6]
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -71,6 +82,7 @@ def lineage_tags(cfg: DictConfig, task: str, fingerprint: str) -> dict[str, str]
         "data.fingerprint": fingerprint,
         "task": task,
         "config.hash": config_hash(cfg),
+        "config.digest": config_digest(cfg),
     }
     commit = _git("rev-parse", "HEAD")
     if commit:

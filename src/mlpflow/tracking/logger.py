@@ -4,6 +4,7 @@ outlive the store; and the run it logs into (new, or an interrupted one continue
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -12,6 +13,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from mlpflow.console import warn
 from mlpflow.errors import TrackingError
 from mlpflow.tracking.guard import StoreGuard
+from mlpflow.tracking.owner import OWNER_TAG, this_process
 
 
 class TrackingLogger(MLFlowLogger):
@@ -28,6 +30,8 @@ class TrackingLogger(MLFlowLogger):
         self.safely = StoreGuard(self._tracking_uri, self._current_run_id, "training")
         self._held: dict[str, float] = {}
         self._held_step: int | None = None
+        self._logged: dict[str, int] = {}  # a resumed run's last logged step, per metric
+        self.logged_params: set[str] = set()  # a resumed run's params
 
     def _current_run_id(self) -> str | None:
         return self._run_id  # `run_id` would create the run: not while the store is failing
@@ -46,7 +50,26 @@ class TrackingLogger(MLFlowLogger):
 
     def _write_held(self) -> None:
         metrics, self._held = self._held, {}
-        self.safely(super().log_metrics, metrics, self._held_step)
+        step = self._held_step if self._held_step is not None else -1
+        fresh = {key: value for key, value in metrics.items() if step > self._logged.get(key, -1)}
+        if fresh:
+            self.safely(super().log_metrics, fresh, self._held_step)
+
+    def continue_run(self, owner: str) -> None:
+        """Reopen an interrupted run: RUNNING again, and the points it logged after its last
+        checkpoint are not written twice (the resumed epoch logs bit-identical values)."""
+        client, run_id = self.experiment, self.run_id
+        run = client.get_run(run_id)
+        self.logged_params = set(run.data.params)
+        self._logged = {
+            key: max(point.step for point in client.get_metric_history(run_id, key))
+            for key in run.data.metrics
+        }
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, OWNER_TAG, owner)
+        client.set_tag(run_id, "run.resumes", int(run.data.tags.get("run.resumes", 0)) + 1)
+        if "run.end" in run.data.tags:  # the interruption's note: no longer how the run ended
+            client.delete_tag(run_id, "run.end")
 
     def log_hyperparams(self, params: Any) -> None:
         self.safely(super().log_hyperparams, params)
@@ -62,7 +85,7 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
     is off, or optional and unreachable."""
     from mlpflow.tracking.lineage import lineage_tags, run_name
     from mlpflow.tracking.store import ensure_store, tracking_uri
-    from mlpflow.tracking.sweep import trial_tags
+    from mlpflow.tracking.trials import trial_tags
 
     if not cfg.tracking.enabled:
         return None
@@ -74,9 +97,13 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
             raise
         warn(f"{error}; training without tracking: this run is NOT in MLflow")
         return None
-    tags = {**lineage_tags(cfg, meta.task, meta.fingerprint), **trial_tags()}
+    tags = {
+        **lineage_tags(cfg, meta.task, meta.fingerprint),
+        **trial_tags(),
+        OWNER_TAG: this_process(),
+    }
     name = run_name(cfg) + (f"-j{tags['sweep.job']}" if "sweep.job" in tags else "")
-    return TrackingLogger(
+    logger = TrackingLogger(
         experiment_name=cfg.tracking.experiment,
         run_name=None if run_id else name,
         tracking_uri=uri,
@@ -84,21 +111,52 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
         run_id=run_id,
         log_model=False,  # the best checkpoint is logged once, by train, under checkpoints/
     )
+    if run_id:
+        logger.safely(logger.continue_run, tags[OWNER_TAG])
+    return logger
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    """Whether an interrupted run is still in the store (not deleted) to be continued."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
+def end_run(logger: TrackingLogger | None, status: str, reason: str) -> None:
+    """Mark the run FAILED or KILLED and say why (`run.end`): no run stays RUNNING once its
+    process has ended."""
+    if logger is None or logger._current_run_id() is None:
+        return
+    client, run_id = logger.experiment, logger.run_id
+    logger.safely(client.set_tag, run_id, "run.end", reason[:5000])
+    logger.safely(client.set_terminated, run_id, status)
 
 
 def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
-    """A new run's params (the resolved config), config.yaml, and prepare's column table."""
+    """A new run's datasets (the three splits), params (the resolved config), config.yaml, and
+    prepare's column table; a resumed run gets the params it lacks only (its paths differ:
+    MLflow refuses a changed param)."""
     import pandas as pd
     from omegaconf import OmegaConf
 
-    from mlpflow.tracking.lineage import column_tags, flatten
+    from mlpflow.tracking.datasets import log_datasets, split_datasets
+    from mlpflow.tracking.lineage import column_tags, dvc_output_md5, flatten
 
-    logger.log_hyperparams(flatten(cfg))
-    client, run_id = logger.experiment, logger.run_id
-    logger.safely(
-        client.log_text, run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
-    )
-    columns = pd.DataFrame([vars(column) for column in meta.columns])
-    logger.safely(client.log_table, run_id, columns, "data/columns.json")
-    for key, value in column_tags(meta.columns).items():
-        logger.safely(client.set_tag, run_id, key, value)
+    if not logger.logged_params:  # else a resumed run: these came before its params
+        client, run_id = logger.experiment, logger.run_id
+        datasets = split_datasets(cfg, meta, dvc_output_md5(Path(cfg.paths.prepared)))
+        logger.safely(log_datasets, client, run_id, datasets)
+        for key, value in column_tags(meta.columns).items():
+            logger.safely(client.set_tag, run_id, key, value)
+        columns = pd.DataFrame([vars(column) for column in meta.columns])
+        logger.safely(client.log_table, run_id, columns, "data/columns.json")
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        logger.safely(client.log_text, run_id, config_yaml, "config/config.yaml")
+    params = {k: v for k, v in flatten(cfg).items() if k not in logger.logged_params}
+    if params:
+        logger.log_hyperparams(params)

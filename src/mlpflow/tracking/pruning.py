@@ -10,7 +10,7 @@ import os
 
 import pytorch_lightning as pl
 
-from mlpflow.tracking.sweep import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from mlpflow.tracking.trials import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 
 class OptunaPruning(pl.Callback):

@@ -10,17 +10,28 @@ from mlpflow.tracking.guard import StoreGuard
 
 
 def log_results(
-    uri: str, run_id: str, metrics: dict[str, float], artifacts: dict[str, list[Path]]
+    uri: str,
+    run_id: str,
+    metrics: dict[str, float],
+    artifacts: dict[str, list[Path]],
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
 ) -> None:
     """Add the test metrics (one batch) and the report files to the run; a lost store leaves
-    reports/ complete and says which run misses them."""
+    reports/ complete and says which run misses them.
+
+    With `model_id` the metrics are linked to train's LoggedModel (and to the test dataset,
+    (name, digest)): the Models tab and `mlflow.search_logged_models` rank models by them.
+    """
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     guard = StoreGuard(uri, lambda: run_id, "evaluation")
     client = guard(MlflowClient, uri)
     now = int(time.time() * 1000)
-    batch = [Metric(key, value, now, 0) for key, value in metrics.items()]
+    name, digest = dataset or (None, None)
+    link = {"model_id": model_id, "dataset_name": name, "dataset_digest": digest}
+    batch = [Metric(key, value, now, 0, run_id=run_id, **link) for key, value in metrics.items()]
     if client is not None:
         guard(client.log_batch, run_id, metrics=batch)
         for folder, paths in artifacts.items():

@@ -8,116 +8,30 @@ ends it records the best trial, a table of all trials and an optimization-histor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.errors import MlpflowError, friendly_errors
+from mlpflow.tracking.owner import OWNER_TAG, is_alive, this_process
+from mlpflow.tracking.stale import mark_killed, running_runs
+from mlpflow.tracking.trials import PARENT_ENV, SWEEP_ENV, objective_name
 
-PARENT_ENV = "MLPFLOW_PARENT_RUN_ID"
-# Set per trial by the Optuna sweeper (hydra_plugins.mlpflow_optuna_sweeper) for pruning.
-STORAGE_ENV = "MLPFLOW_OPTUNA_STORAGE"
-STUDY_ENV = "MLPFLOW_OPTUNA_STUDY"
-TRIAL_ENV = "MLPFLOW_OPTUNA_TRIAL"
-PRUNER_ENV = "MLPFLOW_OPTUNA_PRUNER"  # the pruner's config, JSON: a loaded study has none
-SWEEP_ENV = "MLPFLOW_SWEEP_ID"
-JOB_ENV = "MLPFLOW_JOB_NUM"
-OVERRIDES_ENV = "MLPFLOW_JOB_OVERRIDES"
-
+SWEEP_KEY_TAG = "sweep.key"
 
 log = logging.getLogger(__name__)
 
 
 class SweepFailed(MlpflowError):
     """More trials failed than the sweep allows."""
-
-
-def pruning_requested() -> bool:
-    """Pruning needs a persistent study storage: an in-memory study lives in the sweeper only."""
-    return bool(os.environ.get(STORAGE_ENV) and os.environ.get(TRIAL_ENV))
-
-
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def run_trial(pipeline: Callable[[DictConfig], float], cfg: DictConfig) -> float:
-    """Run one trial; a failure is recorded (FAILED run, NaN objective) and the sweep goes on.
-
-    Optuna's TrialPruned passes through: the Optuna sweeper records the trial as pruned.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra_cfg = HydraConfig.get()
-    os.environ[JOB_ENV] = str(hydra_cfg.job.num)
-    os.environ[OVERRIDES_ENV] = " ".join(hydra_cfg.overrides.task)
-    try:
-        return pipeline(cfg)
-    except Exception as error:
-        if type(error).__name__ == "TrialPruned":
-            mark_trial(cfg, hydra_cfg.job.num, "KILLED", f"pruned: {error}")
-            raise
-        if isinstance(error, MlpflowError):
-            log.error("trial %s failed: %s", hydra_cfg.job.num, error)
-        else:
-            log.exception("trial %s failed", hydra_cfg.job.num)
-        mark_trial(cfg, hydra_cfg.job.num, "FAILED", f"{type(error).__name__}: {error}")
-        return math.nan
-
-
-def mark_trial(cfg: DictConfig, job: int, status: str, reason: str) -> None:
-    """Make sure the trial's run exists, has `status` and says why (a trial may fail before
-    its run is created, e.g. on a bad config value)."""
-    parent_id = os.environ.get(PARENT_ENV)
-    if not parent_id or not cfg.tracking.enabled:
-        return
-    from mlflow import MlflowClient
-
-    from mlpflow.tracking.store import tracking_uri
-
-    client = MlflowClient(tracking_uri(cfg))
-    parent = client.get_run(parent_id)
-    found = client.search_runs(
-        [parent.info.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent_id}' and tags.`sweep.job` = '{job}'",
-    )
-    if found:
-        run_id = found[0].info.run_id
-    else:
-        run_id = client.create_run(
-            parent.info.experiment_id, run_name=f"trial-j{job}", tags=trial_tags()
-        ).info.run_id
-    client.set_tag(run_id, "trial.end", reason[:5000])
-    client.set_terminated(run_id, status)
-
-
-def objective_name(cfg: DictConfig) -> str:
-    """The metric a trial reports: the best value of the checkpoint monitor, e.g. val/best_loss."""
-    split, name = str(cfg.monitor.metric).split("/", 1)
-    return f"{split}/best_{name}"
-
-
-def trial_tags() -> dict[str, str]:
-    """Tags that nest a trial's run under its sweep's parent run."""
-    tags = {}
-    if os.environ.get(PARENT_ENV):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    if os.environ.get(SWEEP_ENV):
-        tags["sweep.id"] = os.environ[SWEEP_ENV]
-    if os.environ.get(JOB_ENV):
-        tags["sweep.job"] = os.environ[JOB_ENV]
-        tags["sweep.overrides"] = os.environ.get(OVERRIDES_ENV, "")
-    return tags
 
 
 class SweepRunCallback(Callback):
@@ -136,20 +50,35 @@ class SweepRunCallback(Callback):
         uri = tracking_uri(config)
         experiment_id = ensure_store(uri, config.tracking.experiment)
         self.client = MlflowClient(uri)
+        key = sweep_key(config)
+        run = interrupted_sweep(self.client, experiment_id, key)
+        if run is not None:
+            log.info("continuing sweep run %s: finished trials are not run again", run.info.run_id)
+            self.client.update_run(run.info.run_id, status="RUNNING")
+            self.client.set_tag(run.info.run_id, OWNER_TAG, this_process())
+            # Trials killed with the sweep: KILLED, until the trial of the same config resumes
+            # each (an Optuna study asks for new ones instead; those stay KILLED).
+            mark_killed(self.client, running_runs(self.client, run.info.run_id))
+        else:
+            run = self._new_parent(config, experiment_id, key)
+        self.parent_id = run.info.run_id
+        os.environ[PARENT_ENV] = self.parent_id
+        os.environ[SWEEP_ENV] = run.data.tags["sweep.id"]
+
+    def _new_parent(self, config: DictConfig, experiment_id: str, key: str) -> Any:
         sweep_id = Path(config.hydra.sweep.dir).name.replace("-", "") or time.strftime("%H%M%S")
         sweeper = config.hydra.sweeper._target_.rsplit(".", 1)[-1]
-        run = self.client.create_run(
+        return self.client.create_run(
             experiment_id,
             run_name=f"sweep-{Path(config.hydra.sweep.dir).parent.name}-{sweep_id}",
             tags={
                 "sweep.id": sweep_id,
                 "sweep.sweeper": sweeper,
                 "sweep.dir": str(Path(config.hydra.sweep.dir).resolve()),
+                SWEEP_KEY_TAG: key,
+                OWNER_TAG: this_process(),
             },
         )
-        self.parent_id = run.info.run_id
-        os.environ[PARENT_ENV] = self.parent_id
-        os.environ[SWEEP_ENV] = sweep_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
@@ -171,6 +100,33 @@ class SweepRunCallback(Callback):
                     f"{self.max_failure_rate}); see the FAILED child runs of sweep run "
                     f"{self.parent_id}"
                 )
+
+
+def sweep_key(config: DictConfig) -> str:
+    """What identifies a sweep across restarts: its command-line overrides and sweeper config."""
+    identity = {
+        "overrides": list(config.hydra.overrides.task),
+        "sweeper": OmegaConf.to_container(config.hydra.sweeper, resolve=False),
+    }
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def interrupted_sweep(client: Any, experiment_id: str, key: str) -> Any:
+    """The latest parent run of this sweep that was killed (KILLED, or RUNNING with its process
+    gone); None when the sweep ended or never ran: a new one starts."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{SWEEP_KEY_TAG}` = '{key}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        owner = run.data.tags.get(OWNER_TAG)
+        if run.info.status == "KILLED" or (
+            run.info.status == "RUNNING" and owner and is_alive(owner) is False
+        ):
+            return run
+    return None
 
 
 def summarize(client: Any, parent_id: str, metric: str, mode: str) -> list[dict[str, Any]]:

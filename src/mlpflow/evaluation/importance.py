@@ -1,0 +1,147 @@
+"""Permutation importance of the raw columns on the test split, with the task's main metric.
+
+A raw column is permuted as a whole: a numeric column's feature together with its missing
+indicator, a categorical column's level codes (however the network embeds them). scikit-learn's
+`permutation_importance` permutes one array column at a time and cannot move such a group
+together, hence this small grouped version. The permutations (and the sample of a large split)
+are drawn from `seed`: the same seed gives the same values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from torch import Tensor
+
+matplotlib.use("Agg")  # headless: stages run in DVC, CI and queued experiments
+
+import matplotlib.pyplot as plt
+from torchmetrics.functional.classification import binary_auroc, multiclass_accuracy
+from torchmetrics.functional.regression import r2_score
+
+from mlpflow.data.prepared import Meta
+from mlpflow.evaluation.plot_specs import PLOTS
+from mlpflow.evaluation.scoring import network_outputs, network_scores
+from mlpflow.model.checkpoint import Weights
+
+# The metric of each task that importance is measured with (higher is better), as metrics.json
+# names it.
+MAIN_METRIC = {"binary": "roc_auc", "multiclass": "acc", "regression": "r2"}
+MAX_ROWS = 2000  # of a larger split, a sample: the cost stays bounded on large tables
+FIGURE_COLUMNS = 20  # the figure shows the most important columns; the JSON holds them all
+DPI = 100
+
+Groups = dict[str, tuple[list[int], list[int]]]
+
+
+def column_groups(meta: Meta) -> Groups:
+    """Raw column name -> (its X column indices, its C column indices); dropped columns have
+    none and are left out.
+
+    X is `meta.numeric.features`: the numeric and boolean columns, then one `<name>_na`
+    indicator per column missing in train; C holds one codes column per categorical column.
+    """
+    numeric, categorical = meta.numeric, meta.categorical
+    groups: Groups = {}
+    for column in meta.columns:
+        if column.role == "drop":
+            continue
+        name = column.name
+        x_index = [numeric.names.index(name)] if name in numeric.names else []
+        if name in numeric.indicators:
+            x_index.append(len(numeric.names) + numeric.indicators.index(name))
+        c_index = [categorical.names.index(name)] if name in categorical.names else []
+        groups[name] = (x_index, c_index)
+    return groups
+
+
+def main_metric(task: str, n_outputs: int) -> Callable[[Tensor, Tensor], float]:
+    """score(scores, target) of the task's main metric, from scores in the one convention."""
+    if task == "binary":
+        return lambda scores, y: float(binary_auroc(scores, y))
+    if task == "multiclass":
+        return lambda scores, y: float(
+            multiclass_accuracy(scores, y, num_classes=n_outputs, average="micro")
+        )
+    return lambda scores, y: float(r2_score(scores, y))
+
+
+@torch.no_grad()
+def permutation_importance(
+    weights: Weights, x: Tensor, codes: Tensor, y: Tensor, groups: Groups, repeats: int, seed: int
+) -> list[dict[str, float | str]]:
+    """Per raw column: the mean and std over `repeats` of (baseline metric - metric with the
+    column's features permuted across rows); rows most important first.
+
+    A split over MAX_ROWS rows is measured on a sample of MAX_ROWS of them (drawn from `seed`):
+    the cost is one forward pass per column over `repeats` x the rows, all permutations of a
+    column stacked in that pass.
+    """
+    spec, net = weights.spec, weights.network()
+    metric = main_metric(spec.task, spec.n_outputs)
+    generator = torch.Generator().manual_seed(seed)
+    if len(y) > MAX_ROWS:
+        sample = torch.randperm(len(y), generator=generator)[:MAX_ROWS].sort().values
+        x, codes, y = x[sample], codes[sample], y[sample]
+
+    def scores(x_in: Tensor, codes_in: Tensor) -> Tensor:
+        return network_scores(network_outputs(net, x_in, codes_in), spec)
+
+    baseline = metric(scores(x, codes), y)
+    n = len(y)
+    rows: list[dict[str, float | str]] = []
+    for name, (x_index, c_index) in groups.items():
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(repeats)])
+        x_perm, codes_perm = x.repeat(repeats, 1), codes.repeat(repeats, 1)
+        x_perm[:, x_index] = x[:, x_index][order]
+        codes_perm[:, c_index] = codes[:, c_index][order]
+        drops = [baseline - metric(part, y) for part in scores(x_perm, codes_perm).split(n)]
+        rows.append(
+            {"column": name, "importance": float(np.mean(drops)), "std": float(np.std(drops))}
+        )
+    return sorted(rows, key=lambda row: -row["importance"])
+
+
+def write_importance(
+    weights: Weights,
+    split: tuple[Tensor, Tensor, Tensor],
+    meta: Meta,
+    reports: Path,
+    repeats: int,
+    seed: int,
+) -> tuple[Path, Path]:
+    """Compute the importance of `split` = (x, codes, y) and write plots/importance.json and
+    figures/importance.png under `reports`; return their paths."""
+    x, codes, y = split
+    rows = permutation_importance(weights, x, codes, y, column_groups(meta), repeats, seed)
+    spec = PLOTS["importance"]
+    plot = reports / spec.file
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({spec.name: rows}, indent=2, allow_nan=False)  # keyed, as plots.py writes
+    plot.write_text(text + "\n", encoding="utf-8")
+    figure = reports / "figures" / "importance.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    _draw(figure, rows[:FIGURE_COLUMNS], f"drop in test {MAIN_METRIC[meta.task]}")
+    return plot, figure
+
+
+def _draw(path: Path, rows: list[dict[str, float | str]], x_label: str) -> None:
+    """A horizontal bar per column (std as the error bar), the most important on top."""
+    height = 1.5 + 0.3 * len(rows)
+    fig, ax = plt.subplots(figsize=(6, height), dpi=DPI)
+    try:
+        names = [str(row["column"]) for row in rows]
+        ax.barh(names, [row["importance"] for row in rows], xerr=[row["std"] for row in rows])
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(x_label)
+        ax.set_title(PLOTS["importance"].title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
