@@ -25,6 +25,7 @@ class Trained:
     best_epochs: list[int]
     fingerprint: str
     test_rows: int
+    reports: Path  # the first run's
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def trained(tmp_path_factory) -> Trained:
         evaluate.run(cfg)
     meta = load_meta(tmp / "prepared")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    return Trained(uri, run_ids, best_epochs, meta.fingerprint, meta.rows["test"])
+    reports = tmp / "slow" / "reports"
+    return Trained(uri, run_ids, best_epochs, meta.fingerprint, meta.rows["test"], reports)
 
 
 def inputs_of(client: MlflowClient, run_id: str) -> dict[str, object]:
@@ -105,6 +107,21 @@ def test_a_run_samples_system_metrics_while_it_trains(trained: Trained):
         "system/cpu_utilization_percentage",
         "system/system_memory_usage_megabytes",
     } <= set(run.data.metrics)
+
+
+def test_report_links_the_run_in_the_model_training_view(trained: Trained):
+    """MLflow 3.17's UI ignores the experiment kind tag for a new browser: the link asks for the
+    model-training view, on one line (a wrapped link does not open)."""
+    done = subprocess.run(
+        ["mlpflow", "report", "--reports", str(trained.reports)],
+        env=subprocess_env(COLUMNS="60"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    link = f"/runs/{trained.run_ids[0]}?workflowType=machine_learning"
+    assert any(link in line and "http://" in line for line in done.stdout.splitlines())
 
 
 @pytest.mark.slow

@@ -48,11 +48,13 @@ def report(args: argparse.Namespace) -> None:
     print_metrics("test metrics", metrics["test"])
     run = read_json(f"{args.reports}/train.json")
     if run.get("run_id"):
-        console.print(f"MLflow run [bold]{run['run_name']}[/bold] ({run['run_id']})")
         console.print(
-            "open it:  make ui   (or: mlpflow ui) then browse "
-            f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
-            f"?{ML_VIEW}"
+            f"MLflow run [bold]{run['run_name']}[/bold] ({run['run_id']})", soft_wrap=True
+        )
+        url = f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+        # One line, never wrapped: a link cut in two is not a link.
+        console.print(
+            f"open it:  make ui   (or: mlpflow ui) then browse {url}?{ML_VIEW}", soft_wrap=True
         )
 
 
