@@ -44,9 +44,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, logger, stop)
     if trainer.is_global_zero:  # under `ddp` every worker process runs this function
         resume.begin(cfg.paths.models, *resume_state, logger.run_id if logger else None)
-    resumed = start.checkpoint is not None
+    sampled = logger if trainer.is_global_zero else None  # one sampler per run, rank 0's
     try:
-        with stop.installed(), system_metrics(cfg, logger, resume_state[1], resumed):
+        with (
+            stop.installed(),
+            system_metrics(cfg, sampled, resume_state[1], bool(start.checkpoint)),
+        ):
             if logger is not None:
                 log_run_inputs(logger, cfg, meta)
             trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
