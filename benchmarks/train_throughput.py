@@ -1,19 +1,22 @@
 """Training throughput: mlpflow against a plain PyTorch loop and scikit-learn, on the same data.
 
     python benchmarks/train_throughput.py --n 100000 --epochs 5 [--features 32] [--batch 256]
+    python benchmarks/train_throughput.py --n 100000 --epochs 5 --features 24 --categorical 8
 
-One process, one synthetic data set prepared once by mlpflow's own prepare stage (into a temp
-dir); every contender reads the same prepared train/test arrays and trains the same network
-(MLP [128, 64] relu -> 1 logit, BCE on the logit, Adam lr 1e-3, minibatch 256, reshuffled every
-epoch):
+One process, one data set prepared once by mlpflow's own prepare stage (into a temp dir):
+`data=synthetic` for a numeric table, or with --categorical K a Parquet table of F numeric and K
+text columns with signal (benchmarks/scale_tables.py; levels 10, 40, 160, 640, then --levels).
+Every contender reads the same prepared train/test arrays (features and level codes) and trains
+the same network (benchmarks/throughput_contenders.py):
 
   plain          a hand-written loop over slices of a torch.randperm-shuffled in-memory tensor,
                  torch.optim.Adam with torch's default implementation (the reference)
-  plain-fused    the same loop with Adam(fused=True)
-  sklearn        MLPClassifier(hidden_layer_sizes=(128, 64), solver adam, batch 256)
+  plain-fused    the same loop with Adam(fused=True): the bar mlpflow (fused by default) meets
+  sklearn        MLPClassifier(hidden_layer_sizes=(128, 64), solver adam, batch 256); numeric
+                 tables only
   mlpflow        mlpflow.train.run(cfg) as the DVC stage runs it: default callbacks (checkpoint,
                  early stopping with patience > epochs, rich progress bar), MLflow logging to a
-                 temp SQLite store
+                 temp SQLite store, system metrics
   mlpflow-nosys  the same with tracking.system_metrics=false: what the system-metrics sampler costs
 
 Plain loops and sklearn are timed over their epochs only (no validation pass). mlpflow is timed
@@ -39,23 +42,25 @@ import os
 import sys
 import tempfile
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch import nn
+from throughput_contenders import plain_loop, sklearn_epochs, sklearn_mlp
 
-SEED = 42
+MLPFLOW_VARIANTS = (("mlpflow", []), ("mlpflow-nosys", ["tracking.system_metrics=false"]))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="rows generated (all splits)")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--features", type=int, default=32, help="numeric columns")
+    parser.add_argument("--categorical", type=int, default=0, help="text categorical columns")
+    parser.add_argument("--levels", type=int, default=1000, help="most levels of a categorical")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the fastest counts")
     args = parser.parse_args()
@@ -108,85 +113,6 @@ def make_cfg(root: Path, overrides: list[str], name: str):
     return cfg
 
 
-def mlp(n_features: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1)
-    )
-
-
-def plain_loop(
-    x, y, x_test, epochs: int, batch: int, fused: bool
-) -> tuple[list[float], np.ndarray]:
-    """Seconds of each of `epochs` epochs of minibatch Adam, and the test scores."""
-    torch.manual_seed(SEED)
-    model = mlp(x.shape[1])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused else None)
-    loss_fn = nn.BCEWithLogitsLoss()
-    y = y.to(torch.float32)
-    n = len(y)
-    laps = [time.perf_counter()]
-    for _ in range(epochs):
-        order = torch.randperm(n)
-        xs, ys = x[order], y[order]
-        for i in range(0, n, batch):
-            loss = loss_fn(model(xs[i : i + batch]).squeeze(-1), ys[i : i + batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        laps.append(time.perf_counter())
-    with torch.no_grad():
-        scores = torch.sigmoid(model(x_test).squeeze(-1)).numpy()
-    return list(np.diff(laps)), scores
-
-
-def sklearn_mlp(x, y, x_test, epochs: int, batch: int) -> tuple[float, np.ndarray, str]:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
-    clf = MLPClassifier(
-        hidden_layer_sizes=(128, 64),
-        activation="relu",
-        solver="adam",
-        learning_rate_init=1e-3,
-        alpha=0.0,  # no L2 penalty, like the others (sklearn's default is 1e-4)
-        batch_size=batch,
-        max_iter=epochs,
-        shuffle=True,
-        early_stopping=False,
-        tol=0.0,
-        n_iter_no_change=10**9,
-        random_state=SEED,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        start = time.perf_counter()
-        clf.fit(x, y)
-        seconds = time.perf_counter() - start
-    return seconds, clf.predict_proba(x_test)[:, 1], str(clf.coefs_[0].dtype)
-
-
-def sklearn_epochs(x, y, epochs: int, batch: int) -> list[float]:
-    """Seconds of each epoch of the same MLPClassifier, one `partial_fit` (= one epoch) each."""
-    from sklearn.neural_network import MLPClassifier
-
-    clf = MLPClassifier(
-        hidden_layer_sizes=(128, 64),
-        solver="adam",
-        learning_rate_init=1e-3,
-        alpha=0.0,
-        batch_size=batch,
-        shuffle=True,
-        random_state=SEED,
-    )
-    classes = np.unique(y)
-    laps = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        clf.partial_fit(x, y, classes=classes)
-        laps.append(time.perf_counter() - start)
-    return laps
-
-
 def mlpflow_fit(root: Path, overrides: list[str], epochs: int, name: str) -> tuple[float, dict]:
     """Wall time of mlpflow.train.run with max_epochs=epochs, and its report."""
     from mlpflow.stages import train
@@ -213,160 +139,187 @@ def mlpflow_fit(root: Path, overrides: list[str], epochs: int, name: str) -> tup
     return seconds, report
 
 
-def mlpflow_scores(models_dir: str, x_test: torch.Tensor) -> np.ndarray:
+@dataclass
+class Prepared:
+    """The prepared splits every contender trains and scores on."""
+
+    overrides: list[str]  # the data config mlpflow trains with
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # features, level codes, target
+    test: tuple[torch.Tensor, torch.Tensor, np.ndarray]
+    cardinalities: list[int]
+
+
+def prepare_data(args: argparse.Namespace, root: Path) -> Prepared:
+    """The table, prepared once by mlpflow's prepare stage; its train and test splits."""
+    from mlpflow.data.prepared import load_codes, load_meta, load_split
+    from mlpflow.stages import prepare
+
+    overrides = [
+        "data=synthetic",
+        f"data.n_samples={args.n}",
+        f"data.n_features={args.features}",
+    ]
+    if args.categorical:
+        from scale_tables import generate
+
+        table = root / "table.parquet"
+        generate(table, args.n, args.features, 262_144, args.categorical, args.levels)
+        overrides = ["data=csv", f"data.path={table}", "data.target=y"]
+    overrides.append(f"loader.batch_size={args.batch}")
+    cfg = make_cfg(root, overrides, "prepare")
+    start = time.perf_counter()
+    prepare.run(cfg)
+    print(f"prepare: {time.perf_counter() - start:.2f} s")
+    meta = load_meta(cfg.paths.prepared)
+
+    def split(name: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        x, y = load_split(cfg.paths.prepared, name)
+        return torch.from_numpy(x), torch.from_numpy(load_codes(cfg.paths.prepared, name)), y
+
+    x, codes, y = split("train")
+    return Prepared(
+        overrides, (x, codes, torch.from_numpy(y)), split("test"),
+        list(meta.categorical.cardinalities),
+    )  # fmt: skip
+
+
+def mlpflow_scores(models_dir: str, x_test: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
     from mlpflow.evaluation.scoring import network_outputs, network_scores
     from mlpflow.model.checkpoint import load_weights
 
     weights = load_weights(Path(models_dir) / "best.ckpt")
-    codes = torch.zeros((len(x_test), 0), dtype=torch.int64)  # a numeric table: no categories
     outputs = network_outputs(weights.network(), x_test, codes)
     return network_scores(outputs, weights.spec).numpy()
 
 
-def main() -> int:
-    args = parse_args()
-    t_process = time.perf_counter()
-    from sklearn.metrics import roc_auc_score
+def open_store(root: Path, data: Prepared) -> None:
+    """The store and experiment, created before any timing (once per project): every timed run
+    then opens an existing store. Artifacts go to the temp dir (MLflow's default for a SQLite
+    store is ./mlruns of the working directory). Then one untimed 1-epoch run: what the first
+    train.run of a process pays once (lazy imports, first calls) is not in round 1's times."""
+    from mlflow import MlflowClient
 
-    from mlpflow.data.prepared import load_meta, load_split
-    from mlpflow.stages import prepare
+    import mlpflow.data.datamodule
+    import mlpflow.model.module
+    import mlpflow.train  # noqa: F401  (imports train.run pays once per process)
     from mlpflow.tracking.store import ensure_store
 
-    data = [
-        "data=synthetic",
-        f"data.n_samples={args.n}",
-        f"data.n_features={args.features}",
-        f"loader.batch_size={args.batch}",
-    ]
-    # name, samples/s (whole run), samples/s (fastest epoch), test AUC, note
-    results: list[tuple[str, float, float, float, str]] = []
-    load_before = os.getloadavg()
+    cfg = make_cfg(root, [], "store")
+    MlflowClient(cfg.tracking.uri).create_experiment(
+        cfg.tracking.experiment, artifact_location=(root / "mlruns").as_uri()
+    )
+    ensure_store(cfg.tracking.uri, cfg.tracking.experiment)
+    mlpflow_fit(root, data.overrides, 1, "warm-up")
 
-    with tempfile.TemporaryDirectory(prefix="mlpflow-bench-") as tmp:
-        root = Path(tmp)
-        cfg = make_cfg(root, data, "prepare")
-        start = time.perf_counter()
-        prepare.run(cfg)
-        print(
-            f"prepare ({args.n} rows, {args.features} features): "
-            f"{time.perf_counter() - start:.2f} s"
-        )
-        meta = load_meta(cfg.paths.prepared)
-        x_np, y_np = load_split(cfg.paths.prepared, "train")
-        xt_np, yt_np = load_split(cfg.paths.prepared, "test")
-        x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-        x_test = torch.from_numpy(xt_np)
-        n_train = len(y_np)
-        samples = args.epochs * n_train
-        print(
-            f"rows: {meta.rows}; torch threads: {torch.get_num_threads()}; "
-            f"batch {args.batch}; epochs {args.epochs}"
-        )
 
-        # Out of the timings: the imports train.run pays once per process and the store's
-        # creation (once per project); every timed run then opens an existing store.
-        # The experiment keeps its artifacts in the temp dir too (MLflow's default for a SQLite
-        # store is ./mlruns of the working directory).
-        from mlflow import MlflowClient
-
-        import mlpflow.data.datamodule
-        import mlpflow.model.module
-        import mlpflow.train  # noqa: F401
-
-        MlflowClient(cfg.tracking.uri).create_experiment(
-            cfg.tracking.experiment, artifact_location=(root / "mlruns").as_uri()
-        )
-        ensure_store(cfg.tracking.uri, cfg.tracking.experiment)
-
-        # Rounds interleave the contenders; each keeps its fastest round and its fastest epoch
-        # (the machine is shared: the minimum is the least disturbed estimate).
-        best: dict[str, float] = {}
-        scores: dict[str, np.ndarray] = {}
-        notes: dict[str, str] = {}
-        mlpflow_variants = (("mlpflow", []), ("mlpflow-nosys", ["tracking.system_metrics=false"]))
-        for round_ in range(args.repeats):
-            for name, fused in (("plain", False), ("plain-fused", True)):
-                laps, scores[name] = plain_loop(x, y, x_test, args.epochs, args.batch, fused)
-                keep(best, name, sum(laps))
-                keep(best, f"{name}@epoch", min(laps))
+def run_rounds(args: argparse.Namespace, root: Path, data: Prepared) -> tuple[dict, dict, dict]:
+    """Rounds interleave the contenders; each keeps its fastest round and its fastest epoch
+    (the machine is shared: the minimum is the least disturbed estimate)."""
+    best: dict[str, float] = {}
+    scores: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
+    (x, codes, y), (x_test, c_test, _) = data.train, data.test
+    for round_ in range(args.repeats):
+        for name, fused in (("plain", False), ("plain-fused", True)):
+            laps, scores[name] = plain_loop(
+                x, codes, y, (x_test, c_test), args.epochs, args.batch, fused, data.cardinalities
+            )
+            keep(best, name, sum(laps))
+            keep(best, f"{name}@epoch", min(laps))
+        if not data.cardinalities:
             seconds, scores["sklearn"], dtype = sklearn_mlp(
-                x_np, y_np, xt_np, args.epochs, args.batch
+                x.numpy(), y.numpy(), x_test.numpy(), args.epochs, args.batch
             )
             keep(best, "sklearn", seconds)
-            keep(best, "sklearn@epoch", min(sklearn_epochs(x_np, y_np, args.epochs, args.batch)))
+            epochs = sklearn_epochs(x.numpy(), y.numpy(), args.epochs, args.batch)
+            keep(best, "sklearn@epoch", min(epochs))
             notes["sklearn"] = f"weights {dtype}"
-            for name, extra in mlpflow_variants:
-                tag = f"{name}-r{round_}"
-                t_one, _ = mlpflow_fit(root, [*data, *extra], 1, f"{tag}-1")
-                t_all, report = mlpflow_fit(root, [*data, *extra], args.epochs, f"{tag}-E")
-                keep(best, f"{name}@1", t_one)
-                keep(best, f"{name}@E", t_all)
-                keep(best, f"{name}@epoch", min(report["epoch_seconds"]))
-                scores[name] = mlpflow_scores(report["models"], x_test)
-                notes[name] = f"best epoch {report['best_epoch']} of {report['epochs_run']}"
-            print(
-                f"round {round_ + 1}/{args.repeats} (best so far): "
-                + ", ".join(f"{k} {v:.2f} s" for k, v in best.items()),
-                file=sys.stderr,
-            )
+        for name, extra in MLPFLOW_VARIANTS:
+            tag = f"{name}-r{round_}"
+            t_one, _ = mlpflow_fit(root, [*data.overrides, *extra], 1, f"{tag}-1")
+            t_all, report = mlpflow_fit(root, [*data.overrides, *extra], args.epochs, f"{tag}-E")
+            keep(best, f"{name}@1", t_one)
+            keep(best, f"{name}@E", t_all)
+            keep(best, f"{name}@epoch", min(report["epoch_seconds"]))
+            scores[name] = mlpflow_scores(report["models"], x_test, c_test)
+            notes[name] = f"best epoch {report['best_epoch']} of {report['epochs_run']}"
+        print(
+            f"round {round_ + 1}/{args.repeats} (best so far): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in best.items()),
+            file=sys.stderr,
+        )
+    return best, scores, notes
 
-        for name in ("plain", "plain-fused", "sklearn"):
-            results.append(
-                (
-                    name,
-                    samples / best[name],
-                    n_train / best[f"{name}@epoch"],
-                    roc_auc_score(yt_np, scores[name]),
-                    f"{best[name]:.2f} s / {args.epochs} epochs {notes.get(name, '')}",
-                )
-            )
-        fixed: dict[str, float] = {}
-        for name, _ in mlpflow_variants:
-            t_one, t_all = best[f"{name}@1"], best[f"{name}@E"]
-            epoch = (t_all - t_one) / (args.epochs - 1)
-            fixed[name] = t_one - epoch
-            results.append(
-                (
-                    name,
-                    n_train / epoch,
-                    n_train / best[f"{name}@epoch"],
-                    roc_auc_score(yt_np, scores[name]),
-                    f"t_{args.epochs}={t_all:.2f} s, t_1={t_one:.2f} s, {notes[name]}",
-                )
-            )
 
-    load_after = os.getloadavg()
-    print()
+def results_table(args, data: Prepared, best: dict, scores: dict, notes: dict) -> list[tuple]:
+    """(name, samples/s whole run, samples/s fastest epoch, test AUC, note) per contender."""
+    from sklearn.metrics import roc_auc_score
+
+    n_train, y_test = len(data.train[2]), data.test[2]
+    rows = []
+    for name in ("plain", "plain-fused", "sklearn"):
+        if name in best:
+            rows.append((
+                name, args.epochs * n_train / best[name], n_train / best[f"{name}@epoch"],
+                roc_auc_score(y_test, scores[name]),
+                f"{best[name]:.2f} s / {args.epochs} epochs {notes.get(name, '')}",
+            ))  # fmt: skip
+    for name, _ in MLPFLOW_VARIANTS:
+        t_one, t_all = best[f"{name}@1"], best[f"{name}@E"]
+        epoch = (t_all - t_one) / (args.epochs - 1)
+        rows.append((
+            name, n_train / epoch, n_train / best[f"{name}@epoch"],
+            roc_auc_score(y_test, scores[name]),
+            f"t_{args.epochs}={t_all:.2f} s, t_1={t_one:.2f} s, fixed {t_one - epoch:.2f} s, "
+            f"{notes[name]}",
+        ))  # fmt: skip
+    return rows
+
+
+def print_report(args: argparse.Namespace, data: Prepared, rows: list[tuple]) -> None:
+    table = f"{args.features} numeric"
+    if data.cardinalities:
+        table += f" + {args.categorical} categorical (levels {data.cardinalities})"
     print(
-        f"== training throughput: {n_train} train rows x {args.epochs} epochs, "
-        f"{args.features} features, MLP [128, 64], batch {args.batch}, "
-        f"best of {args.repeats} rounds =="
+        f"\n== training throughput: {len(data.train[2])} train rows x {args.epochs} epochs, "
+        f"{table}, MLP [128, 64], batch {args.batch}, best of {args.repeats} rounds, "
+        f"torch threads {torch.get_num_threads()} =="
     )
     print("samples/s: whole run (plain, sklearn: all epochs; mlpflow: (E-1)*N/(t_E - t_1))")
     print("           and fastest single epoch (mlpflow: one epoch as Lightning runs it)")
     print(f"{'contender':<14} {'samples/s':>10} {'fastest ep':>11} {'test AUC':>9}  note")
-    for name, run_rate, epoch_rate, auc, note in results:
+    for name, run_rate, epoch_rate, auc, note in rows:
         print(f"{name:<14} {run_rate:>10,.0f} {epoch_rate:>11,.0f} {auc:>9.4f}  {note}")
-    print()
-    for name, t in fixed.items():
-        print(f"{name} fixed cost per train.run (t_1 minus one marginal epoch): {t:.2f} s")
-    print()
-    rate = {name: (r, e) for name, r, e, _, _ in results}
-    print("ratios of samples/s (1 = parity, > 1 = mlpflow faster)")
+    rate = {name: (r, e) for name, r, e, _, _ in rows}
+    print("\nratios of samples/s (1 = parity, > 1 = mlpflow faster)")
     print(f"  {'':<26} {'whole run':>10} {'fastest ep':>11}")
-    for ours in ("mlpflow", "mlpflow-nosys"):
+    for ours, _ in MLPFLOW_VARIANTS:
         for ref in ("plain", "plain-fused", "sklearn"):
-            label = f"{ours}/{ref}"
-            print(
-                f"  {label:<26} {rate[ours][0] / rate[ref][0]:>10.2f} "
-                f"{rate[ours][1] / rate[ref][1]:>11.2f}"
-            )
+            if ref in rate:
+                label = f"{ours}/{ref}"
+                print(
+                    f"  {label:<26} {rate[ours][0] / rate[ref][0]:>10.2f} "
+                    f"{rate[ours][1] / rate[ref][1]:>11.2f}"
+                )
     disturbed = [n for n, (r, e) in rate.items() if r < 0.75 * e or r > 1.25 * e]
     if disturbed:
         print(
             f"  ! whole run and fastest epoch disagree by > 25% for {', '.join(disturbed)}: "
             "other work took the cores; the fastest-epoch column is the one to trust"
         )
+
+
+def main() -> int:
+    args = parse_args()
+    t_process = time.perf_counter()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mlpflow-bench-") as tmp:
+        root = Path(tmp)
+        data = prepare_data(args, root)
+        open_store(root, data)
+        best, scores, notes = run_rounds(args, root, data)
+    print_report(args, data, results_table(args, data, best, scores, notes))
+    load_after = os.getloadavg()
     print(
         f"\nload average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} "
         f"on {os.cpu_count()} CPUs (above ~0.5 something else competed for the cores)"

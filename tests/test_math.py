@@ -141,6 +141,31 @@ def test_one_hot_leaves_unknown_out_and_embeddings_start_unknown_at_zero() -> No
     assert torch.equal(out[2, cardinalities[0] - 1 :], table[FIRST_LEVEL])
 
 
+def test_columns_of_one_width_share_a_table_and_each_reads_its_own_rows() -> None:
+    """One lookup per embedding width: column j's block is row offset_j + code of the shared
+    table, which is what a table of its own would hold; every column's UNKNOWN row is zero."""
+    from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
+    from mlpflow.model.embeddings import CategoricalInput, embedding_size
+
+    torch.manual_seed(0)
+    cardinalities = [FIRST_LEVEL + 400, FIRST_LEVEL + 30, FIRST_LEVEL + 405, FIRST_LEVEL + 5]
+    assert embedding_size(cardinalities[0]) == embedding_size(cardinalities[2])
+    layer = CategoricalInput(cardinalities, one_hot_max_levels=8, embedding_dim=None)
+    assert layer.embedded == [[0, 2], [1]]  # 400 and 405 levels: one width; 5: one-hot
+    assert len(layer.embeddings) == 2
+    codes = torch.stack([torch.randint(0, c, (64,)) for c in cardinalities], dim=1)
+    codes[0] = UNKNOWN
+    out = layer(codes)
+    shared, own = layer.embeddings[0].weight, layer.embeddings[1].weight
+    width = shared.shape[1]
+    blocks = out[:, cardinalities[3] - 1 :]  # after the one-hot column
+    assert torch.equal(blocks[:, :width], shared[codes[:, 0]])
+    assert torch.equal(blocks[:, width : 2 * width], shared[cardinalities[0] + codes[:, 2]])
+    assert torch.equal(blocks[:, 2 * width :], own[codes[:, 1]])
+    assert not blocks[0].any()  # UNKNOWN everywhere: zeros
+    assert layer.out_features == out.shape[1] == (cardinalities[3] - 1) + 2 * width + own.shape[1]
+
+
 def test_periodic_embedding_is_relu_of_a_linear_map_of_cos_and_sin() -> None:
     from mlpflow.model.embeddings import PeriodicEmbedding
 

@@ -8,6 +8,8 @@ import os
 
 import mlflow
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
 
 from mlpflow.model.fast_step import DirectStep
 from mlpflow.stages import prepare, train
@@ -15,7 +17,8 @@ from mlpflow.tracking.store import use_tracking_uri
 
 
 def test_lightning_exposes_the_manual_optimization_step_counter() -> None:
-    progress = DirectStep(pl.Trainer(logger=False)).progress
+    optimizer = LightningOptimizer(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]))
+    progress = DirectStep(pl.Trainer(logger=False), optimizer).progress
     assert callable(progress.increment_ready) and callable(progress.increment_completed)
 
 

@@ -26,7 +26,9 @@ class CategoricalInput(nn.Module):
     `one_hot_max_levels` train levels, a learned embedding for the others.
 
     One-hot leaves UNKNOWN out (all zeros); an embedding's UNKNOWN row starts at zero and no train
-    row ever selects it, so a level never seen in train contributes nothing either way.
+    row ever selects it, so a level never seen in train contributes nothing either way. Columns
+    whose embeddings have the same width share one table, each column's rows at its own offset:
+    one lookup per width rather than one per column (the same math, fewer small ops a step).
     """
 
     def __init__(
@@ -38,17 +40,25 @@ class CategoricalInput(nn.Module):
         super().__init__()
         levels = [cardinality - FIRST_LEVEL for cardinality in cardinalities]
         self.one_hot = [j for j, n in enumerate(levels) if n <= one_hot_max_levels]
-        self.embedded = [j for j, n in enumerate(levels) if n > one_hot_max_levels]
         sizes = [cardinalities[j] for j in self.one_hot]
-        offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0) if sizes else torch.zeros(0)
-        self.register_buffer("one_hot_offsets", offsets.long(), persistent=False)
+        self.register_buffer("one_hot_offsets", _offsets(sizes), persistent=False)
         self.register_buffer("one_hot_table", _one_hot_table(sizes), persistent=False)
+        widths: dict[int, list[int]] = {}  # embedding width -> its columns, in column order
+        for j, n in enumerate(levels):
+            if n > one_hot_max_levels:
+                width = embedding_dim or embedding_size(cardinalities[j])
+                widths.setdefault(width, []).append(j)
+        self.embedded = list(widths.values())
         self.embeddings = nn.ModuleList(
-            _embedding(cardinalities[j], embedding_dim or embedding_size(cardinalities[j]))
-            for j in self.embedded
+            _embedding([cardinalities[j] for j in columns], width)
+            for width, columns in widths.items()
         )
+        for g, columns in enumerate(self.embedded):
+            offsets = _offsets([cardinalities[j] for j in columns])
+            self.register_buffer(f"embedding_offsets_{g}", offsets, persistent=False)
         self.out_features = self.one_hot_table.shape[1] + sum(
-            e.embedding_dim for e in self.embeddings
+            e.embedding_dim * len(columns)
+            for e, columns in zip(self.embeddings, self.embedded, strict=True)
         )
 
     def forward(self, codes: Tensor) -> Tensor:
@@ -56,11 +66,15 @@ class CategoricalInput(nn.Module):
         if self.one_hot:
             index = codes[:, self.one_hot] + self.one_hot_offsets
             parts.append(nn.functional.embedding_bag(index, self.one_hot_table, mode="sum"))
-        parts += [
-            embedding(codes[:, j])
-            for j, embedding in zip(self.embedded, self.embeddings, strict=True)
-        ]
+        for g, (columns, embedding) in enumerate(zip(self.embedded, self.embeddings, strict=True)):
+            index = codes[:, columns] + getattr(self, f"embedding_offsets_{g}")
+            parts.append(embedding(index).flatten(1))
         return torch.cat(parts, dim=1)
+
+
+def _offsets(sizes: list[int]) -> Tensor:
+    """Where each column's rows start in a table that stacks them: 0, s0, s0 + s1, ..."""
+    return torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0)
 
 
 def _one_hot_table(sizes: list[int]) -> Tensor:
@@ -70,12 +84,14 @@ def _one_hot_table(sizes: list[int]) -> Tensor:
     return torch.block_diag(*blocks) if blocks else torch.zeros(0, 0)
 
 
-def _embedding(cardinality: int, dim: int) -> nn.Embedding:
-    embedding = nn.Embedding(cardinality, dim)
+def _embedding(cardinalities: list[int], dim: int) -> nn.Embedding:
+    """One table for columns of these cardinalities, U(-1/sqrt(dim), 1/sqrt(dim)), each
+    column's UNKNOWN row zero."""
+    embedding = nn.Embedding(sum(cardinalities), dim)
     bound = 1 / math.sqrt(dim)
     nn.init.uniform_(embedding.weight, -bound, bound)
     with torch.no_grad():
-        embedding.weight[UNKNOWN].zero_()
+        embedding.weight[_offsets(cardinalities) + UNKNOWN] = 0.0
     return embedding
 
 

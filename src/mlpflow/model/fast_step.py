@@ -22,15 +22,22 @@ def steps_directly(trainer: pl.Trainer) -> bool:
 
 
 class DirectStep:
-    """zero_grad, backward, step on the torch optimizer; one optimizer step counted."""
+    """zero_grad, backward, step on the torch optimizer; one optimizer step counted.
 
-    def __init__(self, trainer: pl.Trainer) -> None:
+    The gradients are dropped by setting them to None, which is what `zero_grad(set_to_none=True)`
+    does, without its profiler context: a tenth of the cost, paid every minibatch.
+    """
+
+    def __init__(self, trainer: pl.Trainer, optimizer: Any) -> None:
         loop = trainer.fit_loop.epoch_loop.manual_optimization
         self.progress = loop.optim_step_progress
+        self.optimizer = optimizer.optimizer  # the torch optimizer inside LightningOptimizer
+        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def __call__(self, optimizer: Any, loss: Tensor) -> None:
-        optimizer.optimizer.zero_grad(set_to_none=True)
+    def __call__(self, loss: Tensor) -> None:
+        for parameter in self.parameters:
+            parameter.grad = None
         loss.backward()
-        optimizer.optimizer.step()
+        self.optimizer.step()
         self.progress.increment_ready()
         self.progress.increment_completed()

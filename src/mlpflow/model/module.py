@@ -8,6 +8,7 @@ Lightning's fixed per-step cost (hooks, logging, progress bar) is paid once per 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -77,21 +78,15 @@ class MLPModule(pl.LightningModule):
     def _target_stats(self) -> tuple[float, float]:
         return self.hparams.target_mean, self.hparams.target_scale
 
-    def _step(self, batch: Batch, split: str) -> dict[str, Tensor]:
-        """One forward pass and loss; train adds the penalty, val/test update the metrics."""
+    def _step(self, batch: Batch, split: str) -> None:
+        """One evaluation forward pass: the loss and the metrics of `split` (val or test)."""
         x, codes, y = batch
         outputs = self(x, codes)
         data_loss = self.loss_fn(outputs, self.loss_target(y))
-        if split == "train":
-            if not any(self.penalty_strengths):
-                return {"loss": data_loss, "data_loss": data_loss, "penalty": None}
-            penalty = weight_penalty(self.penalized, *self.penalty_strengths)
-            return {"loss": data_loss + penalty, "data_loss": data_loss, "penalty": penalty}
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(self.scores(outputs), y)
         self.log(f"{split}/loss", data_loss, on_epoch=True, batch_size=len(y))
         self.log_dict(metrics, on_epoch=True)
-        return {"loss": data_loss}
 
     def on_train_epoch_start(self) -> None:
         # Train losses are summed on the device and logged once per epoch: a `self.log` per
@@ -99,19 +94,25 @@ class MLPModule(pl.LightningModule):
         self._epoch_sums = torch.zeros(3, device=self.device)
 
     def training_step(self, chunk: Batch, chunk_idx: int) -> None:
-        optimizer = self.optimizers()
+        """One optimizer step per minibatch of the chunk. The targets are converted once per
+        chunk and the losses summed once per chunk: per minibatch, only the step itself."""
         x_chunk, c_chunk, y_chunk = chunk
-        sums = torch.zeros(3, device=x_chunk.device)
-        sums[2] = len(y_chunk)
-        batch_size = self.hparams.batch_size
-        xs, ys = x_chunk.split(batch_size), y_chunk.split(batch_size)
-        cs = c_chunk.split(batch_size) if c_chunk.shape[1] else [None] * len(xs)
-        for x, codes, y in zip(xs, cs, ys, strict=True):
-            losses = self._step((x, codes, y), "train")
-            self._step_optimizer(optimizer, losses["loss"])
-            sums[0].add_(losses["data_loss"].detach(), alpha=len(y))
-            if losses["penalty"] is not None:
-                sums[1].add_(losses["penalty"].detach(), alpha=len(y))
+        size = self.hparams.batch_size
+        xs, targets = x_chunk.split(size), self.loss_target(y_chunk).split(size)
+        cs = c_chunk.split(size) if c_chunk.shape[1] else [None] * len(xs)
+        penalize = any(self.penalty_strengths)
+        data_losses, penalties = [], []
+        for x, codes, target in zip(xs, cs, targets, strict=True):
+            data_loss = self.loss_fn(squeeze_head(self.net(x, codes)), target)
+            data_losses.append(data_loss.detach())
+            if penalize:
+                penalty = weight_penalty(self.penalized, *self.penalty_strengths)
+                penalties.append(penalty.detach())
+                data_loss = data_loss + penalty
+            self._step_optimizer(data_loss)
+        rows = torch.tensor([len(t) for t in targets], dtype=torch.float32, device=x_chunk.device)
+        penalty_sum = rows @ torch.stack(penalties) if penalties else rows.new_zeros(())
+        sums = torch.stack([rows @ torch.stack(data_losses), penalty_sum, rows.sum()])
         loss = (sums[0] + sums[1]) / sums[2]
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -121,8 +122,11 @@ class MLPModule(pl.LightningModule):
         self._epoch_sums += sums
 
     def on_train_start(self) -> None:
+        optimizer = self.optimizers()
         self._step_optimizer = (
-            DirectStep(self.trainer) if steps_directly(self.trainer) else self._lightning_step
+            DirectStep(self.trainer, optimizer)
+            if steps_directly(self.trainer)
+            else partial(self._lightning_step, optimizer)
         )
 
     def _lightning_step(self, optimizer: Any, loss: Tensor) -> None:

@@ -26,5 +26,9 @@ def output_scores(outputs: Tensor, task: str, target_mean: float, target_scale: 
 
 
 def loss_target(y: Tensor, task: str, target_mean: float, target_scale: float) -> Tensor:
-    """Regression learns the standardized target (train mean/std); classes stay indices."""
-    return (y - target_mean) / target_scale if task == "regression" else y
+    """What the loss compares the outputs with: the standardized target (regression, train
+    mean/std), the 0/1 labels as floats (binary: every binary loss takes them so) or the class
+    indices (multiclass)."""
+    if task == "regression":
+        return (y - target_mean) / target_scale
+    return y.to(torch.float32) if task == "binary" else y
