@@ -67,8 +67,11 @@ class CategoricalInput(nn.Module):
             index = codes[:, self.one_hot] + self.one_hot_offsets
             parts.append(nn.functional.embedding_bag(index, self.one_hot_table, mode="sum"))
         for g, (columns, embedding) in enumerate(zip(self.embedded, self.embeddings, strict=True)):
-            index = codes[:, columns] + getattr(self, f"embedding_offsets_{g}")
-            parts.append(embedding(index).flatten(1))
+            if len(columns) == 1:  # a table of its own: no offsets to add
+                parts.append(embedding(codes[:, columns[0]]))
+            else:
+                index = codes[:, columns] + getattr(self, f"embedding_offsets_{g}")
+                parts.append(embedding(index).flatten(1))
         return torch.cat(parts, dim=1)
 
 
