@@ -37,6 +37,9 @@ ui: setup  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py --n 100000 --epochs 5
+	$(BIN)/python benchmarks/train_throughput.py --n 100000 --epochs 5 --features 24 --categorical 8
+	$(BIN)/python benchmarks/epoch_profile.py
+	$(BIN)/python benchmarks/whole_process.py
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/data_scale.py

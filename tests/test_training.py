@@ -177,3 +177,33 @@ def test_loss_that_does_not_fit_inferred_task_fails_before_training(cfg_factory,
     assert not Path(cfg.paths.models).exists()
     cfg = cfg_factory(*args, "trainer.max_epochs=1", tracking=False)  # loss=auto: the task's
     assert train.run(cfg)["best_score"] > 0 and cfg.loss.name == "mse"
+
+
+def test_epoch_train_losses_are_the_row_weighted_means_of_the_minibatch_losses(cfg_factory):
+    """With lr=1e-12 the weights stay the initial ones all epoch, so the logged train/data_loss must
+    be the loss of those weights over every train row (700 rows in minibatches of 64: the last
+    one has 60), train/penalty their l2 penalty, train/loss the sum: what the per-chunk sums
+    must add up to."""
+    from mlpflow.data.prepared import load_codes, load_split
+    from mlpflow.evaluation.scoring import network_outputs
+    from mlpflow.model.checkpoint import load_weights
+
+    cfg = cfg_factory(
+        "data=synthetic", "data.n_samples=1000", "loader.batch_size=64",
+        "loader.batches_per_step=4", "regularization=l2", "regularization.l2=0.01",
+        "optimizer.lr=1e-12", "trainer.max_epochs=1", "callbacks.early_stopping=null",
+    )  # fmt: skip
+    prepare.run(cfg)
+    report = train.run(cfg)
+    net = load_weights(Path(cfg.paths.models) / "best.ckpt").network()
+    x, y = load_split(cfg.paths.prepared, "train")
+    codes = torch.from_numpy(load_codes(cfg.paths.prepared, "train"))
+    outputs = network_outputs(net, torch.from_numpy(x), codes)
+    data_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        outputs, torch.from_numpy(y).float()
+    ).item()
+    penalty = 0.01 * sum(p.pow(2).sum() for n, p in net.named_parameters() if "weight" in n)
+    logged = MlflowClient(cfg.tracking.uri).get_run(report["run_id"]).data.metrics
+    assert logged["train/data_loss"] == pytest.approx(data_loss, rel=1e-5)
+    assert logged["train/penalty"] == pytest.approx(penalty.item(), rel=1e-5)
+    assert logged["train/loss"] == pytest.approx(data_loss + penalty.item(), rel=1e-5)
