@@ -110,9 +110,10 @@ class MLPModule(pl.LightningModule):
                 penalties.append(penalty.detach())
                 data_loss = data_loss + penalty
             self._step_optimizer(data_loss)
-        rows = torch.tensor([len(t) for t in targets], dtype=torch.float32, device=x_chunk.device)
+        losses = torch.stack(data_losses)
+        rows = torch.tensor([len(t) for t in targets], dtype=losses.dtype, device=losses.device)
         penalty_sum = rows @ torch.stack(penalties) if penalties else rows.new_zeros(())
-        sums = torch.stack([rows @ torch.stack(data_losses), penalty_sum, rows.sum()])
+        sums = torch.stack([rows @ losses, penalty_sum, rows.sum()])
         loss = (sums[0] + sums[1]) / sums[2]
         if not torch.isfinite(loss):
             raise TrainingDiverged(
