@@ -19,6 +19,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from omegaconf import DictConfig
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+DATASET_RETRIES = 3  # a parallel trial inserted the same dataset first: it exists now
 DIGEST_CHARS = 32  # MLflow stores at most 36
 
 
@@ -37,6 +38,7 @@ class PreparedSplit(MetaDataset):
         import json
 
         return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
 
 
 def split_digest(fingerprint: str, split: str) -> str:
@@ -88,15 +90,26 @@ def split_datasets(cfg: DictConfig, meta: Any, dvc_md5: str | None) -> dict[str,
 
 
 def log_datasets(client: Any, run_id: str, datasets: dict[str, PreparedSplit]) -> None:
-    """The splits as the run's inputs, each with its context."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
+    """The splits as the run's inputs, each with its context.
 
-    client.log_inputs(
-        run_id,
-        datasets=[
-            DatasetInput(
-                Dataset(**datasets[split].to_dict()), [InputTag("mlflow.data.context", context)]
-            )
-            for split, context in CONTEXTS.items()
-        ],
-    )
+    Parallel trials log the same splits at the same moment, and MLflow's SQL store checks then
+    inserts a dataset: the second insert breaks the unique constraint. The dataset exists
+    then, so the call is tried again, up to `DATASET_RETRIES` times; the last attempt's error
+    stands.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
+
+    inputs = [
+        DatasetInput(
+            Dataset(**datasets[split].to_dict()), [InputTag("mlflow.data.context", context)]
+        )
+        for split, context in CONTEXTS.items()
+    ]
+    for attempt in range(DATASET_RETRIES + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if "UNIQUE constraint failed: datasets" not in str(error) or attempt == DATASET_RETRIES:
+                raise
