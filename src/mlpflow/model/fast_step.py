@@ -25,7 +25,7 @@ class DirectStep:
     """zero_grad, backward, step on the torch optimizer; one optimizer step counted.
 
     The gradients are dropped by setting them to None, which is what `zero_grad(set_to_none=True)`
-    does, without its profiler context: a tenth of the cost, paid every minibatch.
+    does, without the profiler context that `zero_grad` opens on every call (benchmarks/README.md).
     """
 
     def __init__(self, trainer: pl.Trainer, optimizer: Any) -> None:

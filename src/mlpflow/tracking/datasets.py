@@ -40,7 +40,6 @@ class PreparedSplit(MetaDataset):
         return {**super().to_dict(), "profile": json.dumps(self._profile)}
 
 
-
 def split_digest(fingerprint: str, split: str) -> str:
     return hashlib.sha256(f"{fingerprint}:{split}".encode()).hexdigest()[:DIGEST_CHARS]
 
