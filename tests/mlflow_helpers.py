@@ -141,3 +141,52 @@ def _stop(process: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+RACE = """
+import sys, time
+from types import SimpleNamespace
+from mlflow import MlflowClient
+from mlpflow.config.compose import compose
+from mlpflow.data.prepared import load_meta
+from mlpflow.tracking.datasets import log_datasets, split_datasets
+
+uri, experiment, prepared, start, rounds = sys.argv[1:6]
+cfg = compose([])
+cfg.paths.prepared = prepared
+splits = split_datasets(cfg, load_meta(prepared), None)
+client = MlflowClient(uri)
+
+
+def renamed(split, i):
+    return SimpleNamespace(to_dict=lambda: {**split.to_dict(), "digest": f"{i}{split.digest}"[:32]})
+
+
+for i in range(int(rounds)):
+    # Splits new to the store in each round, the same in both processes (as parallel trials)
+    fresh = {key: renamed(split, i) for key, split in splits.items()}
+    run_id = client.create_run(experiment).info.run_id
+    while time.time() < float(start) + 0.25 * i:
+        time.sleep(0.001)
+    log_datasets(client, run_id, fresh)
+"""
+
+
+def race_dataset_logging(uri: str, prepared: Path, rounds: int = 12) -> list[str]:
+    """Two processes log the same new splits into a new experiment at the same instants, as
+    parallel trials do, `rounds` times; both must exit 0. The runs they made, by id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(f"race-{time.time_ns()}")
+    start = str(time.time() + 8)  # both processes imported and waiting
+    script = ["python", "-c", RACE, uri, experiment, str(prepared), start, str(rounds)]
+    racers = [subprocess.Popen(script, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]  # fmt: skip
+    stderrs = [racer.communicate(timeout=120)[1].splitlines() for racer in racers]
+    errors = [[line[:500] for line in lines if "Error" in line or "Exception" in line][-1:]
+              for lines in stderrs]  # fmt: skip
+    assert all(racer.returncode == 0 for racer in racers), errors
+    runs = [run.info.run_id for run in client.search_runs([experiment], max_results=1000)]
+    assert len(runs) == 2 * rounds
+    return runs

@@ -16,6 +16,7 @@ from mlpflow.stages import evaluate, prepare, train
 from mlpflow.tracking.datasets import split_digest
 
 from conftest import make_cfg, subprocess_env
+from mlflow_helpers import race_dataset_logging
 
 
 @dataclass
@@ -82,54 +83,14 @@ def test_each_run_logs_its_three_splits_as_datasets(trained: Trained):
     assert '"name": "mean radius"' in test.schema
 
 
-RACE = """
-import sys, time
-from types import SimpleNamespace
-from mlflow import MlflowClient
-from mlpflow.config.compose import compose
-from mlpflow.data.prepared import load_meta
-from mlpflow.tracking.datasets import log_datasets, split_datasets
-
-uri, prepared, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-cfg = compose([])
-cfg.paths.prepared = prepared
-splits = split_datasets(cfg, load_meta(prepared), None)
-client = MlflowClient(uri)
-experiment = client.get_experiment_by_name("race").experiment_id
-
-
-def renamed(split, i):
-    return SimpleNamespace(to_dict=lambda: {**split.to_dict(), "digest": f"{i}{split.digest}"[:32]})
-
-
-for i in range(12):
-    # Splits new to the store in each round, the same in both processes (as parallel trials)
-    fresh = {key: renamed(split, i) for key, split in splits.items()}
-    run_id = client.create_run(experiment).info.run_id
-    while time.time() < start + 0.25 * i:
-        time.sleep(0.001)
-    log_datasets(client, run_id, fresh)
-"""
-
-
 def test_parallel_runs_logging_the_same_new_splits_each_get_all_three(trained, tmp_path):
     """MLflow's SQL store checks, then inserts a dataset: two processes logging the same new
     splits at the same instant break its unique constraint (measured: about 2 rounds in 5
     without the retry). Each run must still get its three inputs."""
-    import time
-
     uri = f"sqlite:///{tmp_path / 'race.db'}"
+    runs = race_dataset_logging(uri, trained.prepared)
     client = MlflowClient(uri)
-    experiment = client.create_experiment("race")
-    start = str(time.time() + 8)  # both processes imported and waiting
-    script = ["python", "-c", RACE, uri, str(trained.prepared), start]
-    racers = [subprocess.Popen(script, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]  # fmt: skip
-    errors = [racer.communicate(timeout=120)[1] for racer in racers]
-    assert all(racer.returncode == 0 for racer in racers), errors
-    runs = client.search_runs([experiment])
-    assert len(runs) == 24
-    assert all(len(inputs_of(client, run.info.run_id)) == 3 for run in runs)
+    assert all(len(inputs_of(client, run_id)) == 3 for run_id in runs)
 
 
 def test_logged_models_carry_their_test_metrics_and_rank_by_them(trained: Trained):

@@ -1,6 +1,7 @@
 """The shared tracking server: `mlflow server` on a private PostgreSQL cluster (Debian's packages,
 loopback only) with a proxied artifact store; a parallel 4-trial sweep with `tracking=server`
-lands in it whole: every run in PostgreSQL, every artifact in the artifact store."""
+lands in it whole: every run in PostgreSQL, every artifact in the artifact store; parallel
+runs racing to log the same new datasets each get them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import copy_project, subprocess_env
-from mlflow_helpers import free_port, serving
+from mlflow_helpers import free_port, race_dataset_logging, serving
 
 pytestmark = pytest.mark.slow
 
@@ -235,3 +236,15 @@ def test_a_parallel_sweep_lands_whole_in_the_postgres_server(
         ).fetchone()
     assert in_db == {r.info.run_id: "FINISHED" for r in runs}
     assert with_test_metrics == 4
+
+
+def test_parallel_runs_logging_the_same_new_splits_through_the_server_each_get_all_three(
+    swept: Path, server: Server
+):
+    """PostgreSQL words the dataset race of MLflow's SQL store its own way (a unique violation
+    of `dataset_pk`), and the server hands it on as an HTTP error: each run still gets its
+    three inputs."""
+    (prepared,) = (swept / "data" / "cache").iterdir()  # the sweep's data, prepared once
+    runs = race_dataset_logging(server.url, prepared)
+    client = MlflowClient(server.url)
+    assert all(len(client.get_run(run_id).inputs.dataset_inputs) == 3 for run_id in runs)

@@ -21,6 +21,8 @@ from omegaconf import DictConfig
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_RETRIES = 3  # a parallel trial inserted the same dataset first: it exists now
 DIGEST_CHARS = 32  # MLflow stores at most 36
+# How each database words that race: SQLite; PostgreSQL and SQL Server (the key's name); MySQL.
+DATASET_RACE = ("UNIQUE constraint failed: datasets.", "dataset_pk", "for key 'datasets.PRIMARY'")
 
 
 class PreparedSplit(MetaDataset):
@@ -92,9 +94,9 @@ def log_datasets(client: Any, run_id: str, datasets: dict[str, PreparedSplit]) -
     """The splits as the run's inputs, each with its context.
 
     Parallel trials log the same splits at the same moment, and MLflow's SQL store checks then
-    inserts a dataset: the second insert breaks the unique constraint. The dataset exists
-    then, so the call is tried again, up to `DATASET_RETRIES` times; the last attempt's error
-    stands.
+    inserts a dataset: the second insert breaks the key (`DATASET_RACE`, also through a
+    server). The dataset exists then, so the call is tried again, up to `DATASET_RETRIES`
+    times; the last attempt's error stands.
     """
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
@@ -110,5 +112,6 @@ def log_datasets(client: Any, run_id: str, datasets: dict[str, PreparedSplit]) -
             client.log_inputs(run_id, datasets=inputs)
             return
         except MlflowException as error:
-            if "UNIQUE constraint failed: datasets" not in str(error) or attempt == DATASET_RETRIES:
+            raced = any(wording in str(error) for wording in DATASET_RACE)
+            if not raced or attempt == DATASET_RETRIES:
                 raise
