@@ -207,3 +207,35 @@ def test_epoch_train_losses_are_the_row_weighted_means_of_the_minibatch_losses(c
     assert logged["train/data_loss"] == pytest.approx(data_loss, rel=1e-5)
     assert logged["train/penalty"] == pytest.approx(penalty.item(), rel=1e-5)
     assert logged["train/loss"] == pytest.approx(data_loss + penalty.item(), rel=1e-5)
+
+
+def test_each_epoch_logs_the_validation_metrics_of_that_epochs_weights(cfg_factory):
+    """The val metrics are computed once per epoch over that epoch's scores, then reset: the
+    last epoch's logged val/roc_auc, val/pr_auc and val/acc are those of the last checkpoint's
+    weights on the val split (scores carried over from earlier epochs would change them)."""
+    import sklearn.metrics as skm
+
+    from mlpflow.data.prepared import load_codes, load_split
+    from mlpflow.evaluation.scoring import network_outputs
+    from mlpflow.model.checkpoint import load_weights
+
+    cfg = cfg_factory(
+        "data=synthetic", "data.n_samples=1000", "optimizer.lr=0.05",
+        "trainer.max_epochs=3", "callbacks.early_stopping=null",
+    )  # fmt: skip
+    prepare.run(cfg)
+    run_id = train.run(cfg)["run_id"]
+    net = load_weights(Path(cfg.paths.models) / "last.ckpt").network()
+    x, y = load_split(cfg.paths.prepared, "val")
+    codes = torch.from_numpy(load_codes(cfg.paths.prepared, "val"))
+    scores = torch.sigmoid(network_outputs(net, torch.from_numpy(x), codes)).numpy()
+    client = MlflowClient(cfg.tracking.uri)
+    expected = {
+        "val/roc_auc": skm.roc_auc_score(y, scores),
+        "val/pr_auc": skm.average_precision_score(y, scores),
+        "val/acc": skm.accuracy_score(y, scores > 0.5),
+    }
+    for key, value in expected.items():
+        history = client.get_metric_history(run_id, key)
+        assert len(history) == 3
+        assert max(history, key=lambda m: m.step).value == pytest.approx(value, abs=1e-6), key
