@@ -86,12 +86,7 @@ class MLPModule(pl.LightningModule):
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(self.scores(outputs), y)
         self.log(f"{split}/loss", data_loss, on_epoch=True, batch_size=len(y))
-
-    def _log_split_metrics(self, metrics: Any) -> None:
-        """The epoch's metrics, computed once by the collection (metrics sharing a state, as
-        ROC AUC and PR AUC share the scores, compute it once), then reset for the next pass."""
-        self.log_dict(metrics.compute(), on_epoch=True)
-        metrics.reset()
+        self.log_dict(metrics, on_epoch=True)
 
     def on_train_epoch_start(self) -> None:
         # Train losses are summed on the device and logged once per epoch: a `self.log` per
@@ -149,12 +144,8 @@ class MLPModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's train losses with its validation metrics: one MLflow write that
         precedes the epoch's checkpoints, so a kill between the two loses no metric point."""
-        self._log_split_metrics(self.val_metrics)
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self._log_train_losses()
-
-    def on_test_epoch_end(self) -> None:
-        self._log_split_metrics(self.test_metrics)
 
     def on_train_epoch_end(self) -> None:
         """Log the train losses of an epoch without validation; step the scheduler (manual
