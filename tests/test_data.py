@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -483,6 +484,10 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
         table_case(GOOD.assign(a=[1e308, -1e308] * 30)),
         ["too large to standardize: a"],
     ),
+    "values beyond float32 once scaled": (  # finite in float64, inf as a float32 feature
+        table_case(GOOD.assign(a=[0.0] * 59 + [1e39]), numeric_transform="robust", soft_clip=None),
+        ["too large to transform: a"],
+    ),
 }
 
 
@@ -491,8 +496,9 @@ def test_data_errors_name_the_problem(tmp_path, case):
     build, fragments = ERROR_CASES[case]
     cfg = build(tmp_path)
     out = tmp_path / "prepared"
-    with pytest.raises(MlpflowError) as caught:  # ConfigError or DataError
-        prepare_data(cfg, 0, out)
+    with pytest.raises(MlpflowError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error is the one line a user sees: no numpy warning
+        prepare_data(cfg, 0, out)  # ConfigError or DataError
     message = str(caught.value)
     assert "\n" not in message
     for fragment in fragments:

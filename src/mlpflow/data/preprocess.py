@@ -153,7 +153,8 @@ def write_features(
         for start, numbers, codes in chunks():
             labels = row_split[start : start + len(numbers)]
             kept = labels >= 0
-            z = numeric.apply(numbers[kept], estimator)
+            with np.errstate(over="ignore"):  # a value beyond float32 is reported below
+                z = numeric.apply(numbers[kept], estimator)
             finite &= np.isfinite(z).all(axis=0)
             level_codes = np.empty((int(kept.sum()), len(maps)), dtype=np.int64)
             for j, table in enumerate(maps):
