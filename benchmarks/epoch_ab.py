@@ -7,8 +7,8 @@ and the main thread's CPU time next to the wall clock.
 On a shared 2-core machine whole-run samples/s move 10-30% between runs, so a change of a few
 milliseconds an epoch cannot be read from them. Here each version (a `git worktree` of a
 revision, or the working tree) trains the same synthetic table in a process of its own, the
-versions alternating round by round, with OMP_NUM_THREADS=1. A callback stamps each epoch's
-phases (epoch_profile.py: training steps, validation, epoch end) with `time.perf_counter()` and
+versions alternating round by round, with OMP_NUM_THREADS=1. epoch_profile.py's PhaseTimer
+stamps each epoch's phases (training steps, validation, epoch end) with the wall clock and
 `time.thread_time()`: the main thread's CPU time, which other processes do not inflate. Per
 version it prints each phase's median over the epochs after the first, one line per round, and
 the fixed cost (validation + epoch end): what a plain-loop epoch does not pay.
@@ -25,35 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import ClassVar
 
-import pytorch_lightning as pl
-from epoch_profile import PHASES, phase_times
+from epoch_profile import PHASES, PhaseTimer, phase_times
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKTREE = "WORKTREE"  # --after/--before value meaning the working tree as it is
-
-
-class PhaseClock(pl.Callback):
-    """The phase boundaries of every epoch, on both clocks; added by config."""
-
-    marks: ClassVar[dict[str, list[tuple[str, float]]]] = {"wall": [], "cpu": []}
-
-    def _mark(self, name: str) -> None:
-        PhaseClock.marks["wall"].append((name, time.perf_counter()))
-        PhaseClock.marks["cpu"].append((name, time.thread_time()))
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        PhaseClock.marks = {"wall": [], "cpu": []}
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._mark("epoch")
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self._mark("validation")
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self._mark("epoch end")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -71,11 +47,11 @@ def child(args: argparse.Namespace) -> None:
         open_store(root, argparse.Namespace(overrides=data))
     else:
         mlpflow_fit(root, data, 1, "warm-up")  # this process's first-call costs, untimed
-    clock = [*data, f"+callbacks.phase_clock._target_={PhaseClock.__module__}.PhaseClock"]
+    clock = [*data, f"+callbacks.phases._target_={PhaseTimer.__module__}.PhaseTimer"]
     mlpflow_fit(root, clock, args.epochs, f"timed-{time.time_ns()}")
     medians = {
         name: {p: statistics.median(t) * 1e3 for p, t in phase_times(marks).items()}
-        for name, marks in PhaseClock.marks.items()
+        for name, marks in PhaseTimer.marks.items()
     }
     (root / "phases.json").write_text(json.dumps(medians))
 
