@@ -29,10 +29,13 @@ def target_tensor(y: np.ndarray, task: str) -> Tensor:
 
 
 def take_rows(x: Tensor | np.ndarray, rows: Tensor) -> Tensor:
-    """x[rows] as a tensor; from a (memory-mapped) numpy array, a gathered in-memory copy."""
+    """x[rows] as a tensor; from a (memory-mapped) numpy array, a gathered in-memory copy.
+
+    `np.take` rather than `x[rows]`: a memmap's fancy indexing goes through its subclass hooks
+    and costs several times the gather itself (benchmarks/README.md)."""
     if isinstance(x, Tensor):
         return x[rows]
-    return torch.from_numpy(np.asarray(x[rows.numpy()]))
+    return torch.from_numpy(np.take(x, rows.numpy(), axis=0))
 
 
 def slice_rows(x: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
