@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -211,8 +212,9 @@ def test_epoch_train_losses_are_the_row_weighted_means_of_the_minibatch_losses(c
 
 def test_each_epoch_logs_the_validation_metrics_of_that_epochs_weights(cfg_factory):
     """The val metrics are computed once per epoch over that epoch's scores, then reset: the
-    last epoch's logged val/roc_auc, val/pr_auc and val/acc are those of the last checkpoint's
-    weights on the val split (scores carried over from earlier epochs would change them)."""
+    last epoch's logged val/roc_auc, val/pr_auc, val/acc and val/loss are those of the last
+    checkpoint's weights on the val split (scores carried over from earlier epochs would change
+    them). Each epoch's point sits at the optimizer step it reached, with its epoch number."""
     import sklearn.metrics as skm
 
     from mlpflow.data.prepared import load_codes, load_split
@@ -228,14 +230,24 @@ def test_each_epoch_logs_the_validation_metrics_of_that_epochs_weights(cfg_facto
     net = load_weights(Path(cfg.paths.models) / "last.ckpt").network()
     x, y = load_split(cfg.paths.prepared, "val")
     codes = torch.from_numpy(load_codes(cfg.paths.prepared, "val"))
-    scores = torch.sigmoid(network_outputs(net, torch.from_numpy(x), codes)).numpy()
+    outputs = network_outputs(net, torch.from_numpy(x), codes)
+    scores = torch.sigmoid(outputs).numpy()
     client = MlflowClient(cfg.tracking.uri)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        outputs, torch.from_numpy(y).float()
+    )
     expected = {
         "val/roc_auc": skm.roc_auc_score(y, scores),
         "val/pr_auc": skm.average_precision_score(y, scores),
         "val/acc": skm.accuracy_score(y, scores > 0.5),
+        "val/loss": loss.item(),  # on the logits: sigmoid saturates in float32
     }
     for key, value in expected.items():
         history = client.get_metric_history(run_id, key)
         assert len(history) == 3
         assert max(history, key=lambda m: m.step).value == pytest.approx(value, abs=1e-6), key
+    steps_per_epoch = math.ceil(700 / 32)  # 700 train rows, loader.batch_size=auto: 32
+    for key in ("val/loss", "train/loss", "epoch"):
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == [steps_per_epoch * k for k in (1, 2, 3)], key
+    assert [m.value for m in history] == [0, 1, 2]  # the epoch numbers

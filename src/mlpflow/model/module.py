@@ -62,6 +62,7 @@ class MLPModule(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self._epoch_sums: Tensor | None = None
+        self._val_sums: Tensor | None = None
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
         """Raw outputs: logits (classification) or predictions (regression); [N] when one output."""
@@ -78,15 +79,12 @@ class MLPModule(pl.LightningModule):
     def _target_stats(self) -> tuple[float, float]:
         return self.hparams.target_mean, self.hparams.target_scale
 
-    def _step(self, batch: Batch, split: str) -> None:
-        """One evaluation forward pass: the loss and the metrics of `split` (val or test)."""
+    def _evaluate(self, batch: Batch, metrics: Any) -> Tensor:
+        """One evaluation forward pass: `metrics` updated with its scores; its mean data loss."""
         x, codes, y = batch
         outputs = self(x, codes)
-        data_loss = self.loss_fn(outputs, self.loss_target(y))
-        metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(self.scores(outputs), y)
-        self.log(f"{split}/loss", data_loss, on_epoch=True, batch_size=len(y))
-        self.log_dict(metrics, on_epoch=True)
+        return self.loss_fn(outputs, self.loss_target(y))
 
     def on_train_epoch_start(self) -> None:
         # Train losses are summed on the device and logged once per epoch: a `self.log` per
@@ -135,23 +133,40 @@ class MLPModule(pl.LightningModule):
         self.manual_backward(loss)
         optimizer.step()
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, device=self.device)  # [data loss x rows, rows]
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        """Scores into the metric collection, the loss into a running sum: nothing is logged
+        per batch (the epoch's values are computed once, in `on_validation_epoch_end`)."""
+        rows = len(batch[2])
+        data_loss = self._evaluate(batch, self.val_metrics).detach()
+        self._val_sums += torch.stack([data_loss * rows, data_loss.new_tensor(rows)])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        """Lightning's own logging (`trainer.test` in the tests; evaluate scores without it)."""
+        data_loss = self._evaluate(batch, self.test_metrics)
+        self.log("test/loss", data_loss, on_epoch=True, batch_size=len(batch[2]))
+        self.log_dict(self.test_metrics, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the epoch's train losses with its validation metrics: one MLflow write that
-        precedes the epoch's checkpoints, so a kill between the two loses no metric point."""
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self._log_train_losses()
+        """The epoch's validation metrics and train losses, computed once and published in one
+        write that precedes the epoch's checkpoints: a kill between the two loses no point."""
+        values = self.val_metrics.compute()  # torchmetrics syncs its states across processes
+        self.val_metrics.reset()
+        loss_sum, rows = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        values["val/loss"] = loss_sum / rows
+        if self.trainer.sanity_checking:
+            return
+        if self._epoch_sums is not None:
+            values.update(self._train_losses())
+        self._publish(values)
 
     def on_train_epoch_end(self) -> None:
         """Log the train losses of an epoch without validation; step the scheduler (manual
         optimization), after validation."""
         if self._epoch_sums is not None:
-            self._log_train_losses()
+            self._publish(self._train_losses())
         scheduler = self.lr_schedulers()
         if scheduler is None:
             return
@@ -160,17 +175,26 @@ class MLPModule(pl.LightningModule):
         else:
             scheduler.step()
 
-    def _log_train_losses(self) -> None:
-        (data_loss, penalty, rows), self._epoch_sums = self._epoch_sums, None
-        self.log_dict(
-            {
-                "train/loss": (data_loss + penalty) / rows,
-                "train/data_loss": data_loss / rows,
-                "train/penalty": penalty / rows,
-            },
-            on_step=False,
-            on_epoch=True,
-        )
+    def _train_losses(self) -> dict[str, Tensor]:
+        """The epoch's train losses, averaged over every process's rows; the sums are reset."""
+        sums, self._epoch_sums = self._epoch_sums, None
+        data_loss, penalty, rows = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        return {
+            "train/loss": (data_loss + penalty) / rows,
+            "train/data_loss": data_loss / rows,
+            "train/penalty": penalty / rows,
+        }
+
+    def _publish(self, values: dict[str, Tensor]) -> None:
+        """Epoch metrics where `self.log` would put them, without its per-key bookkeeping (a
+        torchmetrics object per key, each moved and computed on its own: benchmarks/README.md):
+        into `trainer.callback_metrics` (checkpoints, early stopping, the scheduler and pruning
+        read them) and to the loggers in one call, at the optimizer step reached."""
+        self.trainer.callback_metrics.update(values)
+        scalars = {key: float(value) for key, value in values.items()}
+        scalars["epoch"] = self.current_epoch
+        for logger in self.trainer.loggers:
+            logger.log_metrics(scalars, step=self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the RNG (dropout) state: a resumed run then equals an uninterrupted one."""

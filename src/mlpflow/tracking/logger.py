@@ -17,19 +17,14 @@ from mlpflow.tracking.owner import OWNER_TAG, this_process
 
 
 class TrackingLogger(MLFlowLogger):
-    """Lightning hands an epoch's metrics over in two calls at the same step: the validation
-    metrics at validation end, the train metrics a few milliseconds later at epoch end. Each
-    call is a SQLite transaction (costlier than the validation pass, benchmarks/README.md), so a
-    call holding only validation metrics is kept and written with the next one: one `log_batch`
-    an epoch.
-    """
+    """MLFlowLogger whose calls outlive the store (`StoreGuard`) and which continues an
+    interrupted run without writing a metric point twice. The module hands it an epoch's
+    metrics in one call: one `log_batch` an epoch."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # A bound method, not a lambda: ddp_spawn pickles the logger into its workers.
         self.safely = StoreGuard(self._tracking_uri, self._current_run_id, "training")
-        self._held: dict[str, float] = {}
-        self._held_step: int | None = None
         self._logged: dict[str, int] = {}  # a resumed run's last logged step, per metric
         self.logged_params: set[str] = set()  # a resumed run's params
 
@@ -41,19 +36,11 @@ class TrackingLogger(MLFlowLogger):
         return self.safely.lost
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self._held and step != self._held_step:
-            self._write_held()
-        self._held.update(metrics)
-        self._held_step = step
-        if not all(key.startswith("val/") or key == "epoch" for key in metrics):
-            self._write_held()
-
-    def _write_held(self) -> None:
-        metrics, self._held = self._held, {}
-        step = self._held_step if self._held_step is not None else -1
-        fresh = {key: value for key, value in metrics.items() if step > self._logged.get(key, -1)}
+        """Write the points the run lacks: a resumed epoch logs the values it logged before."""
+        at = step if step is not None else -1
+        fresh = {key: value for key, value in metrics.items() if at > self._logged.get(key, -1)}
         if fresh:
-            self.safely(super().log_metrics, fresh, self._held_step)
+            self.safely(super().log_metrics, fresh, step)
 
     def continue_run(self, owner: str) -> None:
         """Reopen an interrupted run: RUNNING again, and the points it logged after its last
@@ -75,8 +62,6 @@ class TrackingLogger(MLFlowLogger):
         self.safely(super().log_hyperparams, params)
 
     def finalize(self, status: str = "success") -> None:
-        if self._held:
-            self._write_held()
         self.safely(super().finalize, status)
 
 
