@@ -24,6 +24,7 @@ OVERRIDES = (
     "trainer.max_epochs=12",
     "model.dropout=0.2",
     "callbacks.early_stopping=null",
+    "callbacks.last_checkpoint.every_seconds=0.25",  # written every few epochs: killed between
 )
 
 

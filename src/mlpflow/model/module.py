@@ -151,7 +151,7 @@ class MLPModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """The epoch's validation metrics and train losses, computed once and published in one
-        write that precedes the epoch's checkpoints: a kill between the two loses no point."""
+        call, before the epoch's checkpoints (`LastCheckpoint` writes the held points first)."""
         values = self.val_metrics.compute()  # torchmetrics syncs its states across processes
         self.val_metrics.reset()
         loss_sum, rows = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")

@@ -1,14 +1,18 @@
-"""The MLflow logger training uses: Lightning's MLFlowLogger, one write per epoch, whose calls
-outlive the store; and the run it logs into (new, or an interrupted one continued)."""
+"""The MLflow logger training uses: Lightning's MLFlowLogger, whose calls outlive the store and
+whose epoch points are written with the checkpoint; and the run it logs into (new, or an
+interrupted one continued)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from mlpflow.console import warn
 from mlpflow.errors import TrackingError
@@ -17,9 +21,10 @@ from mlpflow.tracking.owner import OWNER_TAG, this_process
 
 
 class TrackingLogger(MLFlowLogger):
-    """MLFlowLogger whose calls outlive the store (`StoreGuard`) and which continues an
-    interrupted run without writing a metric point twice. The module hands it an epoch's
-    metrics in one call: one `log_batch` an epoch."""
+    """MLFlowLogger whose calls outlive the store (`StoreGuard`), which continues an interrupted
+    run without writing a metric point twice, and which can hold points: while `holding` (set by
+    `LastCheckpoint`), they wait for `flush()`, just before the checkpoint of their epochs, and
+    go out in one `log_batch` (a SQLite transaction costs more than a small epoch)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -27,6 +32,8 @@ class TrackingLogger(MLFlowLogger):
         self.safely = StoreGuard(self._tracking_uri, self._current_run_id, "training")
         self._logged: dict[str, int] = {}  # a resumed run's last logged step, per metric
         self.logged_params: set[str] = set()  # a resumed run's params
+        self.holding = False
+        self._held: list[Metric] = []
 
     def _current_run_id(self) -> str | None:
         return self._run_id  # `run_id` would create the run: not while the store is failing
@@ -35,12 +42,29 @@ class TrackingLogger(MLFlowLogger):
     def lost(self) -> str | None:
         return self.safely.lost
 
+    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Write the points the run lacks: a resumed epoch logs the values it logged before."""
+        """Keep the points the run lacks (a resumed epoch logs the values it logged before),
+        stamped now; write them unless holding."""
         at = step if step is not None else -1
-        fresh = {key: value for key, value in metrics.items() if at > self._logged.get(key, -1)}
-        if fresh:
-            self.safely(super().log_metrics, fresh, step)
+        now = int(time.time() * 1000)
+        self._held += [
+            Metric(key, float(value), now, step or 0)
+            for key, value in metrics.items()
+            if at > self._logged.get(key, -1)
+        ]
+        if not self.holding:
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write the held points, in one call."""
+        held, self._held = self._held, []
+        if held:
+            self.safely(self._log_batch, held)
+
+    def _log_batch(self, metrics: list[Metric]) -> None:
+        self.experiment.log_batch(self.run_id, metrics=metrics)
 
     def continue_run(self, owner: str) -> None:
         """Reopen an interrupted run: RUNNING again, and the points it logged after its last
@@ -62,6 +86,8 @@ class TrackingLogger(MLFlowLogger):
         self.safely(super().log_hyperparams, params)
 
     def finalize(self, status: str = "success") -> None:
+        """Flush first: on a kill too, every finished epoch's points reach the store."""
+        self.flush()
         self.safely(super().finalize, status)
 
 
