@@ -72,7 +72,8 @@ def timed_round(args: argparse.Namespace, source: Path, root: Path) -> dict:
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     command = [sys.executable, __file__, "--child", str(root), "--epochs", str(args.epochs)]
     command += ["--n", str(args.n), "--features", str(args.features), *args.overrides]
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    # In the version's own tree: it composes the conf/ of the project around its working dir.
+    subprocess.run(command, env=env, check=True, capture_output=True, cwd=source.parent)
     return json.loads((root / "phases.json").read_text())
 
 

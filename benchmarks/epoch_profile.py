@@ -9,9 +9,10 @@ The timed run splits each epoch (after the first) into:
 
   training steps   on_train_epoch_start -> on_validation_start: the chunks' optimizer steps
   validation       on_validation_start -> on_validation_end: the forward pass over the val split,
-                   the metrics, and the epoch's one MLflow write (train losses + val metrics)
-  epoch end        on_validation_end -> the next on_train_epoch_start: best.ckpt and last.ckpt,
-                   early stopping, the scheduler, the progress bar
+                   the metrics computed once and handed to the logger
+  epoch end        on_validation_end -> the next on_train_epoch_start: best.ckpt, early stopping,
+                   the scheduler, the progress bar, and (at most once a second) the held
+                   metrics' MLflow write followed by last.ckpt
 
 and prints the median of each, in ms. The profiled run prints the functions with the most
 cumulative time per epoch (cProfile slows Python-level code, so read shares, not times).

@@ -23,8 +23,9 @@ Plain loops and sklearn are timed over their epochs only (no validation pass). m
 twice, with max_epochs=E and max_epochs=1; its throughput is the marginal cost of an epoch,
 (E-1) * N_train / (t_E - t_1), so fixed costs (logger and run creation, config logging,
 checkpoint upload, ...) cancel out. That marginal epoch still includes what mlpflow does every
-epoch and the plain loop does not: the validation pass with its metrics, the checkpoint writes
-and the epoch metrics sent to MLflow. The fixed cost is printed separately.
+epoch and the plain loop does not: the validation pass with its metrics, best.ckpt when it
+improves, and once a second the epoch metrics sent to MLflow with last.ckpt. The fixed cost is
+printed separately.
 
 The contenders run in interleaved rounds (--repeats) and each keeps its fastest round. A second
 column gives each contender's fastest single epoch (plain: timed per epoch; sklearn: the same
