@@ -3,6 +3,10 @@ always after the last epoch; a stopped run flushes the metrics of every epoch it
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -98,3 +102,47 @@ class FailAtEpoch(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             raise RuntimeError(f"stopped at epoch {self.epoch}")
+
+
+def signal_at_epoch(models: Path, epoch: int) -> None:
+    """SIGTERM this process once last.ckpt holds `epoch`: training stops at its next chunk."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if torch.load(models / "last.ckpt", weights_only=True)["epoch"] >= epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except (OSError, RuntimeError, EOFError):
+            pass
+        time.sleep(0.002)
+
+
+def test_a_stopped_run_with_a_scheduler_resumes_to_the_uninterrupted_weights(tmp_path: Path):
+    """Cosine LR, stepped by the module at each epoch's end: the resumed run continues the
+    schedule where the checkpoint left it (a step lost or repeated changes every later update)
+    and ends with the uninterrupted run's weights."""
+    from mlpflow.errors import RunInterrupted
+
+    from conftest import make_cfg
+
+    overrides = (
+        "data=synthetic", "data.n_samples=2000", "trainer.max_epochs=8", "scheduler=cosine",
+        "callbacks.early_stopping=null", "callbacks.last_checkpoint.every_seconds=0",
+    )  # fmt: skip
+    whole = make_cfg(tmp_path / "whole", *overrides)
+    prepare.run(whole)
+    train.run(whole)
+    cfg = make_cfg(tmp_path / "stopped", *overrides)
+    cfg.paths.prepared = whole.paths.prepared
+    models = Path(cfg.paths.models)
+    threading.Thread(target=signal_at_epoch, args=(models, 2), daemon=True).start()
+    with pytest.raises(RunInterrupted):
+        train.run(cfg)
+    stopped_at = torch.load(models / "last.ckpt", weights_only=True)["epoch"]
+    assert 2 <= stopped_at < 7  # stopped mid-training
+    report = train.run(cfg)  # the same config again: resumes from last.ckpt
+    assert MlflowClient(cfg.tracking.uri).get_run(report["run_id"]).data.tags["run.resumes"] == "1"
+    for name in ("last.ckpt", "best.ckpt"):
+        a = torch.load(models / name, weights_only=True)["state_dict"]
+        b = torch.load(Path(whole.paths.models) / name, weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
