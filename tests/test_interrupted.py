@@ -333,3 +333,20 @@ def test_resume_false_starts_afresh(tmp_path: Path):
     report = train.run(cfg)
     assert report["run_id"] != killed and report["epochs_run"] == 2
     assert not (models / "resume.json").exists()
+
+
+def test_a_job_whose_evaluate_did_not_finish_evaluates_again_without_training(project: Path):
+    """A requeued (submitit) or restarted job in the same run dir whose train finished but whose
+    evaluate did not (no metrics.json): it evaluates the trained run, and trains no new one."""
+    uri = store(project, "evaluate.db")
+    run_dir = project / "job"
+    overrides = ("trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
+    run_to_end(project, uri, *overrides)
+    (run_dir / "reports" / "metrics.json").unlink()  # as if stopped during evaluate
+    out = run_to_end(project, uri, *overrides)
+    assert "train finished before" in out
+    client, run = only_run(uri)  # still the one run: nothing trained again
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3
+    assert (run_dir / "reports" / "metrics.json").exists()
+    assert any(key.startswith("test/") for key in run.data.metrics)
