@@ -166,6 +166,31 @@ def test_columns_of_one_width_share_a_table_and_each_reads_its_own_rows() -> Non
     assert layer.out_features == out.shape[1] == (cardinalities[3] - 1) + 2 * width + own.shape[1]
 
 
+def test_outside_autograd_a_large_batch_folds_the_categorical_blocks_into_the_first_layer() -> None:
+    """Validation, evaluate and serving: W [dense, h_cat] + b computed as W_dense dense + b plus
+    one summed lookup into each level's W_j e_j, the same outputs as the layers on the joined
+    input; a small batch, or any batch in training, keeps the joined input."""
+    from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
+
+    torch.manual_seed(0)
+    cardinalities = [FIRST_LEVEL + 4, FIRST_LEVEL + 400, FIRST_LEVEL + 30, FIRST_LEVEL + 405]
+    periodic = {"kind": "periodic", "n_frequencies": 4, "d_embedding": 3}
+    net = MLP(6, 3, [16, 8], "tanh", 0.2, True, cardinalities=cardinalities, n_continuous=2,
+              numeric_embedding=periodic).eval()  # fmt: skip
+    layer = net.categorical
+    assert layer.one_hot == [0] and layer.embedded == [[1, 3], [2]]
+    x = torch.randn(3000, 6)
+    codes = torch.stack([torch.randint(0, c, (3000,)) for c in cardinalities], dim=1)
+    codes[0] = UNKNOWN
+    with torch.no_grad():
+        joined = torch.cat([net.periodic(x[:, :2]), x[:, 2:], layer(codes)], dim=1)
+        expected = net.layers(joined)
+        assert layer.folds(3000) and not layer.folds(1)
+        assert torch.allclose(net(x, codes), expected, atol=1e-5)
+        assert torch.equal(net(x[:1], codes[:1]), net.layers(joined[:1]))
+    assert not layer.folds(3000)  # autograd on: training builds the joined input
+
+
 def test_periodic_embedding_is_relu_of_a_linear_map_of_cos_and_sin() -> None:
     from mlpflow.model.embeddings import PeriodicEmbedding
 

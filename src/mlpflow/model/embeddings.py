@@ -60,6 +60,19 @@ class CategoricalInput(nn.Module):
             e.embedding_dim * len(columns)
             for e, columns in zip(self.embeddings, self.embedded, strict=True)
         )
+        self.cardinalities = list(cardinalities)
+        self._plan_folding()
+
+    def _plan_folding(self) -> None:
+        """Column order and row offsets of the folded tables (`first_layer_share`), and the
+        multiply-adds per hidden unit that building them costs."""
+        self.fold_order = self.one_hot + [j for columns in self.embedded for j in columns]
+        sizes = [self.cardinalities[j] for j in self.fold_order]
+        self.register_buffer("fold_offsets", _offsets(sizes), persistent=False)
+        widths = {j: self.cardinalities[j] - 1 for j in self.one_hot}  # one-hot: UNKNOWN out
+        for columns, embedding in zip(self.embedded, self.embeddings, strict=True):
+            widths.update(dict.fromkeys(columns, embedding.embedding_dim))
+        self.fold_work = sum(self.cardinalities[j] * widths[j] for j in self.fold_order)
 
     def forward(self, codes: Tensor) -> Tensor:
         parts = []
@@ -73,6 +86,30 @@ class CategoricalInput(nn.Module):
                 index = codes[:, columns] + getattr(self, f"embedding_offsets_{g}")
                 parts.append(embedding(index).flatten(1))
         return torch.cat(parts, dim=1)
+
+    def folds(self, n_rows: int) -> bool:
+        """Whether `first_layer_share` costs fewer multiply-adds than the first layer on
+        `forward`'s output, for a batch of `n_rows` outside autograd (validation, evaluate,
+        serving: large batches, where it is several times cheaper; training keeps `forward`)."""
+        saved = n_rows * (self.out_features - len(self.fold_order))
+        return not torch.is_grad_enabled() and saved > self.fold_work
+
+    def first_layer_share(self, codes: Tensor, weight: Tensor) -> Tensor:
+        """W h for h = forward(codes) and W [H, out_features] the first layer's weight on these
+        features, without building h: each column's levels go through its block of W once
+        (a [C_j, H] table), then one summed lookup per row picks a level of every column."""
+        tables = []
+        start = self.one_hot_table.shape[1]
+        if self.one_hot:
+            tables.append(self.one_hot_table @ weight[:, :start].T)
+        for columns, embedding in zip(self.embedded, self.embeddings, strict=True):
+            width = embedding.embedding_dim
+            blocks = weight[:, start : start + width * len(columns)].split(width, dim=1)
+            levels = embedding.weight.split([self.cardinalities[j] for j in columns])
+            tables += [rows @ block.T for rows, block in zip(levels, blocks, strict=True)]
+            start += width * len(columns)
+        index = codes[:, self.fold_order] + self.fold_offsets
+        return nn.functional.embedding_bag(index, torch.cat(tables), mode="sum")
 
 
 def _offsets(sizes: list[int]) -> Tensor:

@@ -7,6 +7,7 @@ embeddings and, optionally, with periodic embeddings of the continuous features 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 import torch
@@ -89,6 +90,20 @@ class MLP(nn.Module):
         parts = [x[:, self.n_continuous :]]
         if self.periodic is not None:
             parts.insert(0, self.periodic(x[:, : self.n_continuous]))
+        if self.categorical is not None and self.categorical.folds(len(codes)):
+            return self._folded(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1), codes)
         if self.categorical is not None:
             parts.append(self.categorical(codes))
         return self.layers(torch.cat(parts, dim=1))
+
+    def _folded(self, dense: Tensor, codes: Tensor) -> Tensor:
+        """The same layers, the first one split by its input columns: W [dense, h_cat] + b as
+        W_dense dense + b + W_cat h_cat, the last term from the categorical input's folded
+        tables (no [N, width] input is built)."""
+        first, width = self.layers[0], dense.shape[1]
+        assert isinstance(first, nn.Linear)
+        hidden = nn.functional.linear(dense, first.weight[:, :width], first.bias)
+        hidden = hidden + self.categorical.first_layer_share(codes, first.weight[:, width:])
+        for layer in islice(self.layers, 1, None):
+            hidden = layer(hidden)
+        return hidden
