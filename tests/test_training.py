@@ -251,3 +251,33 @@ def test_each_epoch_logs_the_validation_metrics_of_that_epochs_weights(cfg_facto
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         assert [m.step for m in history] == [steps_per_epoch * k for k in (1, 2, 3)], key
     assert [m.value for m in history] == [0, 1, 2]  # the epoch numbers
+
+
+def test_evaluate_writes_metrics_json_last_after_the_run_holds_its_results(
+    cfg_factory, monkeypatch
+):
+    """metrics.json on disk means evaluate finished, MLflow logging included (the Hydra path
+    reads it so): a stage stopped while logging leaves none behind and evaluates again."""
+    from mlpflow.tracking import results
+
+    cfg = cfg_factory("trainer.max_epochs=2")
+    prepare.run(cfg)
+    run_id = train.run(cfg)["run_id"]
+    metrics_json = Path(cfg.paths.reports) / "metrics.json"
+    on_disk_while_logging = []
+    log_results = results.log_results
+
+    def logging_while_watching(*args, **kwargs) -> None:
+        on_disk_while_logging.append(metrics_json.exists())
+        log_results(*args, **kwargs)
+        on_disk_while_logging.append(metrics_json.exists())
+
+    monkeypatch.setattr(results, "log_results", logging_while_watching)
+    metrics = evaluate.run(cfg)
+    assert on_disk_while_logging == [False, False]
+    written = json.loads(metrics_json.read_text())
+    assert written["test"]["roc_auc"] == metrics["test/roc_auc"]
+    client = MlflowClient(str(cfg.tracking.uri))
+    logged = client.download_artifacts(run_id, "reports/metrics.json", str(cfg.paths.prepared))
+    assert json.loads(Path(logged).read_text()) == written
+    assert client.get_run(run_id).data.metrics["test/roc_auc"] == metrics["test/roc_auc"]

@@ -59,21 +59,38 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.evaluate.importance:
         plot, figure = _importance(cfg, weights, (x, codes, y), meta)
         plots, figures = [*plots, plot], [*figures, figure]
-    metrics_path = write_json(reports / METRICS_FILE, _nested(metrics))
     if cfg.tracking.enabled and train_report.get("run_id"):
-        from mlpflow.tracking.datasets import split_digest
-        from mlpflow.tracking.results import log_results
-        from mlpflow.tracking.store import tracking_uri
+        _log(cfg, train_report, metrics, {"plots": plots, "figures": figures}, meta)
+    # Last: a metrics.json on disk means the run holds the results too (the Hydra path reads
+    # it as "evaluate finished"; a stage killed before this line evaluates again).
+    write_json(reports / METRICS_FILE, _nested(metrics))
+    return metrics
 
+
+def _log(
+    cfg: DictConfig,
+    train_report: dict,
+    metrics: dict[str, float],
+    artifacts: dict[str, list[Path]],
+    meta: Meta,
+) -> None:
+    """The test metrics, the report files and metrics.json (from a temp dir) into train's run."""
+    import tempfile
+
+    from mlpflow.tracking.datasets import split_digest
+    from mlpflow.tracking.results import log_results
+    from mlpflow.tracking.store import tracking_uri
+
+    with tempfile.TemporaryDirectory(prefix="mlpflow-evaluate-") as tmp:
+        metrics_copy = write_json(Path(tmp) / METRICS_FILE, _nested(metrics))
         log_results(
             train_report.get("tracking_uri") or tracking_uri(cfg),
             train_report["run_id"],
             metrics,
-            {"plots": plots, "figures": figures, "reports": [metrics_path]},
+            {**artifacts, "reports": [metrics_copy]},
             model_id=train_report.get("model_id"),
             dataset=(str(cfg.data.name), split_digest(meta.fingerprint, "test")),
         )
-    return metrics
 
 
 def _importance(
