@@ -350,3 +350,25 @@ def test_a_job_whose_evaluate_did_not_finish_evaluates_again_without_training(pr
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3
     assert (run_dir / "reports" / "metrics.json").exists()
     assert any(key.startswith("test/") for key in run.data.metrics)
+
+
+def test_a_run_dir_reused_by_another_config_trains_that_config_anew(project: Path):
+    """A run dir holding another config's train.json (and no metrics.json) is not an unfinished
+    evaluate of this config, even when this config's models dir has a best.ckpt from before:
+    this config trains a run of its own, and the other config's run gets nothing of it."""
+    uri = store(project, "reused.db")
+    other = ("trainer.max_epochs=2", "optimizer.lr=0.003")
+    run_to_end(project, uri, *other, f"hydra.run.dir={project / 'first'}")
+    run_dir = project / "job"
+    run_to_end(project, uri, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    first_report = json.loads((run_dir / "reports" / "train.json").read_text())
+    (run_dir / "reports" / "metrics.json").unlink()
+    out = run_to_end(project, uri, *other, f"hydra.run.dir={run_dir}")
+    assert "train finished before" not in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
+    assert len(runs) == 3
+    new_run = json.loads((run_dir / "reports" / "train.json").read_text())["run_id"]
+    assert new_run != first_report["run_id"]
+    assert "test/roc_auc" in client.get_run(new_run).data.metrics
+    assert len(client.get_metric_history(first_report["run_id"], "test/roc_auc")) == 1

@@ -59,20 +59,25 @@ def pipeline(cfg: DictConfig) -> float:
 def trained_here(cfg: DictConfig) -> dict | None:
     """train's report when this run dir trained this config to the end but its evaluate did
     not finish: a job requeued (submitit) or stopped during evaluate evaluates again, rather than
-    training a new run. A run dir whose evaluate finished trains anew, as a new command does."""
+    training a new run. A run dir whose evaluate finished, or that trained another config,
+    trains anew, as a new command does."""
     from mlpflow.files import read_json
     from mlpflow.stages.evaluate import METRICS_FILE
     from mlpflow.stages.report import TRAIN_REPORT
     from mlpflow.stages.resume import STATE_FILE
+    from mlpflow.tracking.lineage import config_digest
 
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
     trained = (reports / TRAIN_REPORT).exists() and (models / "best.ckpt").exists()
     if not trained or (reports / METRICS_FILE).exists() or (models / STATE_FILE).exists():
         return None
+    report = read_json(reports / TRAIN_REPORT)
+    if report.get("config_digest") != config_digest(cfg):
+        return None
     from mlpflow.console import console
 
     console.print(f"train finished before in {reports.parent}: evaluating its best checkpoint")
-    return read_json(reports / TRAIN_REPORT)
+    return report
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

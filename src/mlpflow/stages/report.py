@@ -60,6 +60,7 @@ def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str 
 
 def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
     """Log the best checkpoint and model; write train.json, the stage's completion mark."""
+    from mlpflow.tracking.lineage import config_digest
     from mlpflow.tracking.store import tracking_uri
 
     facts = checkpoint_facts(cfg, trainer)
@@ -73,6 +74,7 @@ def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, 
         "experiment": cfg.tracking.experiment if logger else None,
         "experiment_id": logger.experiment_id if logger else None,
         "tracking_uri": tracking_uri(cfg) if logger else None,
+        "config_digest": config_digest(cfg),  # which config trained this (stages/pipeline.py)
         **facts,
     }
     write_json(Path(cfg.paths.reports) / TRAIN_REPORT, report)
