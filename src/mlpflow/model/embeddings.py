@@ -15,6 +15,10 @@ from torch import Tensor, nn
 
 from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
 
+# What `folds` weighs, in multiply-adds of the first layer's matrix product: a summed lookup's
+# element costs about 8, a table entry built about 2 (benchmarks/README.md, issue 16's 4th part).
+LOOKUP_COST, TABLE_COST = 8, 2
+
 
 def embedding_size(cardinality: int) -> int:
     """fastai's rule of thumb: min(600, round(1.6 * cardinality^0.56))."""
@@ -90,11 +94,12 @@ class CategoricalInput(nn.Module):
         return torch.cat(parts, dim=1)
 
     def folds(self, n_rows: int) -> bool:
-        """Whether `first_layer_share` costs fewer multiply-adds than the first layer on
-        `forward`'s output, for a batch of `n_rows` outside autograd (validation, evaluate,
-        serving: large batches, where it is several times cheaper; training keeps `forward`)."""
-        saved = n_rows * (self.out_features - len(self.fold_order))
-        return not torch.is_grad_enabled() and saved > self.fold_work
+        """Whether `first_layer_share` is the cheaper way for a batch of `n_rows` outside
+        autograd (validation, evaluate, serving: large batches, where it is several times
+        cheaper). Training keeps `forward`: there the lookups' backward costs more than it saves
+        at the usual batch sizes."""
+        saved = n_rows * (self.out_features - LOOKUP_COST * len(self.fold_order))
+        return not torch.is_grad_enabled() and saved > TABLE_COST * self.fold_work
 
     def first_layer_share(self, codes: Tensor, weight: Tensor) -> Tensor:
         """W h for h = forward(codes) and W [H, out_features] the first layer's weight on these
