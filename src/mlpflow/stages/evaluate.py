@@ -59,11 +59,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.evaluate.importance:
         plot, figure = _importance(cfg, weights, (x, codes, y), meta)
         plots, figures = [*plots, plot], [*figures, figure]
+    nested = _nested(metrics)
     if cfg.tracking.enabled and train_report.get("run_id"):
-        _log(cfg, train_report, metrics, {"plots": plots, "figures": figures}, meta)
+        _log(cfg, train_report, metrics, nested, {"plots": plots, "figures": figures}, meta)
     # Last: a metrics.json on disk means the run holds the results too (the Hydra path reads
     # it as "evaluate finished"; a stage killed before this line evaluates again).
-    write_json(reports / METRICS_FILE, _nested(metrics))
+    write_json(reports / METRICS_FILE, nested)
     return metrics
 
 
@@ -71,10 +72,12 @@ def _log(
     cfg: DictConfig,
     train_report: dict,
     metrics: dict[str, float],
+    nested: dict[str, dict[str, float]],
     artifacts: dict[str, list[Path]],
     meta: Meta,
 ) -> None:
-    """The test metrics, the report files and metrics.json (from a temp dir) into train's run."""
+    """The test metrics, the report files and metrics.json (`nested`, written to a temp dir)
+    into train's run."""
     import tempfile
 
     from mlpflow.tracking.datasets import split_digest
@@ -82,7 +85,7 @@ def _log(
     from mlpflow.tracking.store import tracking_uri
 
     with tempfile.TemporaryDirectory(prefix="mlpflow-evaluate-") as tmp:
-        metrics_copy = write_json(Path(tmp) / METRICS_FILE, _nested(metrics))
+        metrics_copy = write_json(Path(tmp) / METRICS_FILE, nested)
         log_results(
             train_report.get("tracking_uri") or tracking_uri(cfg),
             train_report["run_id"],
