@@ -10,10 +10,14 @@
    tracking to a separate (new) SQLite store. Both timings include creating a fresh store.
    Both are repeated (--repeats, alternating, each from a fresh store; `dvc repro --force` after
    the first round) and each keeps its fastest time.
-3. Prints both wall times and their ratio (target <= 1.5), then the import cost of each stage
-   entry: `python -X importtime -c "import mlpflow.stages.<stage>"` (top 8 modules by cumulative
-   the same for the imports a stage really makes while it runs (`-m mlpflow stage <name>`,
-   lazy imports included), and the wall time of `python -m mlpflow --help`.
+3. Prints both wall times and their ratio (target <= 1.5), and the floor of any pipeline of three
+   stage processes: the one process, plus what prepare and evaluate must import again in
+   processes of their own (bare interpreters importing their libraries), plus a `dvc repro`
+   with nothing to run.
+4. Prints the import cost of each stage entry: `python -X importtime -c "import
+   mlpflow.stages.<stage>"` (top 8 modules by cumulative time), then the same for the imports a
+   stage really makes while it runs (`-m mlpflow stage <name>`, lazy imports included), and the
+   wall time of `python -m mlpflow --help`.
 """
 
 from __future__ import annotations
@@ -127,6 +131,93 @@ def print_imports(title: str, wall: float, stderr: str) -> None:
     print("  by package (sum of self): " + ", ".join(f"{k} {v:.2f}s" for k, v in heavy))
 
 
+# What a stage process must import whatever mlpflow does, given the libraries it uses: prepare
+# loads the table (pandas, pyarrow; scikit-learn's datasets), splits it and fits the encoders
+# and quantile transforms (scikit-learn);
+# evaluate scores with the torch model, computes torchmetrics, draws scikit-learn's curves and
+# displays with matplotlib, and logs to the SQLite store through MLflow.
+STAGE_FLOOR_IMPORTS = {
+    "prepare": (
+        "import omegaconf, pandas, pyarrow, sklearn.datasets, sklearn.model_selection, "
+        "sklearn.preprocessing"
+    ),
+    "evaluate": (
+        "import omegaconf, torch, torchmetrics, sklearn.calibration, sklearn.metrics, "
+        "matplotlib.pyplot, mlflow; "
+        "from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore"
+    ),
+}
+
+
+def time_rounds(project: Path, tmp: Path, repeats: int) -> tuple[list[float], list[float], str]:
+    """Alternating rounds of `dvc repro` and the one process, each from a fresh store."""
+    params = project / "params.yaml"
+    dvc_times: list[float] = []
+    one_times: list[float] = []
+    auc_one = ""
+    for round_ in range(repeats):
+        (project / "mlflow.db").unlink(missing_ok=True)
+        force = ["--force"] if round_ else []
+        seconds, result = timed("dvc", "repro", *force, cwd=project)
+        dvc_times.append(seconds)
+        stages = [
+            s
+            for s in ("prepare", "train", "evaluate")
+            if f"Running stage '{s}'" in result.stdout + result.stderr
+        ]
+        if stages != ["prepare", "train", "evaluate"]:
+            sys.exit(f"dvc repro ran {stages}, not all three stages:\n{result.stdout}")
+        out = tmp / f"in_process_{round_}"
+        out.mkdir()
+        seconds, result = timed(PYTHON, "-c", IN_PROCESS, str(params), str(out), cwd=project)
+        one_times.append(seconds)
+        auc_one = result.stdout.strip().splitlines()[-1]
+    return dvc_times, one_times, auc_one
+
+
+def print_floor(project: Path, t_one: float) -> None:
+    """The least any three-process pipeline pays over the one process, measured here.
+
+    The one process imports everything once; prepare and evaluate, as processes of their own,
+    import their libraries again (STAGE_FLOOR_IMPORTS, best of 3 bare interpreters), and DVC
+    costs at least what a `dvc repro` with nothing to run costs.
+    """
+    floors = {
+        stage: min(timed(PYTHON, "-c", imports, cwd=project)[0] for _ in range(3))
+        for stage, imports in STAGE_FLOOR_IMPORTS.items()
+    }
+    noop = min(timed("dvc", "repro", cwd=project)[0] for _ in range(3))
+    least = t_one + sum(floors.values()) + noop
+    print(
+        "floor of any 3-process pipeline: one process + "
+        + " + ".join(f"{stage} imports {s:.2f} s" for stage, s in floors.items())
+        + f" + no-op dvc repro {noop:.2f} s = {least:.2f} s, "
+        + f"ratio {least / t_one:.2f}"
+    )
+
+
+def print_import_profiles(project: Path) -> None:
+    """Each stage module's import cost, then what each stage process really imports."""
+    for stage in ("prepare", "train", "evaluate"):
+        wall, result = timed(
+            PYTHON, "-X", "importtime", "-c", f"import mlpflow.stages.{stage}", cwd=project
+        )
+        title = f'python -X importtime -c "import mlpflow.stages.{stage}"'
+        print_imports(title, wall, result.stderr)
+    # Lazy imports inside run() included (re-runs the stages in the copy, after the timings).
+    for stage in ("prepare", "train", "evaluate"):
+        wall, result = timed(
+            PYTHON, "-X", "importtime", "-m", "mlpflow", "stage", stage, cwd=project
+        )
+        title = f"python -X importtime -m mlpflow stage {stage}  (whole stage run)"
+        print_imports(title, wall, result.stderr)
+    walls = [timed(PYTHON, "-m", "mlpflow", "--help", cwd=project)[0] for _ in range(3)]
+    wall, result = timed(PYTHON, "-X", "importtime", "-m", "mlpflow", "--help", cwd=project)
+    shown = ", ".join(f"{w:.2f}" for w in walls)
+    print(f"\npython -m mlpflow --help: wall {min(walls):.2f} s (best of 3; {shown})")
+    print_imports("python -X importtime -m mlpflow --help", wall, result.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs and print them")
@@ -135,82 +226,34 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mlpflow-pipeline-"))
     try:
         project = copy_project(tmp / "project")
-        params = project / "params.yaml"
         epochs = sh(
             PYTHON,
             "-c",
             "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['trainer']['max_epochs'])",
-            str(params),
+            str(project / "params.yaml"),
             cwd=project,
         ).stdout.strip()
-
-        # Rounds alternate the two; each keeps its fastest (the machine may be shared). Every
-        # round starts from a fresh store on both sides; later dvc rounds force all stages.
-        dvc_times: list[float] = []
-        one_times: list[float] = []
-        for round_ in range(args.repeats):
-            (project / "mlflow.db").unlink(missing_ok=True)
-            force = ["--force"] if round_ else []
-            seconds, result = timed("dvc", "repro", *force, cwd=project)
-            dvc_times.append(seconds)
-            stages = [
-                s
-                for s in ("prepare", "train", "evaluate")
-                if f"Running stage '{s}'" in result.stdout + result.stderr
-            ]
-            if stages != ["prepare", "train", "evaluate"]:
-                sys.exit(f"dvc repro ran {stages}, not all three stages:\n{result.stdout}")
-            out = tmp / f"in_process_{round_}"
-            out.mkdir()
-            seconds, result = timed(PYTHON, "-c", IN_PROCESS, str(params), str(out), cwd=project)
-            one_times.append(seconds)
-            auc_one = result.stdout.strip().splitlines()[-1]
+        dvc_times, one_times, auc_one = time_rounds(project, tmp, args.repeats)
         t_dvc, t_one = min(dvc_times), min(one_times)
         auc_dvc = json.loads((project / "reports" / "metrics.json").read_text())["test"]["roc_auc"]
-
-        ratio = t_dvc / t_one
         rounds = f"best of {args.repeats}"
         print(f"== pipeline on the default config (data breast_cancer, {epochs} epochs) ==")
+        shown = ", ".join(f"{t:.2f}" for t in dvc_times)
         print(
             f"dvc repro (prepare, train, evaluate: 3 processes):  {t_dvc:6.2f} s  ({rounds}: "
-            + ", ".join(f"{t:.2f}" for t in dvc_times)
-            + f")  test/roc_auc {auc_dvc}"
+            f"{shown})  test/roc_auc {auc_dvc}"
         )
+        shown = ", ".join(f"{t:.2f}" for t in one_times)
         print(
             f"one process (prepare.run, train.run, evaluate.run): {t_one:6.2f} s  ({rounds}: "
-            + ", ".join(f"{t:.2f}" for t in one_times)
-            + f")  {auc_one}"
+            f"{shown})  {auc_one}"
         )
+        ratio = t_dvc / t_one
         verdict = "OK" if ratio <= TARGET_RATIO else "ABOVE TARGET"
         print(f"ratio dvc repro / one process: {ratio:.2f} (target <= {TARGET_RATIO}: {verdict})")
+        print_floor(project, t_one)
         print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-
-        for stage in ("prepare", "train", "evaluate"):
-            wall, result = timed(
-                PYTHON, "-X", "importtime", "-c", f"import mlpflow.stages.{stage}", cwd=project
-            )
-            shown = f'python -X importtime -c "import mlpflow.stages.{stage}"'
-            print_imports(shown, wall, result.stderr)
-        # What each DVC stage process really imports, lazy imports inside run() included
-        # (re-runs the stages in the copy, after the timings).
-        for stage in ("prepare", "train", "evaluate"):
-            wall, result = timed(
-                PYTHON, "-X", "importtime", "-m", "mlpflow", "stage", stage, cwd=project
-            )
-            print_imports(
-                f"python -X importtime -m mlpflow stage {stage}  (whole stage run)",
-                wall,
-                result.stderr,
-            )
-
-        walls = [timed(PYTHON, "-m", "mlpflow", "--help", cwd=project)[0] for _ in range(3)]
-        wall, result = timed(PYTHON, "-X", "importtime", "-m", "mlpflow", "--help", cwd=project)
-        print(
-            f"\npython -m mlpflow --help: wall {min(walls):.2f} s (best of 3; "
-            + ", ".join(f"{w:.2f}" for w in walls)
-            + ")"
-        )
-        print_imports("python -X importtime -m mlpflow --help", wall, result.stderr)
+        print_import_profiles(project)
     finally:
         if args.keep:
             print(f"\nkept {tmp}")
