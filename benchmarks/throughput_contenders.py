@@ -45,32 +45,59 @@ class EmbeddedMLP(nn.Module):
 def plain_loop(
     x: Tensor, codes: Tensor, y: Tensor, test: tuple[Tensor, Tensor],
     epochs: int, batch: int, fused: bool, cardinalities: list[int],
+    val: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[list[float], np.ndarray]:  # fmt: skip
-    """Seconds of each of `epochs` epochs of minibatch Adam, and the test scores."""
+    """Seconds of each of `epochs` epochs of minibatch Adam, and the test scores. With `val`,
+    every epoch ends as mlpflow's does: the val split scored and its loss and metrics computed."""
     torch.manual_seed(SEED)
     model = EmbeddedMLP(x.shape[1], cardinalities) if cardinalities else mlp(x.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused else None)
     loss_fn = nn.BCEWithLogitsLoss()
     y = y.to(torch.float32)
     n = len(y)
+    validate = Validation(model, loss_fn, val) if val is not None else None
     laps = [clock.now()]
     for _ in range(epochs):
         order = torch.randperm(n)
         xs, cs, ys = x[order], codes[order], y[order]
         for i in range(0, n, batch):
-            if cardinalities:
-                outputs = model(xs[i : i + batch], cs[i : i + batch])
-            else:
-                outputs = model(xs[i : i + batch])
-            loss = loss_fn(outputs.squeeze(-1), ys[i : i + batch])
+            outputs = forward(model, xs[i : i + batch], cs[i : i + batch], cardinalities)
+            loss = loss_fn(outputs, ys[i : i + batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if validate is not None:
+            validate(cardinalities)
         laps.append(clock.now())
     with torch.no_grad():
-        outputs = model(*test) if cardinalities else model(test[0])
-        scores = torch.sigmoid(outputs.squeeze(-1)).numpy()
+        scores = torch.sigmoid(forward(model, *test, cardinalities)).numpy()
     return list(np.diff(laps)), scores
+
+
+def forward(model: nn.Module, x: Tensor, codes: Tensor, cardinalities: list[int]) -> Tensor:
+    """The network's logit vector [N]."""
+    return (model(x, codes) if cardinalities else model(x)).squeeze(-1)
+
+
+class Validation:
+    """The end of a hand-written epoch that validates: the val split's logits without autograd,
+    its loss, and the metrics mlpflow computes (the same torchmetrics collection)."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, val: tuple[Tensor, ...]) -> None:
+        from mlpflow.evaluation.metrics import build_metrics
+
+        self.model, self.loss_fn = model, loss_fn
+        self.x, self.codes, self.y = val
+        self.metrics = build_metrics("binary", 2)
+
+    def __call__(self, cardinalities: list[int]) -> dict[str, Tensor]:
+        with torch.no_grad():
+            outputs = forward(self.model, self.x, self.codes, cardinalities)
+            loss = self.loss_fn(outputs, self.y.to(torch.float32))
+            self.metrics.update(torch.sigmoid(outputs), self.y)
+        values = self.metrics.compute()
+        self.metrics.reset()
+        return {"loss": loss, **values}
 
 
 def sklearn_classifier(epochs: int, batch: int):

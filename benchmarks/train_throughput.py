@@ -13,6 +13,8 @@ the same network (benchmarks/throughput_contenders.py):
   plain          a hand-written loop over slices of a torch.randperm-shuffled in-memory tensor,
                  torch.optim.Adam with torch's default implementation (the reference)
   plain-fused    the same loop with Adam(fused=True): the bar mlpflow (fused by default) meets
+  plain-fused-val  the same loop ending every epoch as mlpflow's does: the val split scored
+                 without autograd, its loss and mlpflow's six torchmetrics computed
   sklearn        MLPClassifier(hidden_layer_sizes=(128, 64), solver adam, batch 256); numeric
                  tables only
   mlpflow        mlpflow.train.run(cfg) as the DVC stage runs it: default callbacks (checkpoint,
@@ -20,7 +22,8 @@ the same network (benchmarks/throughput_contenders.py):
                  temp SQLite store, system metrics
   mlpflow-nosys  the same with tracking.system_metrics=false: what the system-metrics sampler costs
 
-Plain loops and sklearn are timed over their epochs only (no validation pass). mlpflow is timed
+Plain loops (but plain-fused-val) and sklearn are timed over their epochs only (no validation
+pass). mlpflow is timed
 twice, with max_epochs=E and max_epochs=1; its throughput is the marginal cost of an epoch,
 (E-1) * N_train / (t_E - t_1), so fixed costs (logger and run creation, config logging,
 checkpoint upload, ...) cancel out. That marginal epoch still includes what mlpflow does every
@@ -56,6 +59,12 @@ import pytorch_lightning as pl
 import torch
 from throughput_contenders import plain_loop, sklearn_epochs, sklearn_mlp
 
+PLAIN_VARIANTS = (  # (name, fused Adam, validates every epoch)
+    ("plain", False, False),
+    ("plain-fused", True, False),
+    ("plain-fused-val", True, True),
+)
+REFERENCES = (*(name for name, _, _ in PLAIN_VARIANTS), "sklearn")
 MLPFLOW_VARIANTS = (("mlpflow", []), ("mlpflow-nosys", ["tracking.system_metrics=false"]))
 
 
@@ -155,6 +164,7 @@ class Prepared:
     overrides: list[str]  # the data config mlpflow trains with
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # features, level codes, target
     test: tuple[torch.Tensor, torch.Tensor, np.ndarray]
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     cardinalities: list[int]
 
 
@@ -186,9 +196,10 @@ def prepare_data(args: argparse.Namespace, root: Path) -> Prepared:
         return torch.from_numpy(x), torch.from_numpy(load_codes(cfg.paths.prepared, name)), y
 
     x, codes, y = split("train")
+    x_val, c_val, y_val = split("val")
     return Prepared(
         overrides, (x, codes, torch.from_numpy(y)), split("test"),
-        list(meta.categorical.cardinalities),
+        (x_val, c_val, torch.from_numpy(y_val)), list(meta.categorical.cardinalities),
     )  # fmt: skip
 
 
@@ -229,10 +240,11 @@ def run_rounds(args: argparse.Namespace, root: Path, data: Prepared) -> tuple[di
     notes: dict[str, str] = {}
     (x, codes, y), (x_test, c_test, _) = data.train, data.test
     for round_ in range(args.repeats):
-        for name, fused in (("plain", False), ("plain-fused", True)):
+        for name, fused, val in PLAIN_VARIANTS:
             laps, scores[name] = plain_loop(
-                x, codes, y, (x_test, c_test), args.epochs, args.batch, fused, data.cardinalities
-            )
+                x, codes, y, (x_test, c_test), args.epochs, args.batch, fused, data.cardinalities,
+                data.val if val else None,
+            )  # fmt: skip
             keep(best, name, sum(laps))
             keep(best, f"{name}@epoch", min(laps))
         if not data.cardinalities:
@@ -266,7 +278,7 @@ def results_table(args, data: Prepared, best: dict, scores: dict, notes: dict) -
 
     n_train, y_test = len(data.train[2]), data.test[2]
     rows = []
-    for name in ("plain", "plain-fused", "sklearn"):
+    for name in REFERENCES:
         if name in best:
             rows.append((
                 name, args.epochs * n_train / best[name], n_train / best[f"{name}@epoch"],
@@ -296,18 +308,18 @@ def print_report(args: argparse.Namespace, data: Prepared, rows: list[tuple]) ->
     )
     print("samples/s: whole run (plain, sklearn: all epochs; mlpflow: (E-1)*N/(t_E - t_1))")
     print("           and fastest single epoch (mlpflow: one epoch as Lightning runs it)")
-    print(f"{'contender':<14} {'samples/s':>10} {'fastest ep':>11} {'test AUC':>9}  note")
+    print(f"{'contender':<16} {'samples/s':>10} {'fastest ep':>11} {'test AUC':>9}  note")
     for name, run_rate, epoch_rate, auc, note in rows:
-        print(f"{name:<14} {run_rate:>10,.0f} {epoch_rate:>11,.0f} {auc:>9.4f}  {note}")
+        print(f"{name:<16} {run_rate:>10,.0f} {epoch_rate:>11,.0f} {auc:>9.4f}  {note}")
     rate = {name: (r, e) for name, r, e, _, _ in rows}
     print("\nratios of samples/s (1 = parity, > 1 = mlpflow faster)")
-    print(f"  {'':<26} {'whole run':>10} {'fastest ep':>11}")
+    print(f"  {'':<30} {'whole run':>10} {'fastest ep':>11}")
     for ours, _ in MLPFLOW_VARIANTS:
-        for ref in ("plain", "plain-fused", "sklearn"):
+        for ref in REFERENCES:
             if ref in rate:
                 label = f"{ours}/{ref}"
                 print(
-                    f"  {label:<26} {rate[ours][0] / rate[ref][0]:>10.2f} "
+                    f"  {label:<30} {rate[ours][0] / rate[ref][0]:>10.2f} "
                     f"{rate[ours][1] / rate[ref][1]:>11.2f}"
                 )
     disturbed = [n for n, (r, e) in rate.items() if r < 0.75 * e or r > 1.25 * e]
