@@ -80,6 +80,11 @@ def test_hydra_entry_point_in_a_fresh_clone_prepares_what_it_needs(tmp_path: Pat
     (run,) = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
     assert run.info.run_name.startswith("mlp64x32-relu-mse-l1-sgd-")
     assert "test/roc_auc" in run.data.metrics
+    # It ends as `dvc repro` + `mlpflow report` do: this run's test metrics and its UI link.
+    roc_auc = [line for line in out.splitlines() if "roc_auc" in line]
+    assert roc_auc and f"{run.data.metrics['test/roc_auc']:.4f}" in roc_auc[-1], out[-2000:]
+    link = f"/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert any(link in line and "http://" in line for line in out.splitlines())
     assert list((project / "data" / "cache").iterdir())  # prepared into the cache, not data/
     assert not (project / "data" / "prepared").exists()
 

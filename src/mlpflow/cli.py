@@ -8,8 +8,6 @@ import sys
 from mlpflow.errors import friendly_errors
 
 STAGES = ("prepare", "train", "evaluate")
-# MLflow 3.17's UI opens in its GenAI view unless the link asks for the model-training one.
-ML_VIEW = "workflowType=machine_learning"
 
 
 def compose(args: argparse.Namespace) -> None:
@@ -41,21 +39,9 @@ def train(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    from mlpflow.console import console, print_metrics
-    from mlpflow.files import read_json
+    from mlpflow.console import print_run_summary
 
-    metrics = read_json(f"{args.reports}/metrics.json")
-    print_metrics("test metrics", metrics["test"])
-    run = read_json(f"{args.reports}/train.json")
-    if run.get("run_id"):
-        console.print(
-            f"MLflow run [bold]{run['run_name']}[/bold] ({run['run_id']})", soft_wrap=True
-        )
-        url = f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
-        # One line, never wrapped: a link cut in two is not a link.
-        console.print(
-            f"open it:  make ui   (or: mlpflow ui) then browse {url}?{ML_VIEW}", soft_wrap=True
-        )
+    print_run_summary(args.reports)
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -120,6 +106,7 @@ def runs(args: argparse.Namespace) -> None:
 def ui(args: argparse.Namespace) -> None:
     import os
 
+    from mlpflow.console import ML_VIEW
     from mlpflow.tracking.store import resolve_uri
 
     uri = resolve_uri(args.uri)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,6 +15,8 @@ from rich.tree import Tree
 
 console = Console(stderr=False)
 ROLE_PREFIX = re.compile(r"^(numeric|boolean|categorical|dropped)(: |; |$)")
+# MLflow 3.17's UI opens in its GenAI view unless the link asks for the model-training one.
+ML_VIEW = "workflowType=machine_learning"
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -31,6 +34,24 @@ def print_metrics(title: str, metrics: Mapping[str, float]) -> None:
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     console.print(table)
+
+
+def print_run_summary(reports: str | Path) -> None:
+    """The test metrics and the MLflow run of a finished pipeline, with a link to the run in the
+    UI's model-training view: the end of `dvc repro` (`mlpflow report`) and of a Hydra run."""
+    from mlpflow.files import read_json
+
+    print_metrics("test metrics", read_json(Path(reports) / "metrics.json")["test"])
+    run = read_json(Path(reports) / "train.json")
+    if run.get("run_id"):
+        console.print(
+            f"MLflow run [bold]{run['run_name']}[/bold] ({run['run_id']})", soft_wrap=True
+        )
+        url = f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+        # One line, never wrapped: a link cut in two is not a link.
+        console.print(
+            f"open it:  make ui   (or: mlpflow ui) then browse {url}?{ML_VIEW}", soft_wrap=True
+        )
 
 
 def print_columns(meta: Any) -> None:

@@ -87,12 +87,14 @@ def hydra_main(cfg: DictConfig) -> float:
     if in_multirun():
         return run_trial(pipeline, cfg)
     from mlpflow.config.schema import validate
-    from mlpflow.console import print_config_tree
+    from mlpflow.console import print_config_tree, print_run_summary
 
     with friendly_errors():
         validate(cfg)  # a bad value gets its one line before the tree, not after it
         print_config_tree(cfg)
-        return pipeline(cfg)
+        objective = pipeline(cfg)
+        print_run_summary(cfg.paths.reports)
+        return objective
 
 
 def main() -> None:
