@@ -114,6 +114,31 @@ def test_overrides_win_over_the_inference(tmp_path: Path):
     assert sorted(zip_levels) == ["1010", "2020", "3030"]  # the numbers as text
 
 
+def test_an_edited_table_is_prepared_anew_by_the_hydra_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Runs outside DVC cache prepared data by the data config: an edited table, or another
+    file of the same name in another directory, is not the one the cache was prepared from."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root: the cache goes here
+    monkeypatch.chdir(tmp_path)
+    write(export_table(n=1200), tmp_path / "t.csv")
+    cfg = make_cfg(tmp_path, "data=csv", "data.path=t.csv", "data.target=churn")
+
+    def prepared_rows() -> int:
+        cfg.paths.prepared = str(prepare.cache_dir(cfg))
+        return sum(prepare.ensure_prepared(cfg).rows.values())
+
+    assert prepared_rows() == 1200
+    assert prepare.cache_dir(cfg) == Path(cfg.paths.prepared)  # unchanged file: same cache
+    write(export_table(n=600, seed=1), tmp_path / "t.csv")
+    assert prepared_rows() == 600
+    (tmp_path / "other").mkdir()
+    write(export_table(n=900, seed=2), tmp_path / "other" / "t.csv")
+    monkeypatch.chdir(tmp_path / "other")
+    assert prepared_rows() == 900
+    assert len(list((tmp_path / "data" / "cache").iterdir())) == 3
+
+
 def test_vocabularies_come_from_train_rows_only(tmp_path: Path):
     frame = export_table()
     rows = split_rows(frame["churn"].to_numpy(), seed=0)

@@ -15,10 +15,25 @@ from mlpflow.data.prepared import META_FILE, Meta, load_meta
 
 
 def cache_dir(cfg: DictConfig) -> Path:
-    """Where runs outside DVC keep prepared data: one folder per distinct prepare input."""
-    inputs = {"data": OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
+    """Where runs outside DVC keep prepared data: one folder per distinct prepare input, the
+    table file included (an edited or another file of the same name is prepared anew)."""
+    inputs = {
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "seed": cfg.seed,
+        "file": file_stamp(cfg.data.get("path")),
+    }
     key = hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
     return project_root() / "data" / "cache" / f"{cfg.data.name}-{key}"
+
+
+def file_stamp(path: str | None) -> list[str | int] | None:
+    """The table file's resolved path, size and modification time (ns): what tells it apart
+    from the file a cached preparation read, without reading it (as make and DVC first do)."""
+    if not path or not Path(path).expanduser().is_file():
+        return None  # a built-in dataset, or a missing file that prepare reports
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return [str(resolved), stat.st_size, stat.st_mtime_ns]
 
 
 def run(cfg: DictConfig) -> Meta:
