@@ -2,8 +2,9 @@
 
 Inferred from the scan: text that reads as numbers (but for a few stray cells) is numeric, two
 boolean words are boolean, other text categorical; a row number, an ID (unique on nearly every
-row), a constant or an empty column is dropped. `data.categorical`, `data.numeric` and
-`data.drop` override the inference. `Decoder` reads a role's values out of the scratch file.
+row), a date/time as unique, a constant or an empty column is dropped. `data.categorical`,
+`data.numeric` and `data.drop` override the inference. `Decoder` reads a role's values out of
+the scratch file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ NUMBER_SHARE = 0.9  # text is numeric when this share of its cells read as numbe
 ID_SHARE = 0.95  # text is an ID when it has a distinct value on this share of its rows
 ID_MIN_LEVELS = 20
 ROW_NUMBER_NAMES = ("", "Unnamed: 0")  # the index column pandas' to_csv writes first
+TEMPORAL_TYPES = ("timestamp", "date32", "date64", "time32", "time64")  # Arrow's, unit dropped
+# A timestamp on nearly every row is no ID, but the network cannot use it as it is either.
+TIMESTAMP = "date/time, add its parts (month, weekday, hour) as columns to use it"
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ def _infer_text(name: str, stats: TextStats, first: bool) -> ColumnPlan:
         return _plan(name, stats, "numeric", f"numeric: text, {strays} stray cells missing")
     distinct = len(stats.levels) + stats.overflow_rows  # every overflow cell counted distinct
     if distinct >= ID_SHARE * present and len(stats.levels) >= ID_MIN_LEVELS:
+        if stats.dtype.split("[")[0] in TEMPORAL_TYPES:
+            return _plan(name, stats, "drop", f"dropped: {TIMESTAMP} ({distinct} distinct)")
         return _plan(name, stats, "drop", f"dropped: ID ({distinct} distinct of {present})")
     return _plan(name, stats, "categorical", "categorical")
 
