@@ -3,6 +3,7 @@ missing values, the numeric transforms, a network that learns from categories, r
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -343,6 +344,13 @@ def test_a_mixed_table_trains_through_the_hydra_entry_and_dvc_repro(tmp_path: Pa
     sh("dvc", "repro", cwd=project)
     metrics = pd.read_json(project / "reports" / "metrics.json")
     assert metrics.loc["roc_auc", "test"] > 0.7
+    assert "Running stage" not in sh("dvc", "repro", cwd=project)
+    # The table is prepare's dependency (data.source): an edited table is prepared again.
+    write(export_table(n=900, seed=3), project / "customers.csv")
+    out = sh("dvc", "repro", cwd=project)
+    assert "Running stage 'prepare'" in out and "Running stage 'train'" in out
+    rows = json.loads((project / "data" / "prepared" / "meta.json").read_text())["rows"]
+    assert sum(rows.values()) == 900
 
 
 def test_a_wide_categorical_column_is_capped_by_frequency(tmp_path: Path):
