@@ -329,10 +329,37 @@ def test_resume_false_starts_afresh(tmp_path: Path):
     (models / "last.ckpt").write_bytes(b"not a checkpoint: resuming from it would fail")
     experiment = ensure_store(str(cfg.tracking.uri), cfg.tracking.experiment)
     killed = MlflowClient(str(cfg.tracking.uri)).create_run(experiment).info.run_id
-    resume.begin(models, config_digest(cfg), str(cfg.tracking.uri), killed)
+    identity = resume.RunIdentity(config_digest(cfg), str(cfg.tracking.uri), meta.fingerprint)
+    resume.begin(models, identity, killed)
     report = train.run(cfg)
     assert report["run_id"] != killed and report["epochs_run"] == 2
     assert not (models / "resume.json").exists()
+
+
+def test_an_interrupted_run_on_other_data_is_not_resumed(tmp_path: Path):
+    """The same config on an edited table (another data fingerprint) trains afresh: resuming
+    would continue weights and an MLflow run that saw other rows."""
+    from mlpflow.config.compose import resolve_data_defaults
+    from mlpflow.data.prepared import load_meta
+    from mlpflow.stages import prepare, resume, train
+    from mlpflow.tracking.lineage import config_digest
+    from mlpflow.tracking.store import ensure_store
+
+    from conftest import make_cfg
+
+    cfg = make_cfg(tmp_path, "trainer.max_epochs=2")
+    prepare.run(cfg)
+    meta = load_meta(cfg.paths.prepared)
+    resolve_data_defaults(cfg, meta.task, meta.rows["train"])
+    models = Path(cfg.paths.models)
+    models.mkdir(parents=True)
+    (models / "last.ckpt").write_bytes(b"not a checkpoint: resuming from it would fail")
+    experiment = ensure_store(str(cfg.tracking.uri), cfg.tracking.experiment)
+    killed = MlflowClient(str(cfg.tracking.uri)).create_run(experiment).info.run_id
+    other_data = resume.RunIdentity(config_digest(cfg), str(cfg.tracking.uri), "0" * 64)
+    resume.begin(models, other_data, killed)
+    report = train.run(cfg)
+    assert report["run_id"] != killed and report["epochs_run"] == 2
 
 
 def test_a_job_whose_evaluate_did_not_finish_evaluates_again_without_training(project: Path):

@@ -1,8 +1,9 @@
 """Resume an interrupted training: same checkpoint, same MLflow run, same result.
 
-train keeps `<models>/resume.json` (config digest, MLflow store and run id, owner process)
-while it runs and removes it when it finishes. A later start of the same config finds it next
-to `last.ckpt` and continues from there; any other config, or a finished run, starts afresh.
+train keeps `<models>/resume.json` (config digest, MLflow store, prepared data's fingerprint,
+run id, owner process) while it runs and removes it when it finishes. A later start of the same
+config on the same data finds it next to `last.ckpt` and continues from there; any other config,
+data (an edited table), or a finished run starts afresh.
 The DVC path's models/ is fixed; `python -m mlpflow.train` keys its models dir by the config
 digest (`keyed_models_dir`), so the same command finds its run whatever Hydra's run dir.
 """
@@ -10,7 +11,7 @@ digest (`keyed_models_dir`), so the same command finds its run whatever Hydra's 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -28,6 +29,15 @@ class AlreadyRunning(MlpflowError):
 
 
 @dataclass(frozen=True)
+class RunIdentity:
+    """What an interrupted run must share with a new start to be continued by it."""
+
+    config_digest: str
+    store: str | None  # the tracking URI (None: tracking off): a run continues in its own store
+    data: str  # prepare's fingerprint of the split arrays: the same config on another table
+
+
+@dataclass(frozen=True)
 class ResumePoint:
     checkpoint: Path | None = None
     run_id: str | None = None
@@ -41,16 +51,13 @@ def keyed_models_dir(cfg: DictConfig) -> Path:
     return project_root() / cfg.paths.checkpoints / f"{cfg.data.name}-{config_digest(cfg)[:12]}"
 
 
-def find(models_dir: str | Path, digest: str, store: str | None) -> ResumePoint:
-    """Where an interrupted run of this config stopped; clears what cannot be resumed.
-
-    `store` is the tracking URI (None: tracking off): a run is continued in its own store only.
-    """
+def find(models_dir: str | Path, identity: RunIdentity) -> ResumePoint:
+    """Where an interrupted run of this identity stopped; clears what cannot be resumed."""
     models = Path(models_dir)
     state_path, last = models / STATE_FILE, models / LAST_CHECKPOINT
     if state_path.exists():
         state = read_json(state_path)
-        if state.get("config_digest") == digest and state.get("store") == store:
+        if all(state.get(key) == value for key, value in asdict(identity).items()):
             owner = state.get("owner")
             if owner and owner != this_process() and not is_worker() and is_alive(owner):
                 raise AlreadyRunning(
@@ -69,8 +76,8 @@ def discard(models_dir: str | Path) -> ResumePoint:
     return ResumePoint()
 
 
-def begin(models_dir: str | Path, digest: str, store: str | None, run_id: str | None) -> None:
-    state = {"config_digest": digest, "store": store, "run_id": run_id, "owner": this_process()}
+def begin(models_dir: str | Path, identity: RunIdentity, run_id: str | None) -> None:
+    state = {**asdict(identity), "run_id": run_id, "owner": this_process()}
     write_json(Path(models_dir) / STATE_FILE, state)
 
 

@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
-    start, resume_state = resume_point(cfg)
+    start, identity = resume_point(cfg, meta.fingerprint)
     logger = training_logger(cfg, meta, start.run_id)
 
     import pytorch_lightning as pl
@@ -43,12 +43,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stop = StopOnSignal()
     trainer = build_trainer(cfg, logger, stop)
     if trainer.is_global_zero:  # under `ddp` every worker process runs this function
-        resume.begin(cfg.paths.models, *resume_state, logger.run_id if logger else None)
+        resume.begin(cfg.paths.models, identity, logger.run_id if logger else None)
     sampled = logger if trainer.is_global_zero else None  # one sampler per run, rank 0's
     try:
         with (
             stop.installed(),
-            system_metrics(cfg, sampled, resume_state[1], bool(start.checkpoint)),
+            system_metrics(cfg, sampled, identity.store, bool(start.checkpoint)),
         ):
             if logger is not None:
                 log_run_inputs(logger, cfg, meta)
@@ -62,19 +62,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def resume_point(cfg: DictConfig) -> tuple[resume.ResumePoint, tuple[str, str | None]]:
-    """Where this config's interrupted run stopped (nothing: a fresh start), and the state
-    that identifies it: the config digest and the tracking store."""
+def resume_point(cfg: DictConfig, data: str) -> tuple[resume.ResumePoint, resume.RunIdentity]:
+    """Where this config's interrupted run on this data stopped (nothing: a fresh start), and
+    what identifies it: the config digest, the tracking store and the data's fingerprint."""
     from mlpflow.tracking.lineage import config_digest
     from mlpflow.tracking.logger import run_exists
     from mlpflow.tracking.store import tracking_uri
 
-    digest = config_digest(cfg)
     store = tracking_uri(cfg) if cfg.tracking.enabled else None
+    identity = resume.RunIdentity(config_digest(cfg), store, data)
     if not cfg.tracking.get("resume", True):  # opted out: an interrupted run stays as it is
         start = resume.discard(cfg.paths.models)
     else:
-        start = resume.find(cfg.paths.models, digest, store)
+        start = resume.find(cfg.paths.models, identity)
     if start.run_id and store and not run_exists(store, start.run_id):
         warn(f"MLflow run {start.run_id} was deleted: training this config from the start")
         start = resume.discard(cfg.paths.models)
@@ -82,7 +82,7 @@ def resume_point(cfg: DictConfig) -> tuple[resume.ResumePoint, tuple[str, str | 
         from mlpflow.console import console
 
         console.print(f"resuming MLflow run {start.run_id} from {start.checkpoint}")
-    return start, (digest, store)
+    return start, identity
 
 
 def stopped(error: BaseException, signum: int | None, logger: Any, trainer: Any) -> BaseException:
