@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+from omegaconf import DictConfig
 
 from conftest import copy_project, subprocess_env
 
@@ -310,17 +311,18 @@ def test_submitit_requeues_a_timed_out_trial_and_it_resumes(project: Path):
     assert len(steps) == len(set(steps)) == 70
 
 
-def test_resume_false_starts_afresh(tmp_path: Path):
-    """tracking.resume=false: an interrupted run's state is set aside, training starts over."""
+def interrupted(tmp_path: Path, *overrides: str, data: str | None = None) -> tuple[DictConfig, str]:
+    """A config whose models dir holds an interrupted run's state (of this config, on `data`:
+    by default the prepared data's fingerprint) next to a last.ckpt that cannot be resumed."""
     from mlpflow.config.compose import resolve_data_defaults
     from mlpflow.data.prepared import load_meta
-    from mlpflow.stages import prepare, resume, train
+    from mlpflow.stages import prepare, resume
     from mlpflow.tracking.lineage import config_digest
     from mlpflow.tracking.store import ensure_store
 
     from conftest import make_cfg
 
-    cfg = make_cfg(tmp_path, "trainer.max_epochs=2", "tracking.resume=false")
+    cfg = make_cfg(tmp_path, "trainer.max_epochs=2", *overrides)
     prepare.run(cfg)
     meta = load_meta(cfg.paths.prepared)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
@@ -329,35 +331,27 @@ def test_resume_false_starts_afresh(tmp_path: Path):
     (models / "last.ckpt").write_bytes(b"not a checkpoint: resuming from it would fail")
     experiment = ensure_store(str(cfg.tracking.uri), cfg.tracking.experiment)
     killed = MlflowClient(str(cfg.tracking.uri)).create_run(experiment).info.run_id
-    identity = resume.RunIdentity(config_digest(cfg), str(cfg.tracking.uri), meta.fingerprint)
-    resume.begin(models, identity, killed)
+    uri, fingerprint = str(cfg.tracking.uri), data or meta.fingerprint
+    resume.begin(models, resume.RunIdentity(config_digest(cfg), uri, fingerprint), killed)
+    return cfg, killed
+
+
+def test_resume_false_starts_afresh(tmp_path: Path):
+    """tracking.resume=false: an interrupted run's state is set aside, training starts over."""
+    from mlpflow.stages import train
+
+    cfg, killed = interrupted(tmp_path, "tracking.resume=false")
     report = train.run(cfg)
     assert report["run_id"] != killed and report["epochs_run"] == 2
-    assert not (models / "resume.json").exists()
+    assert not (Path(cfg.paths.models) / "resume.json").exists()
 
 
 def test_an_interrupted_run_on_other_data_is_not_resumed(tmp_path: Path):
     """The same config on an edited table (another data fingerprint) trains afresh: resuming
     would continue weights and an MLflow run that saw other rows."""
-    from mlpflow.config.compose import resolve_data_defaults
-    from mlpflow.data.prepared import load_meta
-    from mlpflow.stages import prepare, resume, train
-    from mlpflow.tracking.lineage import config_digest
-    from mlpflow.tracking.store import ensure_store
+    from mlpflow.stages import train
 
-    from conftest import make_cfg
-
-    cfg = make_cfg(tmp_path, "trainer.max_epochs=2")
-    prepare.run(cfg)
-    meta = load_meta(cfg.paths.prepared)
-    resolve_data_defaults(cfg, meta.task, meta.rows["train"])
-    models = Path(cfg.paths.models)
-    models.mkdir(parents=True)
-    (models / "last.ckpt").write_bytes(b"not a checkpoint: resuming from it would fail")
-    experiment = ensure_store(str(cfg.tracking.uri), cfg.tracking.experiment)
-    killed = MlflowClient(str(cfg.tracking.uri)).create_run(experiment).info.run_id
-    other_data = resume.RunIdentity(config_digest(cfg), str(cfg.tracking.uri), "0" * 64)
-    resume.begin(models, other_data, killed)
+    cfg, killed = interrupted(tmp_path, data="0" * 64)
     report = train.run(cfg)
     assert report["run_id"] != killed and report["epochs_run"] == 2
 
