@@ -90,14 +90,13 @@ class Validation:
         self.x, self.codes, self.y = val
         self.metrics = build_metrics("binary", 2)
 
-    def __call__(self, cardinalities: list[int]) -> dict[str, Tensor]:
+    def __call__(self, cardinalities: list[int]) -> None:
         with torch.no_grad():
             outputs = forward(self.model, self.x, self.codes, cardinalities)
-            loss = self.loss_fn(outputs, self.y.to(torch.float32))
+            self.loss_fn(outputs, self.y.to(torch.float32))
             self.metrics.update(torch.sigmoid(outputs), self.y)
-        values = self.metrics.compute()
+        self.metrics.compute()
         self.metrics.reset()
-        return {"loss": loss, **values}
 
 
 def sklearn_classifier(epochs: int, batch: int):

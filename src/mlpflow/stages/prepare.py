@@ -29,9 +29,9 @@ def cache_dir(cfg: DictConfig) -> Path:
 def file_stamp(path: str | None) -> list[str | int] | None:
     """The table file's resolved path, size and modification time (ns): what tells it apart
     from the file a cached preparation read, without reading it (as make and DVC first do)."""
-    if not path or not Path(path).expanduser().is_file():
+    resolved = Path(path).expanduser().resolve() if path else None
+    if resolved is None or not resolved.is_file():
         return None  # a built-in dataset, or a missing file that prepare reports
-    resolved = Path(path).expanduser().resolve()
     stat = resolved.stat()
     return [str(resolved), stat.st_size, stat.st_mtime_ns]
 
