@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
-from mlpflow.console import warn
+from mlpflow.notice import warn
 from mlpflow.data.prepared import Meta
 from mlpflow.data.text import boolean_value, level_text, parse_number
 from mlpflow.errors import DataError
