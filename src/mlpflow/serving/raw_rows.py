@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
-from mlpflow.notice import warn
 from mlpflow.data.prepared import Meta
 from mlpflow.data.text import boolean_value, level_text, parse_number
 from mlpflow.errors import DataError
+from mlpflow.notice import warn
 
 
 def check_columns(meta: Meta, rows: pd.DataFrame) -> None:
