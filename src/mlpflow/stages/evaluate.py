@@ -76,11 +76,12 @@ def _log(
     artifacts: dict[str, list[Path]],
     meta: Meta,
 ) -> None:
-    """The test metrics, the report files and metrics.json (`nested`, written to a temp dir)
-    into train's run."""
+    """The test metrics, evaluate's settings (tags), the report files and metrics.json
+    (`nested`, written to a temp dir) into train's run."""
     import tempfile
 
     from mlpflow.tracking.datasets import split_digest
+    from mlpflow.tracking.lineage import evaluation_tags
     from mlpflow.tracking.results import log_results
     from mlpflow.tracking.store import tracking_uri
 
@@ -93,6 +94,7 @@ def _log(
             {**artifacts, "reports": [metrics_copy]},
             model_id=train_report.get("model_id"),
             dataset=(str(cfg.data.name), split_digest(meta.fingerprint, "test")),
+            tags=evaluation_tags(cfg),
         )
 
 

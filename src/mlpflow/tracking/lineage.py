@@ -31,6 +31,23 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+def run_params(cfg: DictConfig) -> dict[str, Any]:
+    """The params of train's run: the flattened config but evaluate's own settings. Those shape
+    only evaluate's reports and change without retraining (`dvc repro` reruns evaluate alone),
+    so evaluate tags the run with them (`evaluation_tags`); MLflow params cannot change.
+    `evaluate.threshold` stays a param: train scores its validation split with it."""
+    return {key: value for key, value in flatten(cfg).items() if not _evaluate_only(key)}
+
+
+def evaluation_tags(cfg: DictConfig) -> dict[str, str]:
+    """evaluate's own settings as tags on the run it evaluates: the latest evaluation's."""
+    return {key: str(value) for key, value in flatten(cfg).items() if _evaluate_only(key)}
+
+
+def _evaluate_only(key: str) -> bool:
+    return key.startswith("evaluate.") and key != "evaluate.threshold"
+
+
 def config_digest(cfg: DictConfig) -> str:
     """Hash of what determines the result: everything but where files and runs go (paths,
     tracking, and the callbacks' `dirpath`, which interpolates paths.models). It identifies an

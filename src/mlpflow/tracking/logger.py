@@ -149,14 +149,15 @@ def end_run(logger: TrackingLogger | None, status: str, reason: str) -> None:
 
 
 def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
-    """A new run's datasets (the three splits), params (the resolved config), config.yaml, and
+    """A new run's datasets (the three splits), params (the resolved config, `run_params`),
+    config.yaml, and
     prepare's column table; a resumed run gets the params it lacks only (its paths differ:
     MLflow refuses a changed param)."""
     import pandas as pd
     from omegaconf import OmegaConf
 
     from mlpflow.tracking.datasets import log_datasets, split_datasets
-    from mlpflow.tracking.lineage import column_tags, dvc_output_md5, flatten
+    from mlpflow.tracking.lineage import column_tags, dvc_output_md5, run_params
 
     if not logger.logged_params:  # else a resumed run: these came before its params
         client, run_id = logger.experiment, logger.run_id
@@ -168,6 +169,6 @@ def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
         logger.safely(client.log_table, run_id, columns, "data/columns.json")
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         logger.safely(client.log_text, run_id, config_yaml, "config/config.yaml")
-    params = {k: v for k, v in flatten(cfg).items() if k not in logger.logged_params}
+    params = {k: v for k, v in run_params(cfg).items() if k not in logger.logged_params}
     if params:
         logger.log_hyperparams(params)

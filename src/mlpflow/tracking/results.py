@@ -16,15 +16,16 @@ def log_results(
     artifacts: dict[str, list[Path]],
     model_id: str | None = None,
     dataset: tuple[str, str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    """Add the test metrics (one batch) and the report files to the run; a lost store leaves
-    reports/ complete and says which run misses them.
+    """Add the test metrics (one batch), `tags` and the report files to the run; a lost store
+    leaves reports/ complete and says which run misses them.
 
     With `model_id` the metrics are linked to train's LoggedModel (and to the test dataset,
     (name, digest)): the Models tab and `mlflow.search_logged_models` rank models by them.
     """
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     guard = StoreGuard(uri, lambda: run_id, "evaluation")
     client = guard(MlflowClient, uri)
@@ -32,8 +33,9 @@ def log_results(
     name, digest = dataset or (None, None)
     link = {"model_id": model_id, "dataset_name": name, "dataset_digest": digest}
     batch = [Metric(key, value, now, 0, run_id=run_id, **link) for key, value in metrics.items()]
+    tag_batch = [RunTag(key, value) for key, value in (tags or {}).items()]
     if client is not None:
-        guard(client.log_batch, run_id, metrics=batch)
+        guard(client.log_batch, run_id, metrics=batch, tags=tag_batch)
         for folder, paths in artifacts.items():
             for path in paths:
                 guard(client.log_artifact, run_id, str(path), folder)
