@@ -54,7 +54,7 @@ CSV_CASES = {
     "tiny dataset": (rows(3, lambda i: f"{i * 0.5},{i % 7},{i * 1.5},{i % 2}\n"), [], ["rows"]),
 }
 CONFIG_CASES = {
-    "unknown group option": (["optimizer=rmsprop"], ["optimizer/rmsprop", "available"]),
+    "unknown group option": (["optimizer=rmsprop"], ["optimizer=rmsprop", "sgd, adam, adamw, gd"]),
     "wrong type": (["optimizer.lr=fast"], ["optimizer.lr", "number"]),
     "negative lr": (["optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),
     "empty hidden_dims": (["model.hidden_dims=[]"], ["model.hidden_dims", "non-empty"]),
@@ -73,7 +73,7 @@ CONFIG_CASES = {
     "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),
     "key not in the config": (
         ["trainer.limit_val_batches=0"],
-        ["trainer.limit_val_batches", "use +trainer.limit_val_batches=0"],
+        ["trainer.limit_val_batches", "+trainer.limit_val_batches=..."],
     ),
     "validation off": (["+trainer.limit_val_batches=0"], ["limit_val_batches", "never validates"]),
     "validation after the last epoch": (
@@ -81,6 +81,34 @@ CONFIG_CASES = {
         ["check_val_every_n_epoch=10", "never validates"],
     ),
 }
+
+
+# Overrides of the Hydra entry that Hydra itself reports as a search path or a struct error.
+HYDRA_CASES = {
+    "unknown option": (["model=foo"], ["model=foo", "no such model option", "mlp"]),
+    "unknown option in a sweep": (["-m", "optimizer=adam,sgdd"], ["optimizer=sgdd", "sgd, gd"]),
+    "misspelt key": (["optimizer.lrr=0.1"], ["optimizer.lrr", "optimizer has: lr, "]),
+    "unknown group": (["foo.bar=1"], ["foo.bar", "top-level keys are", "model"]),
+    "key of another option": (["loss.pos_weight=75"], ["loss.pos_weight", "add loss=bce"]),
+    "option added to loss=auto": (["+loss.pos_weight=75"], ["loss=auto takes no options"]),
+    "sweep without -m": (["optimizer.lr=0.1,0.01"], ["is a sweep", "-m"]),
+}
+
+
+@pytest.mark.parametrize("case", HYDRA_CASES)
+def test_hydra_override_errors(case: str, tmp_path: Path):
+    overrides, words = HYDRA_CASES[case]
+    result = subprocess.run(
+        ["python", "-m", "mlpflow.train", *overrides],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_clear_line(result, words)
+    assert result.returncode == 2
+    assert result.stdout.strip() == ""  # stopped before the config tree, let alone training
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -109,7 +109,7 @@ def test_bad_values_raise_config_error_naming_the_key(overrides: list[str], name
 
 
 def test_unknown_group_option_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match=r"optimizer/rmsprop.*available: adam, adamw, gd, sgd"):
+    with pytest.raises(ConfigError, match=r"optimizer=rmsprop: .* one of: sgd, adam, adamw, gd"):
         compose(["optimizer=rmsprop"])
 
 

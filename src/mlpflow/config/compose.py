@@ -7,6 +7,7 @@ params.yaml (conf/ composed, as `dvc exp run` and `mlpflow compose` write it) fe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,24 @@ def conf_dir() -> Path:
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """conf/ composed with Hydra overrides, exactly as DVC's Hydra integration composes it."""
+    check_moved_overrides(overrides)
+    try:
+        return _hydra_compose(overrides)
+    except ConfigError:
+        check_overrides(overrides)  # an unknown option or key: its own line
+        raise
+
+
+def _hydra_compose(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+    """Hydra's composition of conf/; its errors as one-line ConfigErrors."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    check_moved_overrides(overrides)
     try:
         with initialize_config_dir(str(conf_dir()), version_base=None):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            return hydra_compose("config", list(overrides), return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         lines = str(error).strip().splitlines()
         message = lines[0]
@@ -76,6 +86,122 @@ def check_moved_overrides(overrides: Sequence[str]) -> None:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in MOVED_KEYS:
             raise moved_key_error(key)
+
+
+# Hydra's command-line flags that take the next argument as their value.
+HYDRA_VALUE_FLAGS = frozenset(
+    {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c"}
+    | {"--package", "-p", "--experimental-rerun"}
+)
+
+
+def is_multirun(argv: Sequence[str]) -> bool:
+    """-m/--multirun on the command line, or Hydra's mode set to it by an override."""
+    return any(a in ("-m", "--multirun", "hydra.mode=MULTIRUN") for a in argv)
+
+
+def command_line_overrides(argv: Sequence[str]) -> list[str]:
+    """The overrides among Hydra's command-line arguments (flags and their values dropped)."""
+    overrides: list[str] = []
+    flag_value = False
+    for arg in argv:
+        if flag_value and "=" not in arg:
+            flag_value = False
+        elif arg.startswith("-"):
+            flag_value = arg in HYDRA_VALUE_FLAGS
+        else:
+            overrides.append(arg)
+    return overrides
+
+
+def check_overrides(overrides: Sequence[str], multirun: bool = True) -> None:
+    """Each override names an option of its group and a key of the composed config, or fails
+    with one line: what is unknown and what exists, closest first (Hydra's own messages are a
+    search path or a struct error). A sweep's values are options too; `+key` adds a key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    check_moved_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as error:
+        raise ConfigError(f"cannot parse the overrides: {str(error).splitlines()[0]}") from error
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        raise ConfigError(f"{sweeps[0]} is a sweep: add -m (--multirun) to run one job per value")
+    parsed = [o for o in parsed if not o.key_or_group.startswith("hydra") and not o.is_delete()]
+    conf = conf_dir()
+    choices: list[str] = []
+    keys: list[str] = []
+    for override in parsed:
+        name = override.key_or_group
+        if (conf / name).is_dir() and override.package is None:
+            values = _override_values(override)
+            for value in values:
+                _check_option(conf, name, value)
+            if values and values[0] not in ("null", "None"):
+                choices.append(f"{name}={values[0]}")
+        elif not (override.is_add() or override.is_force_add()):
+            keys.append(name)
+    if not keys:
+        return
+    cfg = _hydra_compose(choices, with_hydra=True)
+    for key in keys:
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise _unknown_key(cfg, key, conf)
+
+
+_ABSENT = object()
+
+
+def _override_values(override: Any) -> list[str]:
+    """An override's values as text: its one value, or each value of a choice/range sweep."""
+    if override.is_sweep_override():
+        try:
+            return list(override.sweep_string_iterator())
+        except Exception:  # an interval sweep has no options to check
+            return []
+    return [override.get_value_element_as_str()]
+
+
+def _check_option(conf: Path, group: str, value: str) -> None:
+    if value in ("null", "None") or (conf / group / f"{value}.yaml").is_file():
+        return
+    options = sorted(p.stem for p in (conf / group).glob("*.yaml") if not p.stem.startswith("_"))
+    raise ConfigError(
+        f"{group}={value}: no such {group} option; choose one of: {', '.join(_closest(value, options))}"
+    )
+
+
+def _unknown_key(cfg: DictConfig, key: str, conf: Path) -> ConfigError:
+    """The key is unknown: name the option that has it, or the keys that exist beside it."""
+    group, _, rest = key.partition(".")
+    chosen = cfg.hydra.runtime.choices.get(group) if "hydra" in cfg else None
+    if rest and (conf / group).is_dir():
+        for option in sorted((conf / group).glob("*.yaml")):
+            if option.stem != chosen and OmegaConf.select(
+                OmegaConf.load(option), rest, default=_ABSENT
+            ) is not _ABSENT:
+                return ConfigError(
+                    f"{key} is a key of {group}={option.stem}, not of {group}={chosen}: "
+                    f"add {group}={option.stem} to the command"
+                )
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    while parent and not OmegaConf.is_dict(node):  # climb to the deepest node that exists
+        parent, _, leaf = parent.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    existing = [k for k in node if k != "hydra"] if OmegaConf.is_dict(node) else []
+    where = f"{parent} has" if parent else "top-level keys are"
+    return ConfigError(
+        f"{key} is not a config key; {where}: {', '.join(_closest(leaf, existing))} "
+        f"(`+{key}=...` adds a new key)"
+    )
+
+
+def _closest(word: str, candidates: list[str]) -> list[str]:
+    """Every candidate, the most similar to `word` first."""
+    return sorted(candidates, key=lambda c: -SequenceMatcher(None, word, c).ratio())
 
 
 def params_yaml(cfg: DictConfig) -> str:

@@ -99,6 +99,7 @@ class DataConfig:
     max_categories: int
     numeric_transform: str
     soft_clip: float | None
+    csv: dict[str, str | None]  # delimiter, decimal, thousands: marks; None: read from the file
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> DataConfig:
@@ -113,6 +114,7 @@ class DataConfig:
         if absent:
             raise ConfigError(f"data config lacks {', '.join(absent)}: compose it from conf/")
         parsed = cls(**{name: data[name] for name in names})
+        object.__setattr__(parsed, "csv", _csv_options(parsed.csv))
         parsed._check_source()
         parsed._check_split()
         parsed._check_columns()
@@ -177,6 +179,43 @@ class DataConfig:
             check_number("data.soft_clip", self.soft_clip, 0, low_open=True)
 
 
+# data.csv.*: the marks each option takes, by their word (the marks themselves work too).
+CSV_OPTIONS = {
+    "delimiter": {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"},
+    "decimal": {"point": ".", "comma": ","},
+    "thousands": {"comma": ",", "point": ".", "space": " ", "apostrophe": "'", "none": ""},
+}
+
+
+def _csv_options(options: Any) -> dict[str, str | None]:
+    """data.csv as marks: {"delimiter": ";", "decimal": ",", "thousands": "."}, None where the
+    file tells; a ConfigError names a key or value that is not one of the options."""
+    if not isinstance(options, Mapping):
+        _fail("data.csv", options, "must be a mapping of delimiter, decimal, thousands")
+    unknown = sorted(set(options) - set(CSV_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"data.csv has no option {', '.join(unknown)}; set data.csv.delimiter, "
+            "data.csv.decimal or data.csv.thousands"
+        )
+    marks: dict[str, str | None] = {}
+    for key, words in CSV_OPTIONS.items():
+        value = options.get(key)
+        if isinstance(value, str) and value.lower() in words:
+            value = words[value.lower()]
+        if value is not None and value not in words.values():
+            choices = ", ".join(words)
+            _fail(f"data.csv.{key}", value, f"is not one of: {choices} (or null: read the file)")
+        marks[key] = value
+    decimal, thousands = marks["decimal"], marks["thousands"]
+    if decimal is not None and decimal == thousands:
+        raise ConfigError(
+            f"data.csv.decimal and data.csv.thousands are both {decimal!r}: a number has one "
+            "decimal mark; change one of them"
+        )
+    return marks
+
+
 def data_task(cfg: DictConfig) -> str | None:
     """The task the data config declares, or None when it is inferred from the data (auto)."""
     declared = cfg.data.get("task")
@@ -215,6 +254,11 @@ def validate(cfg: DictConfig) -> None:
     check_number("loader.batches_per_step", cfg.loader.batches_per_step, 1, integer=True)
     _check_model(cfg.model)
     check_choice("loss.name", cfg.loss.name, [AUTO_LOSS, *LOSS_TASKS])
+    if cfg.loss.name == AUTO_LOSS and (options := [key for key in cfg.loss if key != "name"]):
+        raise ConfigError(
+            f"loss=auto takes no options (got loss.{options[0]}): choose the loss that has it, "
+            "e.g. loss=bce loss.pos_weight=..."
+        )
     task = data_task(cfg)
     if task is not None:
         check_loss_fits(cfg.loss.name, task, cfg.data.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mlpflow.config.compose import check_moved_overrides, conf_dir
+from mlpflow.config.compose import check_overrides, command_line_overrides, conf_dir, is_multirun
 from mlpflow.errors import friendly_errors
 
 
@@ -98,10 +98,12 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Moved keys (data.batch_size, ...) get their one line before Hydra parses the overrides."""
+    """An unknown option or key, or a moved one (data.batch_size, ...), gets its one line
+    before Hydra composes the config (Hydra's own error is its search path, exit 1)."""
     from mlpflow.console import quiet_mlflow
 
     quiet_mlflow()
     with friendly_errors():
-        check_moved_overrides(sys.argv[1:])
+        argv = sys.argv[1:]
+        check_overrides(command_line_overrides(argv), is_multirun(argv))
     hydra_main()
