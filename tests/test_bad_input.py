@@ -3,6 +3,7 @@ no traceback, and no output left looking complete."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -154,6 +155,20 @@ def test_data_errors(case: str, tmp_path: Path):
     OmegaConf.save(cfg, params, resolve=True)
     assert_one_clear_line(cli("stage", "prepare", "--params", str(params), cwd=tmp_path), words)
     assert not (Path(cfg.paths.prepared) / "meta.json").exists()
+
+
+def test_missing_prepared_data_names_commands_that_exist(tmp_path: Path):
+    cfg = make_cfg(tmp_path, tracking=False)
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(cfg, params, resolve=True)
+    line = assert_one_clear_line(cli("stage", "train", "--params", str(params), cwd=tmp_path), [])
+    commands = re.findall(r"`([^`]+)`", line)
+    assert "no prepared data" in line and commands
+    for command in commands:  # each command the message suggests runs
+        help_run = subprocess.run(
+            [*command.split(), "--help"], cwd=tmp_path, env=subprocess_env(), capture_output=True
+        )
+        assert help_run.returncode == 0, (command, help_run.stderr)
 
 
 def free_port() -> int:

@@ -167,10 +167,9 @@ def _override_values(override: Any) -> list[str]:
 def _check_option(conf: Path, group: str, value: str) -> None:
     if value in ("null", "None") or (conf / group / f"{value}.yaml").is_file():
         return
-    options = sorted(p.stem for p in (conf / group).glob("*.yaml") if not p.stem.startswith("_"))
-    raise ConfigError(
-        f"{group}={value}: no such {group} option; choose one of: {', '.join(_closest(value, options))}"
-    )
+    options = [p.stem for p in sorted((conf / group).glob("*.yaml")) if p.stem[0] != "_"]
+    closest = ", ".join(_closest(value, options))
+    raise ConfigError(f"{group}={value}: no such {group} option; choose one of: {closest}")
 
 
 def _unknown_key(cfg: DictConfig, key: str, conf: Path) -> ConfigError:
@@ -179,9 +178,10 @@ def _unknown_key(cfg: DictConfig, key: str, conf: Path) -> ConfigError:
     chosen = cfg.hydra.runtime.choices.get(group) if "hydra" in cfg else None
     if rest and (conf / group).is_dir():
         for option in sorted((conf / group).glob("*.yaml")):
-            if option.stem != chosen and OmegaConf.select(
-                OmegaConf.load(option), rest, default=_ABSENT
-            ) is not _ABSENT:
+            if (
+                option.stem != chosen
+                and OmegaConf.select(OmegaConf.load(option), rest, default=_ABSENT) is not _ABSENT
+            ):
                 return ConfigError(
                     f"{key} is a key of {group}={option.stem}, not of {group}={chosen}: "
                     f"add {group}={option.stem} to the command"

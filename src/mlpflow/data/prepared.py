@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mlpflow.data.columns import ColumnPlan
+from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
 from mlpflow.data.transforms import CategoricalColumns, NumericColumns
 from mlpflow.errors import DataError
 
@@ -27,7 +28,7 @@ ARRAY_FILES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", 
 
 META_FILE = "meta.json"
 
-PREPARE_HINT = "run the prepare stage first (`mlpflow prepare` or `dvc repro prepare`)"
+PREPARE_HINT = "run the prepare stage first (`mlpflow stage prepare` or `dvc repro prepare`)"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Meta:
     test_size: float
     example: dict[str, list[Any]]  # the first rows' raw feature cells, as read
     fingerprint: str = ""  # sha256 of the split arrays, set when they are written
+    # How the table wrote its cells (CSV: delimiter, decimal mark, thousands separator): the
+    # served model and `mlpflow predict` read text cells the same way.
+    text_format: TextFormat = DEFAULT_FORMAT
 
     @property
     def n_features(self) -> int:
@@ -76,6 +80,7 @@ class Meta:
                 "columns": [ColumnPlan(**column) for column in fields["columns"]],
                 "numeric": NumericColumns(**fields["numeric"]),
                 "categorical": CategoricalColumns(**fields["categorical"]),
+                "text_format": TextFormat(**fields.get("text_format", {})),
             }
         )
 
