@@ -191,7 +191,7 @@ def _unknown_key(cfg: DictConfig, key: str, conf: Path) -> ConfigError:
     while parent and not OmegaConf.is_dict(node):  # climb to the deepest node that exists
         parent, _, leaf = parent.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-    existing = [k for k in node if k != "hydra"] if OmegaConf.is_dict(node) else []
+    existing = [k for k in node if k != "hydra" and not k.startswith("_")]
     where = f"{parent} has" if parent else "top-level keys are"
     return ConfigError(
         f"{key} is not a config key; {where}: {', '.join(_closest(leaf, existing))} "
