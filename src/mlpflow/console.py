@@ -73,6 +73,8 @@ def print_columns(meta: Any) -> None:
     table.caption = f"rows: {split}" + (
         f"; dropped {dropped} ({', '.join(reasons)})" if dropped else ""
     )
+    if determining := meta.schema.get("determines_target"):
+        table.caption += f"; determine the target: {', '.join(determining)}"
     console.print(table)
 
 

@@ -18,12 +18,15 @@ import numpy as np
 from mlpflow.data.arrays import RowFile
 from mlpflow.data.columns import ColumnPlan, Decoder, plan_columns
 from mlpflow.data.duplicates import count_duplicates
+from mlpflow.data.leakage import determining_columns
 from mlpflow.data.prepared import SPLITS, Meta, remove_path, write_prepared
 from mlpflow.data.preprocess import Chunks
 from mlpflow.data.scan import RAW_FILE, Scan, slot_count, slot_layout
 from mlpflow.data.split import class_counts, split_rows, split_rows_count
 from mlpflow.data.target import Target, encode_target
+from mlpflow.data.transforms import CategoricalColumns, NumericColumns
 from mlpflow.errors import DataError
+from mlpflow.notice import warn
 
 if TYPE_CHECKING:
     from mlpflow.config.schema import DataConfig
@@ -121,6 +124,8 @@ def _prepare(
     numeric, categorical, plans = fit_and_write(chunks, rows, decoder, scan, plans, data, seed, tmp)
     for k, split in enumerate(SPLITS):
         np.save(tmp / f"y_{split}.npy", encoded.y[rows.row_split[keep] == k], allow_pickle=False)
+    report["determines_target"] = _determining_columns(tmp, numeric, categorical, encoded, seed)
+    _warn_determining(report["determines_target"], table.target_name)
     return Meta(
         task=encoded.task,
         target=table.target_name,
@@ -138,6 +143,29 @@ def _prepare(
         val_size=float(data.val_size),
         test_size=float(data.test_size),
         example={p.name: scan.example[p.name] for p in plans if p.role != "drop"},
+    )
+
+
+def _determining_columns(
+    tmp: Path, numeric: NumericColumns, categorical: CategoricalColumns, encoded: Target, seed: int
+) -> list[str]:
+    """The feature columns whose train values determine the target (`data/leakage.py`)."""
+    x, codes, y = (np.load(tmp / f"{kind}_train.npy", mmap_mode="r") for kind in "XCy")
+    n_classes = None if encoded.classes is None else len(encoded.classes)
+    names = (numeric.names, categorical.names)
+    return determining_columns(x, codes, y, *names, n_classes, seed)
+
+
+def _warn_determining(names: list[str], target: str) -> None:
+    if not names:
+        return
+    shown = ", ".join(repr(name) for name in names)
+    verb = "determines" if len(names) == 1 else "determine"
+    drop = ",".join(names)
+    warn(
+        f"column {shown} {verb} the target {target!r} on the train rows (a copy of it, or "
+        f"computed from it?): its scores will not hold on new rows; drop it with "
+        f"data.drop=[{drop}] unless it is known when predicting"
     )
 
 

@@ -163,7 +163,10 @@ def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
         client, run_id = logger.experiment, logger.run_id
         datasets = split_datasets(cfg, meta, dvc_output_md5(Path(cfg.paths.prepared)))
         logger.safely(log_datasets, client, run_id, datasets)
-        for key, value in column_tags(meta.columns).items():
+        tags = column_tags(meta.columns)
+        if determining := meta.schema.get("determines_target"):  # data/leakage.py
+            tags["data.determines_target"] = ", ".join(determining)
+        for key, value in tags.items():
             logger.safely(client.set_tag, run_id, key, value)
         columns = pd.DataFrame([vars(column) for column in meta.columns])
         logger.safely(client.log_table, run_id, columns, "data/columns.json")
