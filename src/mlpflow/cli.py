@@ -155,14 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     store = "tracking store (default: $MLFLOW_TRACKING_URI, else the project's mlflow.db)"
     p = commands.add_parser(
-        "predict", help="predict raw rows (CSV) with a registered model, a run or a checkpoint"
+        "predict",
+        help="predict raw rows (CSV or Parquet) with a registered model, a run or a checkpoint",
     )
     p.add_argument(
         "--model",
         required=True,
         help="models:/NAME@ALIAS, models:/NAME/VERSION, a run id, or a .ckpt / model directory",
     )
-    p.add_argument("--input", required=True, help="CSV with exactly the model's feature columns")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="CSV or Parquet (.parquet, .pq) with the model's feature columns; a CSV's delimiter "
+        "and number format are read from it (else the training table's)",
+    )
     p.add_argument("--output", required=True, help="CSV to write the predictions to")
     p.add_argument("--uri", default=None, help=store)
     p.add_argument(

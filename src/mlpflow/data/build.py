@@ -53,7 +53,10 @@ def prepare_dataset(data: DataConfig, seed: int, out_dir: str | Path) -> Meta:
             meta = _prepare(table, scan, raw, data, seed, tmp)
         finally:
             raw.remove()
-        return write_prepared(tmp, out, meta)
+        meta = write_prepared(tmp, out, meta)
+        for notice in table.notices:
+            warn(notice)
+        return meta
     except BaseException:
         remove_path(tmp)
         for directory in created:  # a failed prepare leaves no new empty parents either
@@ -143,6 +146,7 @@ def _prepare(
         val_size=float(data.val_size),
         test_size=float(data.test_size),
         example={p.name: scan.example[p.name] for p in plans if p.role != "drop"},
+        text_format=table.text_format,
     )
 
 

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlpflow.data.scan import NumericStats, Scan, TextStats
-from mlpflow.data.text import boolean_value, is_boolean_text
+from mlpflow.data.text import boolean_value, is_boolean_text, is_temporal
 from mlpflow.errors import DataError
 
 NUMBER_SHARE = 0.9  # text is numeric when this share of its cells read as numbers
 ID_SHARE = 0.95  # text is an ID when it has a distinct value on this share of its rows
 ID_MIN_LEVELS = 20
 ROW_NUMBER_NAMES = ("", "Unnamed: 0")  # the index column pandas' to_csv writes first
-TEMPORAL_TYPES = ("timestamp", "date32", "date64", "time32", "time64")  # Arrow's, unit dropped
 # A timestamp on nearly every row is no ID, but the network cannot use it as it is either.
 TIMESTAMP = "date/time, add its parts (month, weekday, hour) as columns to use it"
 
@@ -128,7 +127,7 @@ def _infer_text(name: str, stats: TextStats, first: bool) -> ColumnPlan:
         return _plan(name, stats, "numeric", f"numeric: text, {strays} stray cells missing")
     distinct = len(stats.levels) + stats.overflow_rows  # every overflow cell counted distinct
     if distinct >= ID_SHARE * present and len(stats.levels) >= ID_MIN_LEVELS:
-        if stats.dtype.split("[")[0] in TEMPORAL_TYPES:
+        if is_temporal(stats.dtype):
             return _plan(name, stats, "drop", f"dropped: {TIMESTAMP} ({distinct} distinct)")
         return _plan(name, stats, "drop", f"dropped: ID ({distinct} distinct of {present})")
     return _plan(name, stats, "categorical", "categorical")

@@ -1,10 +1,13 @@
 """CSV and Parquet files, streamed with pyarrow: no reader holds the whole table.
 
-CSV files are read as pandas' `read_csv` would read them, as far as prepare can tell: the same
-missing-value markers (`NA_VALUES`), `True`/`False` booleans, numbers with `inf`, a header cell
-left empty named `Unnamed: <i>`. Two differences: a row with fewer fields than the header is an
-error (pandas fills NaN), and so are duplicate column names (pandas renames the second `a` to
-`a.1`). Arrow infers a CSV column's type from the first block (`CSV_BLOCK_BYTES`); when a later
+A CSV file's delimiter, decimal mark and thousands separator are read from the file (its
+`TextFormat`, `mlpflow.data.sniff`) unless `data.csv.*` sets them: a `;`-delimited export with
+decimal commas reads as the spreadsheet showed it. Otherwise CSV files are read as pandas'
+`read_csv` would read them, as far as prepare can tell: the same missing-value markers
+(`NA_VALUES`), `True`/`False` booleans, numbers with `inf`, a header cell left empty named
+`Unnamed: <i>`. Two differences: a row with fewer fields than the header is an error (pandas
+fills NaN), and so are duplicate column names (pandas renames the second `a` to `a.1`).
+Arrow infers a CSV column's type from the first block (`CSV_BLOCK_BYTES`); when a later
 block does not fit (an integer column with `1.5` further down), the column is widened
 (null -> float64 -> string, int64 -> float64, anything else -> string) and the scan restarts
 (`SchemaChanged`), so the result does not depend on where the odd value sits.
@@ -15,10 +18,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpflow.data.sources import SchemaChanged, TableSource, preview
+from mlpflow.data.text import DEFAULT_FORMAT, NA_VALUES
 from mlpflow.errors import DataError, first_line
 
 if TYPE_CHECKING:
@@ -26,12 +31,7 @@ if TYPE_CHECKING:
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
-
-# pandas' default `na_values` (pandas._libs.parsers.STR_NA_VALUES): read as missing in CSV files.
-NA_VALUES = (
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-)  # fmt: skip
+__all__ = ["NA_VALUES", "open_file"]
 CSV_BLOCK_BYTES = 4 << 20  # bytes of CSV text per record batch (and for type inference)
 MAX_CSV_BLOCK_BYTES = 1 << 30  # blocks grow (x4) up to this when a single row is longer
 PARQUET_BATCH_ROWS = 65536
@@ -39,8 +39,9 @@ PARQUET_BUFFER_BYTES = 1 << 20
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+)")
 
 
-def open_file(path: Path, target: str) -> TableSource:
-    """Open a CSV or Parquet file for streaming; every failure becomes a one-line DataError."""
+def open_file(path: Path, target: str, options: dict[str, str | None] | None = None) -> TableSource:
+    """Open a CSV or Parquet file for streaming; every failure becomes a one-line DataError.
+    `options`: data.csv as marks (None: read from the file)."""
     shown = path.expanduser().resolve()
     if not shown.exists():
         raise DataError(f"data file not found: {shown}; check data.path (relative to the cwd)")
@@ -52,7 +53,15 @@ def open_file(path: Path, target: str) -> TableSource:
             f"unsupported data file type {suffix or '(no extension)'!r} for {shown}; "
             f"use one of: {', '.join(TABLE_SUFFIXES)}"
         )
-    table = CsvFile(shown) if suffix == ".csv" else ParquetFile(shown)
+    options = options or {}
+    if suffix == ".csv":
+        table: CsvFile | ParquetFile = CsvFile(shown, options)
+    else:
+        table = ParquetFile(shown)
+        given = {key: options[key] for key in ("decimal", "thousands") if options.get(key)}
+        if given.get("decimal") and "thousands" not in given:  # the other mark, as for CSV
+            given["thousands"] = "." if given["decimal"] == "," else ","
+        table.text_format = replace(DEFAULT_FORMAT, **given)
     names = table.names
     if not names:
         raise DataError(f"data file has no columns: {shown}")
@@ -128,8 +137,25 @@ class ParquetFile(_FileTable):
 
 
 class CsvFile(_FileTable):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, options: dict[str, str | None] | None = None) -> None:
+        from mlpflow.data.sniff import sniff_file
+
         self.path = path
+        options = options or {}
+        try:
+            self.text_format = sniff_file(
+                path, path.name, options.get("delimiter"), options.get("decimal"),
+                options.get("thousands"),
+            )  # fmt: skip
+        except OSError as error:
+            raise cannot_read(path, error) from error
+        if self.text_format != DEFAULT_FORMAT:
+            told = [key for key in ("delimiter", "decimal", "thousands") if options.get(key)]
+            how = "as set in data.csv" if len(told) == 3 else "read from the file"
+            self.notices = [
+                f"read {path.name} with {self.text_format.describe()} ({how}; "
+                "data.csv.delimiter/decimal/thousands set them)"
+            ]
         self.column_types: dict[str, pa.DataType] = {}  # widened after a failed conversion
         self.column_names: list[str] | None = None  # when the header has empty cells
         self.block_bytes = CSV_BLOCK_BYTES  # grown when one row is longer
@@ -165,6 +191,7 @@ class CsvFile(_FileTable):
         from pyarrow import csv
 
         convert = csv.ConvertOptions(
+            decimal_point=self.text_format.decimal,
             null_values=list(NA_VALUES),
             true_values=["True", "TRUE", "true"],
             false_values=["False", "FALSE", "false"],
@@ -176,7 +203,7 @@ class CsvFile(_FileTable):
             column_names=self.column_names,
             skip_rows=1 if self.column_names else 0,
         )
-        parse = csv.ParseOptions(newlines_in_values=True)
+        parse = csv.ParseOptions(delimiter=self.text_format.delimiter, newlines_in_values=True)
         reader = csv.open_csv(
             self.path, read_options=read, parse_options=parse, convert_options=convert
         )

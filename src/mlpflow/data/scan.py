@@ -18,7 +18,7 @@ import numpy as np
 from mlpflow.data.arrow import concat, float64_values, is_numeric
 from mlpflow.data.duplicates import HASH_SEED, canonical_bits, mix_hash
 from mlpflow.data.target import TargetValues, collect_target
-from mlpflow.data.text import parse_numbers
+from mlpflow.data.text import DEFAULT_FORMAT, TextFormat, level_text, parse_numbers, temporal_text
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -77,11 +77,14 @@ class TextStats:
         """Levels in code order."""
         return list(self.levels)
 
-    def update(self, array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """The codes (NaN missing, OVERFLOW) and numbers (NaN) of one batch's cells."""
+    def update(
+        self, array: pa.Array, fmt: TextFormat = DEFAULT_FORMAT
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The codes (NaN missing, OVERFLOW) and numbers (NaN) of one batch's cells; text is
+        read as numbers in the file's format `fmt`."""
         local, indices = _dictionary(array)
         codes = np.array([self._code(value) for value in local] + [math.nan])
-        numbers = np.append(parse_numbers(local), math.nan)
+        numbers = np.append(parse_numbers(local, fmt), math.nan)
         cell_codes, cell_numbers = codes[indices], numbers[indices]  # index -1: the NaN
         self.missing += int((indices < 0).sum())
         self.overflow_rows += int((cell_codes == OVERFLOW).sum())
@@ -149,7 +152,9 @@ def scan_table(table: TableSource, raw: RowFile, columns: dict[str, ColumnStats]
                 stats.update(values, raw.rows)
                 block[:, stats.slot] = np.where(np.isfinite(values), values, np.nan)
             else:
-                block[:, stats.slot], block[:, stats.slot + 1] = stats.update(batch.column(j))
+                block[:, stats.slot], block[:, stats.slot + 1] = stats.update(
+                    batch.column(j), table.text_format
+                )
         row_hashes = np.full(batch.num_rows, HASH_SEED, dtype=np.uint64)
         for slot in range(raw.width):
             mix_hash(row_hashes, canonical_bits(block[:, slot]))
@@ -157,7 +162,7 @@ def scan_table(table: TableSource, raw: RowFile, columns: dict[str, ColumnStats]
         raw.append(block)
         targets.append(batch.column(width))
     raw.finish()
-    target = collect_target(table.target_name, table.target_type, targets)
+    target = collect_target(table.target_name, table.target_type, targets, table.text_format)
     return Scan(raw.rows, columns, concat(hashes, np.uint64), target, example)
 
 
@@ -168,7 +173,7 @@ def _add_example(example: dict[str, list[Any]], batch: pa.RecordBatch) -> None:
             if isinstance(cell, float) and not math.isfinite(cell):
                 cell = None
             elif not isinstance(cell, str | int | float | bool | None):
-                cell = str(cell)  # dates and the like: as text
+                cell = level_text(cell)  # dates and the like: as text, as their levels are
             example[name].append(cell)
 
 
@@ -179,14 +184,20 @@ def _is_dictionary(kind: pa.DataType) -> bool:
 
 
 def _dictionary(array: pa.Array) -> tuple[list[str], np.ndarray]:
-    """The batch's distinct values as text, and each cell's index into them (-1: missing)."""
+    """The batch's distinct values as text, and each cell's index into them (-1: missing).
+    Dates and times as `temporal_text`: a level by what it means, not how Arrow prints it."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not pa.types.is_dictionary(array.type):
-        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        kind = array.type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if not (text or pa.types.is_temporal(kind)):  # dates: encoded as values, see below
             array = pc.cast(array, pa.string())
         array = pc.dictionary_encode(array)
-    local = pc.cast(array.dictionary, pa.string()).to_pylist()
+    values = array.dictionary
+    local = pc.cast(values, pa.string()).to_pylist()
+    if pa.types.is_temporal(values.type):
+        local = [temporal_text(value) for value in local]
     indices = pc.fill_null(pc.cast(array.indices, pa.int64()), -1)
     return local, indices.to_numpy(zero_copy_only=False)

@@ -10,12 +10,13 @@ distinct column names, the target among them); checking the values is prepare's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlpflow.config.schema import DATASETS
+from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
 from mlpflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class TableSource:
     target_type: pa.DataType
     source: dict[str, Any]
     task: str | None  # fixed by a built-in set; None when the config or the data decide
+    text_format: TextFormat = DEFAULT_FORMAT  # how text cells write numbers (CSV: the file's)
+    notices: Sequence[str] = ()  # what reading it took, said once prepare succeeded
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
@@ -68,7 +71,7 @@ def open_table(data: DataConfig, seed: int) -> TableSource:
     if data.name == "csv":
         from mlpflow.data.readers import open_file
 
-        return open_file(Path(str(data.path)), str(data.target))
+        return open_file(Path(str(data.path)), str(data.target), data.csv)
     if data.name == "synthetic":
         return _make_synthetic(data, seed)
     return _load_builtin(data.name)

@@ -9,6 +9,7 @@ import numpy as np
 
 from mlpflow.data.arrow import arrow_values, concat, dtype_name, float64_values, is_numeric
 from mlpflow.data.duplicates import canonical_bits
+from mlpflow.data.text import DEFAULT_FORMAT, TextFormat, parse_numbers
 from mlpflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -44,7 +45,11 @@ class TargetValues:
         return self.codes.astype(np.uint64)
 
 
-def collect_target(name: str, kind: pa.DataType, parts: list[pa.Array]) -> TargetValues:
+def collect_target(
+    name: str, kind: pa.DataType, parts: list[pa.Array], fmt: TextFormat = DEFAULT_FORMAT
+) -> TargetValues:
+    """The target as read; text whose every value is a number in the file's format `fmt`
+    (`1,234.5`) is numbers, as a feature column's would be."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -77,6 +82,10 @@ def collect_target(name: str, kind: pa.DataType, parts: list[pa.Array]) -> Targe
         [arrow_values(c, np.int32, -1).astype(np.int64) for c in codes.chunks], np.int64
     )
     shown = "str" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else str(kind)
+    numbers = parse_numbers(names, fmt)
+    if shown == "str" and names and np.isfinite(numbers).all():
+        values = np.append(numbers, np.nan)[codes_np]  # code -1 (missing): the NaN
+        return TargetValues(name, "numeric", "str (numbers)", values, None, None)
     return TargetValues(name, "text", shown, None, codes_np, names)
 
 

@@ -30,6 +30,7 @@ EXAMPLE_ROWS = 5
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mlpflow package, shipped with the model
 ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn")
+TEXT_DTYPES = ("string", "large_string", "dictionary")  # columns Arrow read as text
 
 
 def requirements() -> list[str]:
@@ -62,6 +63,7 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
     import torch
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     from mlpflow.model.checkpoint import load_weights
     from mlpflow.serving.pyfunc import Predictor
@@ -73,7 +75,17 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
         signature = infer_signature(example, Predictor(weights, meta).predict(example))
     # Every input column is required (prepare read them all); a cell of one may be missing.
-    specs = [ColSpec(spec.type, spec.name, required=True) for spec in signature.inputs.inputs]
+    # A column the model reads from any type takes any type (MLflow would refuse all but one):
+    # a categorical column's cells are matched to its levels by meaning (a date as text or a
+    # Timestamp, a number as text or a number, pandas category columns), and a column of
+    # numbers written as text (`1.234,5`) takes the text or the numbers pandas parsed from it.
+    anything = set(meta.categorical.names) | {
+        column.name for column in meta.columns if column.dtype in TEXT_DTYPES
+    }
+    specs = [
+        ColSpec(AnyType() if spec.name in anything else spec.type, spec.name, required=True)
+        for spec in signature.inputs.inputs
+    ]
     signature = ModelSignature(Schema(specs), signature.outputs)
     torch.save(weights.serving_payload(), workdir / "weights.pt")
     shutil.copyfile(Path(prepared_dir) / META_FILE, workdir / META_FILE)

@@ -1,5 +1,5 @@
-"""`mlpflow predict`: raw rows (CSV) -> predictions (CSV) from a registered model, a run's
-model, a saved model directory or a bare checkpoint.
+"""`mlpflow predict`: raw rows (CSV or Parquet) -> predictions (CSV) from a registered model, a
+run's model, a saved model directory or a bare checkpoint.
 
 Every source goes through the same MLflow pyfunc model that `mlflow models serve` loads, so
 the CLI and the server answer alike. The input is checked against the model's signature first:
@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
 from mlpflow.errors import MlpflowError, ModelError
 from mlpflow.files import write_text
 from mlpflow.serving.csv_rows import read_rows
@@ -60,6 +61,16 @@ def _load(model_uri: str) -> PyFuncModel:
         raise ModelError(f"cannot load {model_uri}: {error.message.splitlines()[0]}") from error
 
 
+def _text_format(model: PyFuncModel) -> TextFormat:
+    """How the model's training table wrote numbers (an mlpflow model's meta.json)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.unwrap_python_model().predictor.meta.text_format
+    except (AttributeError, MlflowException):  # another kind of pyfunc model
+        return DEFAULT_FORMAT
+
+
 def predict(
     reference: str, input_path: str | Path, output_path: str | Path, uri: str, prepared_dir: str
 ) -> pd.DataFrame:
@@ -68,6 +79,6 @@ def predict(
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise ModelError(f"{reference} has no input signature; log it with mlpflow train")
-    predictions = model.predict(read_rows(input_path, schema))
+    predictions = model.predict(read_rows(input_path, schema, _text_format(model)))
     write_text(output_path, predictions.to_csv(index=False))
     return predictions

@@ -1,5 +1,10 @@
 """Raw rows (a DataFrame as a user's file has them) -> the network's inputs, with the
-preprocessing prepare fitted: the same text parsing, imputation, transform and vocabularies."""
+preprocessing prepare fitted: the same text parsing, imputation, transform and vocabularies.
+
+Text cells are read with the training table's number format (meta.json's `text_format`: a model
+trained on `1.234,5` reads `1.234,5`). A categorical cell is matched to the train levels by what
+it means: a date column's `2023-01-07`, `2023-01-07 00:00:00` and a pandas Timestamp are one
+level, and so are a number column's `1010`, `1010.0` and 1010; pandas category columns too."""
 
 from __future__ import annotations
 
@@ -8,7 +13,15 @@ import pandas as pd
 from pandas.api import types
 
 from mlpflow.data.prepared import Meta
-from mlpflow.data.text import boolean_value, level_text, parse_number
+from mlpflow.data.text import (
+    DEFAULT_FORMAT,
+    TextFormat,
+    boolean_value,
+    is_temporal,
+    level_text,
+    parse_number,
+    temporal_text,
+)
 from mlpflow.errors import DataError
 from mlpflow.notice import warn
 
@@ -26,22 +39,62 @@ def check_columns(meta: Meta, rows: pd.DataFrame) -> None:
         warn(f"ignoring column(s) the model does not read: {', '.join(extra)}")
 
 
-def column_numbers(column: pd.Series, words: bool) -> np.ndarray:
+def column_numbers(column: pd.Series, words: bool, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
     """A column as float64, NaN where missing (inf too): numbers as they are, booleans as 0/1,
-    text parsed as prepare parses it (boolean words when `words`)."""
+    text parsed as prepare parses it, in the table's format `fmt` (boolean words when
+    `words`)."""
     if types.is_bool_dtype(column) or types.is_numeric_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        values = np.array([_cell_number(cell, words) for cell in column], dtype=np.float64)
+        values = _by_distinct(column, lambda cell: _cell_number(cell, words, fmt), np.float64)
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def _cell_number(cell: object, words: bool) -> float:
+def _by_distinct(column: pd.Series, read: object, dtype: object) -> np.ndarray:
+    """`read` applied once per distinct cell (a column repeats its values), missing cells None."""
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)
+    done = [read(cell) for cell in uniques] + [read(None)]  # type: ignore[operator]
+    return np.asarray(done, dtype=dtype)[codes]  # code -1 (missing): the last
+
+
+def _cell_number(cell: object, words: bool, fmt: TextFormat) -> float:
     if isinstance(cell, str):
-        return boolean_value(cell) if words else parse_number(cell)
+        return boolean_value(cell) if words else parse_number(cell, fmt)
     if cell is None or pd.isna(cell):
         return np.nan
     return float(cell)  # type: ignore[arg-type]
+
+
+def column_levels(column: pd.Series, dtype: str, fmt: TextFormat = DEFAULT_FORMAT) -> list:
+    """A categorical column's cells as the levels prepare read (None where missing), matched by
+    meaning: text in a date/time column (`dtype` as read in training) as `temporal_text`, text
+    in a number column as the number, anything else (category values too) by `level_text`."""
+    if is_temporal(dtype):
+        read = _temporal_level
+    elif dtype == "bool":
+        read = _boolean_level
+    elif dtype.startswith(("int", "uint", "float", "double", "halffloat")):
+        read = lambda cell: _number_level(cell, fmt)  # noqa: E731
+    else:
+        read = level_text
+    return _by_distinct(column, read, object).tolist()
+
+
+def _temporal_level(cell: object) -> str | None:
+    return temporal_text(cell) if isinstance(cell, str) else level_text(cell)
+
+
+def _boolean_level(cell: object) -> str | None:
+    if isinstance(cell, str) and cell.strip().lower() in ("true", "false"):
+        return cell.strip().lower()
+    return level_text(cell)
+
+
+def _number_level(cell: object, fmt: TextFormat) -> str | None:
+    if isinstance(cell, str):
+        number = parse_number(cell, fmt)
+        return cell if np.isnan(number) else level_text(number)
+    return level_text(cell)
 
 
 def network_inputs(
@@ -52,9 +105,10 @@ def network_inputs(
     plans = {column.name: column for column in meta.columns}
     numeric = meta.numeric
     numbers = np.empty((len(rows), len(numeric.names)), dtype=np.float64)
+    fmt = meta.text_format
     for j, name in enumerate(numeric.names):
         words = plans[name].role == "boolean" and plans[name].dtype != "bool"
-        numbers[:, j] = column_numbers(rows[name], words)
+        numbers[:, j] = column_numbers(rows[name], words, fmt)
     gaps = np.isnan(numbers)
     if gaps.any() and numeric.medians is None:
         columns = [name for name, gap in zip(numeric.names, gaps.any(axis=0), strict=True) if gap]
@@ -63,5 +117,5 @@ def network_inputs(
             f"{', '.join(columns)}; the model was trained with "
             f"data.nan_policy={meta.nan_policy} and cannot impute them"
         )
-    texts = [[level_text(cell) for cell in rows[name]] for name in meta.categorical.names]
+    texts = [column_levels(rows[name], plans[name].dtype, fmt) for name in meta.categorical.names]
     return numeric.apply(numbers, estimator), meta.categorical.encode(texts)
