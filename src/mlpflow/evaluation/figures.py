@@ -26,9 +26,9 @@ from mlpflow.evaluation.plots import (
     TASKS,
     curve_defined,
     one_vs_rest,
-    predicted_labels,
     resolve_class_names,
 )
+from mlpflow.model.outputs import predicted_labels
 
 DPI = 100
 

@@ -18,6 +18,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mlpflow.config.schema import TASKS
 from mlpflow.evaluation.plot_specs import PLOTS, PlotSpec
+from mlpflow.model.outputs import predicted_labels
 
 TOP_THRESHOLD = 1.0
 
@@ -30,13 +31,6 @@ def resolve_class_names(task: str, scores: np.ndarray, class_names: list[str] | 
     if len(class_names) != num_classes:
         raise ValueError(f"expected {num_classes} class names, got {len(class_names)}")
     return [str(name) for name in class_names]
-
-
-def predicted_labels(task: str, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Hard predictions: `score > threshold` (torchmetrics' rule) for binary, argmax otherwise."""
-    if task == "binary":
-        return (scores > threshold).astype(int)
-    return scores.argmax(axis=1)
 
 
 def curve_defined(y_true: np.ndarray) -> bool:

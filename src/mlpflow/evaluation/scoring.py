@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from mlpflow.errors import ModelError
-from mlpflow.evaluation.metrics import build_metrics
 from mlpflow.model.checkpoint import NetworkSpec, Weights
 from mlpflow.model.outputs import EVAL_CHUNK_ROWS, loss_target, output_scores, squeeze_head
 
@@ -39,6 +38,7 @@ def score_split(
     The same loss, scores and torchmetrics collection as the LightningModule's validation.
     """
     from mlpflow.config.compose import build_partial
+    from mlpflow.evaluation.metrics import build_metrics  # torchmetrics: not on serving's path
 
     spec = weights.spec
     if spec.n_features != x.shape[1]:

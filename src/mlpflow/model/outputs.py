@@ -6,6 +6,7 @@ multiclass -> class probabilities [N, K]; regression -> predictions in target un
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,3 +33,10 @@ def loss_target(y: Tensor, task: str, target_mean: float, target_scale: float) -
     if task == "regression":
         return (y - target_mean) / target_scale
     return y.to(torch.float32) if task == "binary" else y
+
+
+def predicted_labels(task: str, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Hard predictions: `score > threshold` (torchmetrics' rule) for binary, argmax otherwise."""
+    if task == "binary":
+        return (scores > threshold).astype(int)
+    return scores.argmax(axis=1)

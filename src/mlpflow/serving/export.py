@@ -29,6 +29,8 @@ MODEL_NAME = "model"
 EXAMPLE_ROWS = 5
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mlpflow package, shipped with the model
 ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
+# What the model's import chain (model_code.py) needs, all of it: scikit-learn rebuilds the fitted
+# numeric transform; no Hydra, Lightning, torchmetrics or rich (tests/test_model_env.py).
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn")
 TEXT_DTYPES = ("string", "large_string", "dictionary")  # columns Arrow read as text
 

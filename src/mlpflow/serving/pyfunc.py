@@ -3,7 +3,8 @@
 The model carries the preprocessing prepare fitted on train (meta.json: column roles, text
 parsing, imputation, the numeric transform, vocabularies) and the network as plain tensors;
 nothing is unpickled when it loads (the weights go through `torch.load(weights_only=True)`, the
-model itself is built from code by `model_code.py`). Imports stay light: no Lightning, no Hydra.
+model itself is built from code by `model_code.py`). It imports only what its requirements
+(`export.REQUIREMENTS`) install: no Hydra, Lightning, torchmetrics, rich or matplotlib.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from mlpflow.data.prepared import Meta
 from mlpflow.errors import ModelError
-from mlpflow.evaluation.plots import predicted_labels
 from mlpflow.evaluation.scoring import network_outputs, network_scores
 from mlpflow.model.checkpoint import Weights, load_weights
+from mlpflow.model.outputs import predicted_labels
 from mlpflow.serving.raw_rows import network_inputs
 
 LABEL = "label"
