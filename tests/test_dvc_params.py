@@ -89,9 +89,16 @@ def stale_stages(project: Path) -> set[str]:
         return {name.split(":")[-1] for name in repo.status()}
 
 
-def test_each_param_reruns_exactly_the_stages_that_read_it(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "project")
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone after `dvc repro`; the status test leaves it so, the last test edits it."""
+    project = copy_project(tmp_path_factory.mktemp("dvc-params") / "project")
     sh("dvc", "repro", cwd=project)
+    return project
+
+
+def test_each_param_reruns_exactly_the_stages_that_read_it(reproduced: Path) -> None:
+    project = reproduced
     params_file = project / "params.yaml"
     original = params_file.read_text()
     params = yaml.safe_load(original)
@@ -110,9 +117,8 @@ def test_each_param_reruns_exactly_the_stages_that_read_it(tmp_path: Path) -> No
     assert wrong == {}, f"dvc status after changing each key (expected: READERS): {wrong}"
 
 
-def test_an_evaluate_setting_reruns_evaluate_alone_and_tags_the_run(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "project")
-    sh("dvc", "repro", cwd=project)
+def test_an_evaluate_setting_reruns_evaluate_alone_and_tags_the_run(reproduced: Path) -> None:
+    project = reproduced
     run_id = json.loads((project / "reports" / "train.json").read_text())["run_id"]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     run = client.get_run(run_id)
