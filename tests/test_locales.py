@@ -185,11 +185,11 @@ def test_quoted_decimal_commas_in_a_comma_delimited_csv_are_decimals(tmp_path: P
     text.to_csv(tmp_path / "t.csv", index=False)  # "0,86","-1,74": quoted, pandas' default
     assert f'"{text["x"][0]}",' in (tmp_path / "t.csv").read_text()
     meta = prepare_data(csv_data(tmp_path / "t.csv", "y", soft_clip=None), 0, tmp_path / "out")
-    assert meta.text_format == TextFormat(",", ",", ".")
     rows = splits(n, 0, values["y"].to_numpy())
     x_read = raw_values(tmp_path / "out", meta, "train")["x"]
-    assert_read_as(x_read, values["x"].iloc[rows["train"]])
+    assert_read_as(x_read, values["x"].iloc[rows["train"]])  # 0,86 is 0.86, not 86
     assert meta.numeric.medians[0] == pytest.approx(values["x"].iloc[rows["train"]].median())
+    assert meta.text_format == TextFormat(",", ",", ".")
 
 
 @pytest.mark.parametrize("task", ["auto", "regression"])
