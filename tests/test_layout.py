@@ -53,14 +53,14 @@ def test_top_level_holds_at_most_8_modules_and_the_package_folders_exist() -> No
         assert (PACKAGE / folder / "__init__.py").exists(), folder
 
 
-def test_dvc_stages_depend_on_source_folders_and_the_plots_on_their_spec() -> None:
-    from mlpflow.evaluation.plot_specs import dvc_plots
-
+def test_dvc_stages_depend_on_source_folders_and_list_no_plot_files() -> None:
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
     for name, stage in pipeline["stages"].items():
         sources = [dep for dep in stage["deps"] if dep.startswith("src/")]
         assert sources and all((REPO / dep).is_dir() for dep in sources), name
-    assert pipeline["plots"] == dvc_plots()
+    # evaluate declares the plots it wrote (reports/dvc.yaml, from plot_specs: test_dvc_plots.py);
+    # a fixed list here names files some tasks never write, which `dvc plots show` calls failures
+    assert "plots" not in pipeline
 
 
 def test_nothing_cites_a_file_outside_the_repository() -> None:

@@ -1,10 +1,19 @@
-"""The plots evaluate writes, once: file, JSON key, axes and title. dvc.yaml's `plots` section
-(checked by a test), the PNG figures' titles and `mlpflow compare` all read them from here."""
+"""The plots evaluate writes, once: file, JSON key, axes and title. The `plots` that evaluate
+declares for DVC (reports/dvc.yaml), the PNG figures' titles and `mlpflow compare` all read them
+from here."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+DVC_FILE = "dvc.yaml"  # in the reports folder: the `plots` of the files evaluate last wrote
+DVC_FILE_HEADER = (
+    "# Written by the evaluate stage (mlpflow.evaluation.plot_specs): the plots it wrote, for\n"
+    "# `dvc plots show` and `dvc plots diff`. Not edited by hand; committed along with reports/.\n"
+)
 
 
 @dataclass(frozen=True)
@@ -53,12 +62,36 @@ PLOTS = {
 }  # fmt: skip
 
 
-def dvc_plots() -> list[dict[str, Any]]:
-    """dvc.yaml's `plots` section, as these specs define it."""
+def dvc_plots(names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """A dvc.yaml `plots` section for the named plots (every plot when None), in PLOTS' order,
+    each file relative to the reports folder."""
+    wanted = set(PLOTS) if names is None else set(names)
+    if unknown := wanted - set(PLOTS):
+        raise ValueError(f"unknown plots {sorted(unknown)}; known: {list(PLOTS)}")
     entries = []
     for spec in PLOTS.values():
+        if spec.name not in wanted:
+            continue
         fields: dict[str, Any] = {"title": spec.title}
         if spec.template:
             fields["template"] = spec.template
-        entries.append({f"reports/{spec.file}": {**fields, "x": spec.x, "y": spec.y}})
+        axes = {"x": spec.x, "y": spec.y, "x_label": spec.x_label, "y_label": spec.y_label}
+        entries.append({spec.file: {**fields, **axes}})
     return entries
+
+
+def write_dvc_plots(reports: str | Path, written: Iterable[str | Path]) -> Path:
+    """reports/dvc.yaml: the `plots` of exactly the plot files evaluate wrote (`written`).
+
+    DVC counts a declared plot file that does not exist as a failure ("DVC failed to load some
+    plots"), and which files exist depends on the task (csv data infers it) and on
+    evaluate.importance, which only evaluate knows. So, as DVCLive's make_dvcyaml does, the
+    declaration is written next to the files instead of listed once in the project's dvc.yaml;
+    `dvc plots show` and `dvc plots diff` read every dvc.yaml in the project.
+    """
+    import yaml
+
+    path = Path(reports) / DVC_FILE
+    section = {"plots": dvc_plots(Path(file).stem for file in written)}
+    path.write_text(DVC_FILE_HEADER + yaml.safe_dump(section, sort_keys=False), encoding="utf-8")
+    return path

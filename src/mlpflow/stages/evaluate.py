@@ -38,6 +38,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from mlpflow.data.prepared import load_codes, load_meta, load_split
     from mlpflow.evaluation.figures import write_figures
+    from mlpflow.evaluation.plot_specs import write_dvc_plots
     from mlpflow.evaluation.plots import write_plots
     from mlpflow.evaluation.scoring import score_split
     from mlpflow.model.checkpoint import load_weights
@@ -59,6 +60,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.evaluate.importance:
         plot, figure = _importance(cfg, weights, (x, codes, y), meta)
         plots, figures = [*plots, plot], [*figures, figure]
+    write_dvc_plots(reports, plots)  # reports/dvc.yaml: what `dvc plots show` renders
     nested = _nested(metrics)
     if cfg.tracking.enabled and train_report.get("run_id"):
         _log(cfg, train_report, metrics, nested, {"plots": plots, "figures": figures}, meta)
