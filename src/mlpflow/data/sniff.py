@@ -1,5 +1,6 @@
-"""How a CSV file writes its table, read from its first `SNIFF_BYTES`: the delimiter, the decimal
-mark and the thousands separator (`TextFormat`). `data.csv.*` set any of them instead.
+"""How a CSV file writes its table, read from its first `SNIFF_BYTES` (`SNIFF_ROWS` lines at most):
+the delimiter, the decimal mark and the thousands separator (`TextFormat`). `data.csv.*` set any
+of them instead.
 
 The delimiter is the candidate that splits the header into more than one field and every sampled
 line into as many. The number format comes from the cells of the columns that hold numbers (but
@@ -8,22 +9,26 @@ comma, `1,234.5` or `1,234,567` only a thousands comma, and so on. A cell like `
 three digits, the mark, three digits) is ambiguous: another cell of the file decides, and when
 none does, the file is refused with the column and the option to set. Two columns that write
 decimals differently are refused too: reading either one wrongly would rescale it, silently.
-Only the standard library is imported here (`mlpflow predict` reads its input with it too).
+Only the standard library and `mlpflow.data.text` are imported here (`mlpflow predict` reads
+its input file with it too).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from mlpflow.data.text import NA_VALUES, SPACES, TextFormat
 from mlpflow.errors import DataError
 
 SNIFF_BYTES = 1 << 20
+SNIFF_ROWS = 5000  # of those bytes, at most this many lines are read
 DELIMITERS = (",", ";", "\t", "|")
 NUMBER_SHARE = 0.9  # a column tells the number format when this share of its cells are numbers
 # Option words (data.csv.*) for each mark; the marks themselves are accepted too.
@@ -60,43 +65,49 @@ class Evidence:
                 getattr(self, kind).setdefault(mark, (column, cell))
 
 
+_DIGITS = str.maketrans("", "", "0123456789")
+
+
+@lru_cache(maxsize=64)
+def _grouped(group: str, point: str = "") -> re.Pattern[str]:
+    """1-3 digits (no leading 0), then groups of three after any of `group`'s characters, then
+    (with `point`) the decimal mark and digits."""
+    tail = rf"{re.escape(point)}\d+" if point else ""
+    return re.compile(rf"[1-9]\d{{0,2}}(?:[{re.escape(group)}]\d{{3}})+{tail}")
+
+
 def _cell_evidence(cell: str) -> list[tuple[str, str]]:
     """(kind, mark) pairs a number-shaped cell shows: kind decimal, thousands or ambiguous."""
-    exponent = _EXPONENT.search(cell)
-    body = cell[: exponent.start()] if exponent else cell
-    body = body.lstrip("+-")
-    marks = [char for char in body if not char.isdigit()]
+    exponent = _EXPONENT.search(cell) if "e" in cell or "E" in cell else None
+    body = (cell[: exponent.start()] if exponent else cell).lstrip("+-")
+    marks = body.translate(_DIGITS)
     if not marks:
         return []
-    spaces = [mark for mark in marks if mark in SPACES + "'"]
+    if len(marks) == 1 and marks in ".,":  # the common case: 0,86  1.5  1,234
+        lead, tail = body.split(marks)
+        if not tail:
+            return []  # "12.": says nothing
+        if exponent or not lead or len(tail) != 3 or len(lead) > 3 or lead.startswith("0"):
+            return [("decimal", marks)]  # 0,86  1,5  ,5  1234,567  1,5e3
+        return [("ambiguous", marks)]  # 1,234: 1234 or 1.234
+    spaces = "".join(sorted({mark for mark in marks if mark in SPACES + "'"}))
+    points = [mark for mark in marks if mark in ".,"]
     if spaces:  # 1 234,5  1'234.50: the space or apostrophe groups thousands
-        group = "'" if "'" in spaces else " "
-        point = [mark for mark in marks if mark in ".,"]
-        pattern = rf"[1-9]\d{{0,2}}(?:[{re.escape(''.join(set(spaces)))}]\d{{3}})+"
-        if len(set(spaces)) > (1 if group == "'" else 3) or len(point) > 1:
+        if ("'" in spaces and spaces != "'") or len(points) > 1:
             return []
-        if point:
-            pattern += rf"{re.escape(point[0])}\d+"
-        if not re.fullmatch(pattern, body):
+        if not _grouped(spaces, points[0] if points else "").fullmatch(body):
             return []
-        return [("thousands", group), *(("decimal", mark) for mark in point)]
-    kinds = set(marks)
-    if len(kinds) == 2:  # 1,234.5 or 1.234,5: the last mark is the decimal one
-        last, other = marks[-1], ({".", ","} - {marks[-1]}).pop()
-        grouped = rf"[1-9]\d{{0,2}}(?:{re.escape(other)}\d{{3}})+{re.escape(last)}\d+"
-        if marks.count(last) != 1 or not re.fullmatch(grouped, body):
+        group = "'" if spaces == "'" else " "
+        return [("thousands", group), *(("decimal", mark) for mark in points)]
+    if set(marks) == {".", ","}:  # 1,234.5 or 1.234,5: the last mark is the decimal one
+        last = marks[-1]
+        other = "," if last == "." else "."
+        if marks.count(last) != 1 or not _grouped(other, last).fullmatch(body):
             return []
         return [("decimal", last), ("thousands", other)]
-    mark = marks[0]
-    if len(marks) > 1:  # 1,234,567: only thousands repeat
-        grouped = rf"[1-9]\d{{0,2}}(?:{re.escape(mark)}\d{{3}})+"
-        return [("thousands", mark)] if re.fullmatch(grouped, body) else []
-    lead, tail = body.split(mark)
-    if not tail:
-        return []  # "12.": says nothing
-    if exponent or not lead or len(tail) != 3 or len(lead) > 3 or lead.startswith("0"):
-        return [("decimal", mark)]  # 0,86  1,5  ,5  1234,567  1,5e3
-    return [("ambiguous", mark)]  # 1,234: 1234 or 1.234
+    if set(marks) <= {".", ","} and _grouped(marks[0]).fullmatch(body):
+        return [("thousands", marks[0])]  # 1,234,567: only thousands repeat
+    return []
 
 
 def read_sample(path: Path) -> tuple[str, bool]:
@@ -109,9 +120,11 @@ def read_sample(path: Path) -> tuple[str, bool]:
 
 
 def _records(sample: str, delimiter: str, whole: bool) -> list[list[str]]:
-    """The sample's records (blank lines skipped); the last one dropped when the sample cut it."""
-    rows = [row for row in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter) if row]
-    if not whole and len(rows) > 1:
+    """The sample's first SNIFF_ROWS records (blank lines skipped), each complete: the last one
+    is dropped when the sample may have cut it."""
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    rows = list(itertools.islice((row for row in reader if row), SNIFF_ROWS + 1))
+    if (len(rows) > SNIFF_ROWS or not whole) and len(rows) > 1:
         rows.pop()
     return rows
 
