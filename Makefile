@@ -31,6 +31,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 ui: setup  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
 	mlpflow ui

@@ -84,7 +84,7 @@ class Validation:
     its loss, and the metrics mlpflow computes (the same torchmetrics collection)."""
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, val: tuple[Tensor, ...]) -> None:
-        from mlpflow.evaluation.metrics import build_metrics
+        from mlpflow.model.metrics import build_metrics
 
         self.model, self.loss_fn = model, loss_fn
         self.x, self.codes, self.y = val

@@ -204,8 +204,8 @@ def prepare_data(args: argparse.Namespace, root: Path) -> Prepared:
 
 
 def mlpflow_scores(models_dir: str, x_test: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
-    from mlpflow.evaluation.scoring import network_outputs, network_scores
     from mlpflow.model.checkpoint import load_weights
+    from mlpflow.model.outputs import network_outputs, network_scores
 
     weights = load_weights(Path(models_dir) / "best.ckpt")
     outputs = network_outputs(weights.network(), x_test, codes)

@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from mlpflow.evaluation.figures import write_figures
-from mlpflow.evaluation.metrics import build_metrics, confusion_matrix
 from mlpflow.evaluation.plots import write_plots
+from mlpflow.model.metrics import build_metrics, confusion_matrix
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N = 300

@@ -26,8 +26,8 @@ from mlpflow.evaluation.importance import (
     main_metric,
     permutation_importance,
 )
-from mlpflow.evaluation.metrics import build_metrics
 from mlpflow.model.checkpoint import load_weights
+from mlpflow.model.metrics import build_metrics
 from mlpflow.stages import evaluate, prepare, train
 
 from conftest import make_cfg

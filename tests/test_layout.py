@@ -1,56 +1,58 @@
-"""The house rules the code keeps: small modules and functions, a few top-level modules, stage
-deps by package folder, and no reference to a file outside the repository."""
+"""The house rules the code keeps: layers that point one way (import-linter's contract in
+pyproject.toml), no import cycle inside a package, stage deps by package folder, and no
+reference to a file outside the repository."""
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import grimp
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "mlpflow"
-MAX_MODULE_LINES = 300
-MAX_FUNCTION_LINES = 50
-PARSERS = {"build_parser", "parse_args"}  # argument parsers: one add_argument per line
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def python_files() -> list[Path]:
-    return sorted((REPO / "src").rglob("*.py"))
+def lint_imports(src: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=REPO, env=env, capture_output=True, text=True
+    )
 
 
-def test_no_module_over_300_lines() -> None:
-    long = {
-        str(p.relative_to(REPO)): n
-        for p in python_files()
-        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
-    }
-    assert not long
+def test_layers_point_one_way() -> None:
+    result = lint_imports(REPO / "src")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Layers point one way KEPT" in result.stdout
 
 
-def function_lengths(path: Path) -> dict[str, int]:
-    return {
-        node.name: node.end_lineno - node.lineno + 1
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name not in PARSERS
-    }
+def test_an_import_against_the_layers_breaks_the_contract(tmp_path: Path) -> None:
+    """The contract is not vacuous: data importing model (a layer above it) is reported."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+    text = src / "mlpflow" / "data" / "text.py"
+    text.write_text(text.read_text() + "\nfrom mlpflow.model import outputs  # noqa\n")
+    result = lint_imports(src)
+    assert result.returncode != 0
+    assert "Layers point one way BROKEN" in result.stdout
+    assert "mlpflow.data.text -> mlpflow.model.outputs" in result.stdout
 
 
-def test_no_function_over_50_lines() -> None:
-    long = [
-        f"{path.relative_to(REPO)}:{name}"
-        for path in python_files()
-        for name, length in function_lengths(path).items()
-        if length > MAX_FUNCTION_LINES
+def test_no_import_cycle_inside_a_package() -> None:
+    graph = grimp.build_graph("mlpflow")
+    cycles = [
+        (importer, imported)
+        for importer in sorted(graph.modules)
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if importer.rpartition(".")[0] == imported.rpartition(".")[0]
+        and graph.chain_exists(imported=importer, importer=imported)
     ]
-    assert not long
-
-
-def test_top_level_holds_at_most_8_modules_and_the_package_folders_exist() -> None:
-    assert len(list(PACKAGE.glob("*.py"))) <= 8
-    for folder in ("config", "data", "model", "evaluation", "stages", "tracking", "serving"):
-        assert (PACKAGE / folder / "__init__.py").exists(), folder
+    assert cycles == []
 
 
 def test_dvc_stages_depend_on_source_folders_and_list_no_plot_files() -> None:

@@ -20,8 +20,8 @@ from mlpflow.config.schema import DataConfig
 from mlpflow.data.prepared import load_codes, load_split
 from mlpflow.data.text import TextFormat
 from mlpflow.errors import ConfigError, friendly_errors
-from mlpflow.evaluation.scoring import network_outputs, network_scores
 from mlpflow.model.checkpoint import load_weights
+from mlpflow.model.outputs import network_outputs, network_scores
 from mlpflow.serving import export
 from mlpflow.stages import evaluate, prepare, train
 

@@ -17,8 +17,8 @@ from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardSca
 
 from mlpflow.data.prepared import Meta, load_codes, load_split
 from mlpflow.data.transforms import FIRST_LEVEL, MISSING, RARE, UNKNOWN
-from mlpflow.evaluation.scoring import network_outputs, network_scores
 from mlpflow.model.checkpoint import load_weights
+from mlpflow.model.outputs import network_outputs, network_scores
 from mlpflow.serving import export
 from mlpflow.stages import evaluate, prepare, train
 

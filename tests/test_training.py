@@ -186,8 +186,8 @@ def test_epoch_train_losses_are_the_row_weighted_means_of_the_minibatch_losses(c
     one has 60), train/penalty their l2 penalty, train/loss the sum: what the per-chunk sums
     must add up to."""
     from mlpflow.data.prepared import load_codes, load_split
-    from mlpflow.evaluation.scoring import network_outputs
     from mlpflow.model.checkpoint import load_weights
+    from mlpflow.model.outputs import network_outputs
 
     cfg = cfg_factory(
         "data=synthetic", "data.n_samples=1000", "loader.batch_size=64",
@@ -218,8 +218,8 @@ def test_each_epoch_logs_the_validation_metrics_of_that_epochs_weights(cfg_facto
     import sklearn.metrics as skm
 
     from mlpflow.data.prepared import load_codes, load_split
-    from mlpflow.evaluation.scoring import network_outputs
     from mlpflow.model.checkpoint import load_weights
+    from mlpflow.model.outputs import network_outputs
 
     cfg = cfg_factory(
         "data=synthetic", "data.n_samples=1000", "optimizer.lr=0.05",

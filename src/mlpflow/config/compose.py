@@ -2,6 +2,8 @@
 
 Two entry paths share one config: Hydra composes conf/ for `python -m mlpflow.train`, and
 params.yaml (conf/ composed, as `dvc exp run` and `mlpflow compose` write it) feeds `dvc repro`.
+Hydra is imported inside the functions that compose or instantiate: importing it costs ~0.6 s
+(1.3 s on a loaded machine), which a DVC stage reading params.yaml (prepare) does not need.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from mlpflow.data.prepared import load_codes, load_meta, load_split
-from mlpflow.model.outputs import EVAL_CHUNK_ROWS
+from mlpflow.data.prepared import EVAL_CHUNK_ROWS, load_codes, load_meta, load_split
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 

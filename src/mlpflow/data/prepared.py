@@ -28,6 +28,8 @@ ARRAY_FILES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", 
 
 META_FILE = "meta.json"
 
+EVAL_CHUNK_ROWS = 65536  # rows per forward pass outside training: bounds activation memory
+
 PREPARE_HINT = "run the prepare stage first (`mlpflow stage prepare` or `dvc repro prepare`)"
 
 

@@ -26,8 +26,8 @@ from torchmetrics.functional.regression import r2_score
 
 from mlpflow.data.prepared import Meta
 from mlpflow.evaluation.plot_specs import PLOTS
-from mlpflow.evaluation.scoring import network_outputs, network_scores
 from mlpflow.model.checkpoint import Weights
+from mlpflow.model.outputs import network_outputs, network_scores
 
 # The metric of each task that importance is measured with (higher is better), as metrics.json
 # names it.

@@ -1,28 +1,17 @@
-"""The one path from a trained network to scores and metrics: validation (per batch, in
-`MLPModule`), evaluate (a split) and serving (raw rows) all go through `output_scores` and
-`build_metrics`; evaluate and serving through `network_scores`.
+"""A saved network scored on a split: its loss, the task's metrics and its scores, through the
+same `output_scores` and `build_metrics` as validation in `MLPModule` (and, for the scores,
+serving: `mlpflow.model.outputs.network_scores`).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mlpflow.errors import ModelError
 from mlpflow.model.checkpoint import NetworkSpec, Weights
-from mlpflow.model.outputs import EVAL_CHUNK_ROWS, loss_target, output_scores, squeeze_head
-
-
-@torch.no_grad()
-def network_outputs(net: nn.Module, x: Tensor, codes: Tensor) -> Tensor:
-    """Raw outputs of `net` (eval mode) on every row, a chunk of rows at a time."""
-    chunks = zip(x.split(EVAL_CHUNK_ROWS), codes.split(EVAL_CHUNK_ROWS), strict=True)
-    return torch.cat([squeeze_head(net(part, part_codes)) for part, part_codes in chunks])
-
-
-def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
-    """Scores in the one convention (see `mlpflow.model.outputs`)."""
-    return output_scores(outputs, spec.task, spec.target_mean, spec.target_scale)
+from mlpflow.model.metrics import build_metrics
+from mlpflow.model.outputs import loss_target, network_outputs, network_scores
 
 
 def num_classes(spec: NetworkSpec) -> int:
@@ -38,7 +27,6 @@ def score_split(
     The same loss, scores and torchmetrics collection as the LightningModule's validation.
     """
     from mlpflow.config.compose import build_partial
-    from mlpflow.evaluation.metrics import build_metrics  # torchmetrics: not on serving's path
 
     spec = weights.spec
     if spec.n_features != x.shape[1]:

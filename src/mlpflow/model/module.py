@@ -17,8 +17,8 @@ from torch import Tensor
 
 from mlpflow.config.compose import build_partial
 from mlpflow.errors import TrainingDiverged
-from mlpflow.evaluation.metrics import build_metrics
 from mlpflow.model.fast_step import DirectStep, steps_directly
+from mlpflow.model.metrics import build_metrics
 from mlpflow.model.mlp import MLP
 from mlpflow.model.outputs import loss_target, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty

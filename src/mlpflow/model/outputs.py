@@ -1,4 +1,4 @@
-"""What the network's raw outputs mean, per task: shared by training and evaluation.
+"""What the network's raw outputs mean, per task: shared by training, evaluation and serving.
 
 Scores follow one convention everywhere: binary -> probability of the positive class [N];
 multiclass -> class probabilities [N, K]; regression -> predictions in target units [N].
@@ -6,11 +6,16 @@ multiclass -> class probabilities [N, K]; regression -> predictions in target un
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-EVAL_CHUNK_ROWS = 65536  # rows per forward pass outside training: bounds activation memory
+from mlpflow.data.prepared import EVAL_CHUNK_ROWS
+
+if TYPE_CHECKING:
+    from mlpflow.model.checkpoint import NetworkSpec
 
 
 def squeeze_head(out: Tensor) -> Tensor:
@@ -33,6 +38,18 @@ def loss_target(y: Tensor, task: str, target_mean: float, target_scale: float) -
     if task == "regression":
         return (y - target_mean) / target_scale
     return y.to(torch.float32) if task == "binary" else y
+
+
+@torch.no_grad()
+def network_outputs(net: nn.Module, x: Tensor, codes: Tensor) -> Tensor:
+    """Raw outputs of `net` (eval mode) on every row, a chunk of rows at a time."""
+    chunks = zip(x.split(EVAL_CHUNK_ROWS), codes.split(EVAL_CHUNK_ROWS), strict=True)
+    return torch.cat([squeeze_head(net(part, part_codes)) for part, part_codes in chunks])
+
+
+def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
+    """A saved network's outputs as scores, in the one convention above."""
+    return output_scores(outputs, spec.task, spec.target_mean, spec.target_scale)
 
 
 def predicted_labels(task: str, scores: np.ndarray, threshold: float) -> np.ndarray:

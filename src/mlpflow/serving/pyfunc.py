@@ -18,9 +18,8 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from mlpflow.data.prepared import Meta
 from mlpflow.errors import ModelError
-from mlpflow.evaluation.scoring import network_outputs, network_scores
 from mlpflow.model.checkpoint import Weights, load_weights
-from mlpflow.model.outputs import predicted_labels
+from mlpflow.model.outputs import network_outputs, network_scores, predicted_labels
 from mlpflow.serving.raw_rows import network_inputs
 
 LABEL = "label"
