@@ -1,4 +1,4 @@
-"""The seed's math: forward pass, losses, penalties, one GD step per epoch."""
+"""The math of docs/math.md: forward pass, losses, penalties, one GD step per epoch."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
 
 # What `folds` weighs, in multiply-adds of the first layer's matrix product: a summed lookup's
-# element costs about 8, a table entry built about 2 (benchmarks/README.md, issue 16's 4th part).
+# element costs about 8, a table entry built about 2 (benchmarks/README.md, "Facts measured here").
 LOOKUP_COST, TABLE_COST = 8, 2
 
 

@@ -38,7 +38,7 @@ class CrossEntropy(nn.Module):
 
 
 class MeanSquaredError(nn.Module):
-    """mean((ŷ - y)²); for binary, ŷ = σ(z) is the predicted probability (as in the seed)."""
+    """mean((ŷ - y)²); for binary, ŷ = σ(z) is the predicted probability (docs/math.md)."""
 
     def __init__(self, task: str) -> None:
         super().__init__()
