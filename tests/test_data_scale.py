@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mlpflow.data import arrays, preprocess, readers, sources
+from mlpflow.data import fit, prepared, scan, sources
 from mlpflow.data.datamodule import ShuffledChunks, TabularDataModule
 from mlpflow.data.prepared import SPLITS, load_meta, load_split
 from mlpflow.errors import DataError
@@ -53,11 +53,11 @@ def mixed_table(n: int = 3000, seed: int = 0) -> pd.DataFrame:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Batches, chunks and the median budget far smaller than the table: every pass is chunked."""
-    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 2048)
-    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 97)
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 2048)
+    monkeypatch.setattr(sources, "PARQUET_BATCH_ROWS", 97)
     monkeypatch.setattr(sources, "MEMORY_BATCH_ROWS", 97)
-    monkeypatch.setattr(arrays, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(preprocess, "MEDIAN_BUDGET_BYTES", 20_000)
+    monkeypatch.setattr(scan, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(fit, "MEDIAN_BUDGET_BYTES", 20_000)
 
 
 def reference(frame: pd.DataFrame, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def test_rows_keep_the_source_order_within_each_split(tmp_path):
 
 
 def test_a_csv_column_that_changes_type_after_the_first_block_is_widened(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 256)  # type inference sees ~20 rows
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 256)  # type inference sees ~20 rows
     n = 400
     ints = [str(i % 7) for i in range(n)]
     ints[350] = "2.5"  # an int64 column until row 350
@@ -228,7 +228,7 @@ def test_duplicate_rows_are_counted_like_pandas(tmp_path):
 
 def test_npy_writer_writes_what_np_save_writes(tmp_path):
     x = np.random.default_rng(0).normal(size=(1001, 7)).astype(np.float32)
-    writer = arrays.NpyWriter(tmp_path / "a.npy", x.shape, np.float32)
+    writer = prepared.NpyWriter(tmp_path / "a.npy", x.shape, np.float32)
     for start in range(0, len(x), 300):
         writer.write(x[start : start + 300])
     writer.close()
@@ -244,7 +244,7 @@ def test_a_failed_streaming_write_leaves_no_out_dir_and_no_temp_dir(tmp_path, mo
     def fail(self, rows):
         raise OSError("disk full")
 
-    monkeypatch.setattr(arrays.NpyWriter, "write", fail)
+    monkeypatch.setattr(prepared.NpyWriter, "write", fail)
     with pytest.raises(OSError, match="disk full"):
         prepare_data(csv_cfg(tmp_path / "t.parquet", nan_policy="drop"), 0, out)
     with pytest.raises(OSError, match="disk full"):  # nor the parent folders it had to create

@@ -1,21 +1,29 @@
-"""Each column's role: numeric, boolean, categorical, or dropped; inferred, then overridden.
+"""The column plan: each feature column's role, and the target's task and classes.
 
-Inferred from the scan: text that reads as numbers (but for a few stray cells) is numeric, two
-boolean words are boolean, other text categorical; a row number, an ID (unique on nearly every
-row), a date/time as unique, a constant or an empty column is dropped. `data.categorical`,
-`data.numeric` and `data.drop` override the inference. `Decoder` reads a role's values out of
-the scratch file.
+A column's role is numeric, boolean, categorical, or dropped; inferred from the scan, then
+overridden. Text that reads as numbers (but for a few stray cells) is numeric, two boolean words
+are boolean, other text categorical; a row number, an ID (unique on nearly every row), a
+date/time as unique, a constant or an empty column is dropped. `data.categorical`, `data.numeric`
+and `data.drop` override the inference. `Columns` reads the planned columns' values back out of
+the scratch file, by role. The target decides the task (`data.task=auto`: numbers with few
+whole values are classes) and its classes, 0..K-1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlpflow.data.scan import NumericStats, Scan, TextStats
+from mlpflow.data.prepared import ColumnPlan
+from mlpflow.data.scan import NumericStats, Scan, TargetValues, TextStats
 from mlpflow.data.text import boolean_value, is_boolean_text, is_temporal
 from mlpflow.errors import DataError
+
+if TYPE_CHECKING:
+    from mlpflow.config.schema import DataConfig
 
 NUMBER_SHARE = 0.9  # text is numeric when this share of its cells read as numbers
 ID_SHARE = 0.95  # text is an ID when it has a distinct value on this share of its rows
@@ -23,25 +31,16 @@ ID_MIN_LEVELS = 20
 ROW_NUMBER_NAMES = ("", "Unnamed: 0")  # the index column pandas' to_csv writes first
 # A timestamp on nearly every row is no ID, but the network cannot use it as it is either.
 TIMESTAMP = "date/time, add its parts (month, weekday, hour) as columns to use it"
+MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many values is classes
 
 
-@dataclass(frozen=True)
-class ColumnPlan:
-    """What prepare does with one raw column; meta.json lists one per column."""
-
-    name: str
-    role: str  # numeric | boolean | categorical | drop
-    dtype: str  # as read: int64, double, bool, string, dictionary...
-    levels: int | None  # distinct values of a text column
-    missing: int  # empty cells, NaN/inf, and text cells that are not numbers in a numeric one
-    action: str  # what was done, in a few words
+# >>> Roles
 
 
-def plan_columns(
-    scan: Scan, categorical: list[str], numeric: list[str], drop: list[str]
-) -> list[ColumnPlan]:
+def plan_columns(scan: Scan, data: DataConfig) -> Columns:
     """Every column's plan; a DataError names an override that names no column, or a forced
     numeric column that is mostly text, or a table left with no feature."""
+    categorical, numeric, drop = data.categorical, data.numeric, data.drop
     for key, names in (("categorical", categorical), ("numeric", numeric), ("drop", drop)):
         unknown = [name for name in names if name not in scan.columns]
         if unknown:
@@ -66,7 +65,7 @@ def plan_columns(
             f"{'; '.join(f'{p.name} ({p.action})' for p in plans) or 'none'}; add feature columns "
             "or keep one with data.numeric / data.categorical"
         )
-    return plans
+    return Columns(scan, plans)
 
 
 def _plan(name: str, stats: NumericStats | TextStats, role: str, action: str) -> ColumnPlan:
@@ -133,20 +132,32 @@ def _infer_text(name: str, stats: TextStats, first: bool) -> ColumnPlan:
     return _plan(name, stats, "categorical", "categorical")
 
 
-class Decoder:
-    """A plan's values out of scratch-file chunks: numbers for the numeric and boolean columns
-    (continuous first, NaN where missing) and level codes for the categorical ones."""
+# >>> The planned columns' values, read back from the scratch file
+
+
+class Columns:
+    """The plans of a scanned table, and the planned columns' values read back from the scan's
+    scratch file a chunk at a time: numbers for the numeric and boolean columns (continuous
+    first, NaN where missing) and level codes for the categorical ones."""
 
     def __init__(self, scan: Scan, plans: list[ColumnPlan]) -> None:
+        self.plans = plans
         by_role = {role: [p for p in plans if p.role == role] for role in ("numeric", "boolean")}
-        self.numeric_names = [p.name for p in by_role["numeric"] + by_role["boolean"]]
+        numeric = by_role["numeric"] + by_role["boolean"]
+        self.numeric_names = [p.name for p in numeric]
         self.n_continuous = len(by_role["numeric"])
         self.categorical_names = [p.name for p in plans if p.role == "categorical"]
-        self._numeric = [
-            self._reader(scan.columns[p.name], p.role)
-            for p in by_role["numeric"] + by_role["boolean"]
-        ]
+        # each categorical column's scanned levels, in the order of their scan codes
+        self.levels = [scan.columns[name].names for name in self.categorical_names]
+        self._raw = scan.raw
+        self._numeric = [self._reader(scan.columns[p.name], p.role) for p in numeric]
         self._code_slots = [scan.columns[name].slot for name in self.categorical_names]
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first row, numbers [n, numeric columns], level codes [n, categorical columns]) for
+        consecutive chunks of rows; each chunk is only valid until the next."""
+        for start, block in self._raw.chunks():
+            yield start, self._numbers(block), self._codes(block)
 
     @staticmethod
     def _reader(stats: NumericStats | TextStats, role: str) -> tuple[int, np.ndarray | None]:
@@ -157,7 +168,7 @@ class Decoder:
             return stats.slot + 1, None
         return stats.slot, np.array([boolean_value(level) for level in stats.names] + [np.nan])
 
-    def numbers(self, block: np.ndarray) -> np.ndarray:
+    def _numbers(self, block: np.ndarray) -> np.ndarray:
         out = np.empty((len(block), len(self._numeric)), dtype=np.float64)
         for j, (slot, lookup) in enumerate(self._numeric):
             values = block[:, slot]
@@ -167,7 +178,88 @@ class Decoder:
             out[:, j] = values
         return out
 
-    def codes(self, block: np.ndarray) -> np.ndarray:
+    def _codes(self, block: np.ndarray) -> np.ndarray:
         """Level codes as int64: -1 where missing, -2 beyond the tracked levels."""
         values = block[:, self._code_slots]
         return np.where(np.isnan(values), -1, values).astype(np.int64)
+
+
+# >>> The target: task and classes
+
+
+@dataclass
+class Target:
+    """The target of the kept rows, encoded for the task."""
+
+    task: str  # binary, multiclass or regression
+    y: np.ndarray  # int64 class indices or float32 values
+    classes: list[str] | None
+
+
+def encode_target(
+    target: TargetValues, keep: np.ndarray, task: str, fixed_task: str | None
+) -> Target:
+    """Resolve task=auto and check an explicit task against the target; encode classes 0..K-1."""
+    numeric = target.kind == "numeric"
+    values = target.values[keep] + 0.0 if numeric else None  # -0.0 is 0.0 (one class)
+    task = fixed_task or task
+    # sorted distinct values (finite once kept), unless the task is regression anyway
+    uniques = np.unique(values) if numeric and task != "regression" else None
+    if task == "auto":
+        integer_valued = uniques is not None and bool(np.all(uniques == np.round(uniques)))
+        few = uniques is not None and len(uniques) <= MAX_AUTO_CLASSES
+        task = "regression" if numeric and not (integer_valued and few) else "classification"
+    if task == "regression":
+        return _regression_target(target, values)
+    codes, classes = _class_codes(target, keep, values, uniques)
+    return Target(_class_task(target.name, task, classes), codes, classes)
+
+
+def _regression_target(target: TargetValues, values: np.ndarray | None) -> Target:
+    if values is None:
+        raise DataError(
+            f"data.task=regression but target {target.name!r} is not numeric "
+            f"(dtype {target.dtype}); use data.task=auto, binary or multiclass"
+        )
+    with np.errstate(over="ignore"):
+        y = values.astype(np.float32)
+    if not np.isfinite(y).all():
+        raise DataError(f"target {target.name!r} has values beyond float32 range; rescale it")
+    return Target("regression", y, None)
+
+
+def _class_codes(
+    target: TargetValues, keep: np.ndarray, values: np.ndarray | None, uniques: np.ndarray | None
+) -> tuple[np.ndarray, list[str]]:
+    """Class indices 0..K-1 of the kept rows, and the class names in index order."""
+    if values is not None:
+        codes = np.searchsorted(uniques, values)
+        as_int = bool(np.all(uniques == np.round(uniques)))
+        classes = [str(int(v)) if as_int else str(v) for v in uniques]
+    elif target.kind == "bool":
+        uniques, codes = np.unique(target.values[keep], return_inverse=True)
+        classes = [str(bool(v)) for v in uniques]  # "False" < "True", as pandas' astype(str)
+    else:  # category (its order) or text (sorted): the classes present, in the names' order
+        used, codes = np.unique(target.codes[keep], return_inverse=True)
+        classes = [target.names[i] for i in used]
+    return np.asarray(codes, dtype=np.int64).reshape(-1), classes
+
+
+def _class_task(name: str, task: str, classes: list[str]) -> str:
+    """binary or multiclass, from the number of classes; a DataError when it contradicts."""
+    shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+    if len(classes) == 1:
+        raise DataError(
+            f"target {name!r} has a single class {classes[0]!r}; a classifier needs at least 2"
+        )
+    if task == "binary" and len(classes) != 2:
+        raise DataError(
+            f"data.task=binary but target {name!r} has {len(classes)} classes ({shown}); "
+            "use data.task=multiclass or auto"
+        )
+    if task == "multiclass" and len(classes) == 2:
+        raise DataError(
+            f"data.task=multiclass but target {name!r} has 2 classes ({shown}); "
+            "use data.task=binary or auto"
+        )
+    return "binary" if len(classes) == 2 else "multiclass"

@@ -5,6 +5,9 @@ A column is flagged when a rule too simple to memorize rows reproduces the targe
 classes, a one-column decision tree with at most two leaves per class (a numeric column) or
 levels that each hold one target value and ten rows on average (a categorical one); for a
 numeric target, a rank correlation of ±1 (the target is a monotone function of the column).
+scipy, scikit-learn and pandas are imported inside the rules: importing the prepare stage (the
+pipeline does, to find its cached prepared data) stays free of them, ~1.4 s of start-up
+(benchmarks/README.md; tests/test_data.py checks it).
 """
 
 from __future__ import annotations

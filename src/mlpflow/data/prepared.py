@@ -1,23 +1,27 @@
-"""The prepared directory: `{X,y}_{train,val,test}.npy` and `meta.json`, read and written.
+"""The prepared directory: `{X,C,y}_{train,val,test}.npy` and `meta.json`, read and written.
 
 It is written into a hidden sibling directory and renamed into place, so readers never see a
 half-written one. The splits are `.npy` because training slices minibatches of whole rows: a
 row-major float32 file maps with no copy and no decoding (`np.load(mmap_mode="r")`).
-Only numpy is imported here: the train stage reads the splits without pyarrow or scikit-learn.
+Only numpy is imported here: the train stage and the served model read meta.json and the splits
+without pyarrow or scikit-learn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpflow.data.columns import ColumnPlan
 from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
 from mlpflow.data.transforms import CategoricalColumns, NumericColumns
 from mlpflow.errors import DataError
@@ -31,6 +35,20 @@ META_FILE = "meta.json"
 EVAL_CHUNK_ROWS = 65536  # rows per forward pass outside training: bounds activation memory
 
 PREPARE_HINT = "run the prepare stage first (`mlpflow stage prepare` or `dvc repro prepare`)"
+HASH_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """What prepare does with one raw column (`data/columns.py` decides); meta.json lists one
+    per column."""
+
+    name: str
+    role: str  # numeric | boolean | categorical | drop
+    dtype: str  # as read: int64, double, bool, string, dictionary...
+    levels: int | None  # distinct values of a text column
+    missing: int  # empty cells, NaN/inf, and text cells that are not numbers in a numeric one
+    action: str  # what was done, in a few words
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,9 @@ class Meta:
         )
 
 
+# >>> Reading
+
+
 def load_meta(prepared_dir: str | Path) -> Meta:
     """Read `meta.json` of a prepared directory."""
     path = Path(prepared_dir).expanduser().absolute() / META_FILE
@@ -123,10 +144,78 @@ def load_codes(prepared_dir: str | Path, split: str, mmap: bool = False) -> np.n
         raise DataError(f"no prepared data: {error.filename} is missing; {PREPARE_HINT}") from error
 
 
+# >>> Writing ---------------------------------------------------------------------------------
+
+
+class NpyWriter:
+    """A `.npy` file of a known shape, written a chunk of rows at a time (C order); the file is
+    byte for byte what `np.save` writes. Plain `write`s, no memory map: written pages stay in the
+    kernel's page cache, not in the process's resident set."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype | type) -> None:
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        self.rows = 0
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": shape,
+        }
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        np.lib.format.write_array_header_1_0(self._file, header)
+
+    def write(self, rows: np.ndarray) -> None:
+        assert rows.dtype == self.dtype and rows.shape[1:] == self.shape[1:]
+        self._file.write(np.ascontiguousarray(rows).data)
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        """Close the file (again: a no-op); check the rows only when closed after writing."""
+        if self._file.closed:
+            return
+        self._file.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.path}: wrote {self.rows} rows of {self.shape[0]}")
+
+    def abort(self) -> None:
+        """Close without checking (the write failed; the file is discarded)."""
+        self._file.close()
+
+
+def files_digest(paths: Iterable[Path]) -> str:
+    """sha256 of the files' bytes, concatenated in order, read in blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as file:
+            while block := file.read(HASH_BLOCK_BYTES):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def writing(out: Path) -> Iterator[Path]:
+    """A new hidden sibling directory of `out` to write it in, until `write_prepared` moves it
+    into place. When the block fails, it is removed, and so are the parent folders it created:
+    a failed prepare leaves `out` as it was and nothing new behind."""
+    created = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # deepest first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        remove_path(tmp)
+        for directory in created:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
+    finally:
+        remove_path(tmp)
+
+
 def write_prepared(tmp: Path, out: Path, meta: Meta) -> Meta:
     """Fingerprint the arrays, write meta.json, move tmp into place as out."""
-    from mlpflow.data.arrays import files_digest
-
     meta = replace(meta, fingerprint=files_digest(tmp / name for name in ARRAY_FILES))
     (tmp / META_FILE).write_text(meta.to_json())
     swap_into_place(tmp, out)

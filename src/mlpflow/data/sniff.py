@@ -33,9 +33,16 @@ DELIMITERS = (",", ";", "\t", "|")
 NUMBER_SHARE = 0.9  # a column tells the number format when this share of its cells are numbers
 # Option words (data.csv.*) for each mark; the marks themselves are accepted too.
 MARK_WORDS = {
-    "comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|", "point": ".", "dot": ".",
-    "space": " ", "apostrophe": "'", "none": "",
-}  # fmt: skip
+    "comma": ",",
+    "semicolon": ";",
+    "tab": "\t",
+    "pipe": "|",
+    "point": ".",
+    "dot": ".",
+    "space": " ",
+    "apostrophe": "'",
+    "none": "",
+}
 _WORD = {mark: word for word, mark in MARK_WORDS.items() if word != "dot"}
 _NUMBERISH = re.compile(rf"[+-]?[\d.,'{SPACES}]*\d[\d.,'{SPACES}]*(?:[eE][+-]?\d+)?")
 _EXPONENT = re.compile(r"[eE][+-]?\d+$")

@@ -23,9 +23,26 @@ import numpy as np
 
 # pandas' default `na_values` (pandas._libs.parsers.STR_NA_VALUES): read as missing in CSV files.
 NA_VALUES = (
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-)  # fmt: skip
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
 # Arrow's date/time types, unit dropped: their cells are levels by `temporal_text`.
 TEMPORAL_TYPES = ("timestamp", "date32", "date64", "time32", "time64")
 # Spaces a thousands separator " " stands for (a plain, a no-break and a narrow no-break space).
@@ -140,10 +157,9 @@ def temporal_text(text: str) -> str:
     if zone is not None and zone.strip("Z+-:0"):  # an offset other than UTC
         try:
             offset = dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:].strip(":") or 0))
-            local = dt.datetime(
-                int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-                int(second or 0), tzinfo=dt.timezone(-offset if zone[0] == "-" else offset),
-            )  # fmt: skip
+            tzinfo = dt.timezone(-offset if zone[0] == "-" else offset)
+            clock = (int(part or 0) for part in (hour, minute, second))
+            local = dt.datetime(int(year), int(month), int(day), *clock, tzinfo=tzinfo)
         except ValueError:  # not a real date (2023-02-30): keep the text
             return cleaned
         utc = local.astimezone(dt.timezone.utc)

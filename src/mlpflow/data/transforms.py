@@ -24,6 +24,8 @@ FIRST_LEVEL = 3
 
 
 def make_estimator(transform: str, n_quantiles: int = 1000, seed: int = 0) -> Any:
+    # Imported here: training imports this module (the level codes) and never makes an
+    # estimator; scikit-learn would add ~1.4 s to its start-up (benchmarks/README.md).
     from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
 
     if transform == "standard":
@@ -94,12 +96,18 @@ class CategoricalColumns:
     def cardinalities(self) -> list[int]:
         return [FIRST_LEVEL + len(levels) for levels in self.vocabularies]
 
+    def level_codes(self, j: int) -> dict[str, int]:
+        """Column j's train levels -> their codes: a vocabulary level its own, a rare one RARE
+        (a level not in here is UNKNOWN)."""
+        codes = dict.fromkeys(self.rare[j], RARE)
+        codes.update({level: FIRST_LEVEL + k for k, level in enumerate(self.vocabularies[j])})
+        return codes
+
     def encode(self, texts: list[list[str | None]]) -> np.ndarray:
         """Level codes [n, len(names)] of text cells, one list of cells per column."""
         n_rows = len(texts[0]) if texts else 0
         codes = np.empty((n_rows, len(self.names)), dtype=np.int64)
         for j, cells in enumerate(texts):
-            index = dict.fromkeys(self.rare[j], RARE)
-            index.update({level: FIRST_LEVEL + k for k, level in enumerate(self.vocabularies[j])})
+            index = self.level_codes(j)
             codes[:, j] = [MISSING if cell is None else index.get(cell, UNKNOWN) for cell in cells]
         return codes
