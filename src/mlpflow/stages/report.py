@@ -7,8 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mlpflow.console import warn
 from mlpflow.files import write_json
+from mlpflow.notice import warn
 
 TRAIN_REPORT = "train.json"
 

@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from mlpflow.console import warn
 from mlpflow.errors import TrackingError
+from mlpflow.notice import warn
 from mlpflow.tracking.guard import StoreGuard
 from mlpflow.tracking.owner import OWNER_TAG, this_process
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mlpflow.console import warn
+from mlpflow.notice import warn
 from mlpflow.tracking.guard import StoreGuard
 
 
