@@ -4,6 +4,7 @@ from here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,16 @@ PLOTS = {
         ),
     )
 }  # fmt: skip
+
+
+def write_plot(folder: str | Path, spec: PlotSpec, rows: list[dict[str, Any]]) -> Path:
+    """`rows` as the spec's file in `folder` (created if needed), in its shape: keyed (dvclive's)
+    or a bare list; strictly valid JSON (no NaN, no Infinity)."""
+    path = Path(folder) / Path(spec.file).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {spec.name: rows} if spec.keyed else rows
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
 
 
 def dvc_plots(names: Iterable[str] | None = None) -> list[dict[str, Any]]:

@@ -176,15 +176,13 @@ def _overrides(run: Any) -> dict[str, str]:
 
 
 def _history_figure(trials: list[dict[str, Any]], metric: str, mode: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from mlpflow.drawing import DPI, plt
 
     values = np.array([t[metric] for t in trials], dtype=float)
     running = (np.fmin if mode == "min" else np.fmax).accumulate(values)
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=DPI)
     axis.scatter(range(len(values)), values, label="trial")
     axis.step(range(len(values)), running, where="post", color="tab:red", label="best so far")
     axis.set(xlabel="trial (job number)", ylabel=metric, title="Optimization history")
