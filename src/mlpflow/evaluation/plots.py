@@ -17,14 +17,14 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mlpflow.config.schema import TASKS
 from mlpflow.evaluation.plot_specs import PLOTS, write_plot
-from mlpflow.model.outputs import predicted_labels
+from mlpflow.model.outputs import class_probabilities, predicted_labels
 
 TOP_THRESHOLD = 1.0
 
 
 def resolve_class_names(task: str, scores: np.ndarray, class_names: list[str] | None) -> list[str]:
     """Class names for a classification task; "0".."K-1" when none are given."""
-    num_classes = 2 if task == "binary" else scores.shape[1]
+    num_classes = class_probabilities(task, scores).shape[1]
     if class_names is None:
         return [str(k) for k in range(num_classes)]
     if len(class_names) != num_classes:

@@ -10,7 +10,13 @@ from torch import Tensor, nn
 
 from mlpflow.errors import ModelError
 from mlpflow.model.checkpoint import NetworkSpec, Weights
-from mlpflow.model.outputs import EVAL_CHUNK_ROWS, loss_target, output_scores, squeeze_head
+from mlpflow.model.outputs import (
+    EVAL_CHUNK_ROWS,
+    loss_target,
+    num_classes,
+    output_scores,
+    squeeze_head,
+)
 
 
 @torch.no_grad()
@@ -23,10 +29,6 @@ def network_outputs(net: nn.Module, x: Tensor, codes: Tensor) -> Tensor:
 def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
     """Scores in the one convention (see `mlpflow.model.outputs`)."""
     return output_scores(outputs, spec.task, spec.target_mean, spec.target_scale)
-
-
-def num_classes(spec: NetworkSpec) -> int:
-    return 2 if spec.task == "binary" else spec.n_outputs
 
 
 @torch.no_grad()
@@ -50,7 +52,8 @@ def score_split(
     loss_fn = build_partial(spec.loss, task=spec.task)
     loss = loss_fn(outputs, loss_target(y, spec.task, spec.target_mean, spec.target_scale))
     scores = network_scores(outputs, spec)
-    collection = build_metrics(spec.task, num_classes(spec), threshold).clone(prefix=f"{split}/")
+    classes = num_classes(spec.task, spec.n_outputs)
+    collection = build_metrics(spec.task, classes, threshold).clone(prefix=f"{split}/")
     collection.update(scores, y)
     metrics = {f"{split}/loss": float(loss)}
     metrics.update({name: float(value) for name, value in collection.compute().items()})
