@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
 from mlpflow.errors import MlpflowError, ModelError
 from mlpflow.files import write_text
 from mlpflow.serving.csv_rows import read_rows
@@ -20,6 +19,8 @@ from mlpflow.serving.csv_rows import read_rows
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.pyfunc import PyFuncModel
+
+    from mlpflow.data.prepared import Meta
 
 
 def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncModel:
@@ -61,14 +62,15 @@ def _load(model_uri: str) -> PyFuncModel:
         raise ModelError(f"cannot load {model_uri}: {error.message.splitlines()[0]}") from error
 
 
-def _text_format(model: PyFuncModel) -> TextFormat:
-    """How the model's training table wrote numbers (an mlpflow model's meta.json)."""
+def _meta(model: PyFuncModel) -> Meta | None:
+    """An mlpflow model's meta.json (its columns' roles, how its training table wrote numbers);
+    None for another kind of pyfunc model."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return model.unwrap_python_model().predictor.meta.text_format
-    except (AttributeError, MlflowException):  # another kind of pyfunc model
-        return DEFAULT_FORMAT
+        return model.unwrap_python_model().predictor.meta
+    except (AttributeError, MlflowException):
+        return None
 
 
 def predict(
@@ -79,6 +81,6 @@ def predict(
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise ModelError(f"{reference} has no input signature; log it with mlpflow train")
-    predictions = model.predict(read_rows(input_path, schema, _text_format(model)))
+    predictions = model.predict(read_rows(input_path, schema, _meta(model)))
     write_text(output_path, predictions.to_csv(index=False))
     return predictions
