@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
@@ -26,17 +27,30 @@ class TrackingLogger(MLFlowLogger):
     `LastCheckpoint`), they wait for `flush()`, just before the checkpoint of their epochs, and
     go out in one `log_batch` (a SQLite transaction costs more than a small epoch)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, tracking_uri: str, run_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
+        self._continued_run_id = run_id
+        self._run_created = False
         # A bound method, not a lambda: ddp_spawn pickles the logger into its workers.
-        self.safely = StoreGuard(self._tracking_uri, self._current_run_id, "training")
+        self.safely = StoreGuard(tracking_uri, self.existing_run_id, "training")
         self._logged: dict[str, int] = {}  # a resumed run's last logged step, per metric
         self.logged_params: set[str] = set()  # a resumed run's params
         self.holding = False
         self._held: list[Metric] = []
 
-    def _current_run_id(self) -> str | None:
-        return self._run_id  # `run_id` would create the run: not while the store is failing
+    @property
+    def experiment(self) -> MlflowClient:
+        """MLFlowLogger's client; its first call creates the run (or opens the one continued)."""
+        client = super().experiment
+        self._run_created = True
+        return client
+
+    def existing_run_id(self) -> str | None:
+        """The run's id once the run exists, else None, without a call to the store: `run_id`
+        would create the run, which a failing store must not be asked to do."""
+        if self._continued_run_id is not None:
+            return self._continued_run_id
+        return self.run_id if self._run_created else None
 
     @property
     def lost(self) -> str | None:
@@ -141,7 +155,7 @@ def run_exists(uri: str, run_id: str) -> bool:
 def end_run(logger: TrackingLogger | None, status: str, reason: str) -> None:
     """Mark the run FAILED or KILLED and say why (`run.end`): no run stays RUNNING once its
     process has ended."""
-    if logger is None or logger._current_run_id() is None:
+    if logger is None or logger.existing_run_id() is None:
         return
     client, run_id = logger.experiment, logger.run_id
     logger.safely(client.set_tag, run_id, "run.end", reason[:5000])
