@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 DVC_FILE = "dvc.yaml"  # in the reports folder: the `plots` of the files evaluate last wrote
 DVC_FILE_HEADER = (
     "# Written by the evaluate stage (mlpflow.evaluation.plot_specs): the plots it wrote, for\n"
@@ -100,8 +102,6 @@ def write_dvc_plots(reports: str | Path, written: Iterable[str | Path]) -> Path:
     declaration is written next to the files instead of listed once in the project's dvc.yaml;
     `dvc plots show` and `dvc plots diff` read every dvc.yaml in the project.
     """
-    import yaml
-
     path = Path(reports) / DVC_FILE
     section = {"plots": dvc_plots(Path(file).stem for file in written)}
     path.write_text(DVC_FILE_HEADER + yaml.safe_dump(section, sort_keys=False), encoding="utf-8")

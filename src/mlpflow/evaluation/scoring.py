@@ -39,8 +39,10 @@ def score_split(
 
     The same loss, scores and torchmetrics collection as the LightningModule's validation.
     """
+    # Here, not at the top: the served model imports this module (network_outputs) and installs
+    # neither omegaconf nor torchmetrics (tests/test_model_env.py).
     from mlpflow.config.compose import build_partial
-    from mlpflow.evaluation.metrics import build_metrics  # torchmetrics: not on serving's path
+    from mlpflow.evaluation.metrics import build_metrics
 
     spec = weights.spec
     if spec.n_features != x.shape[1]:

@@ -9,16 +9,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric
-from omegaconf import DictConfig
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from mlpflow.errors import TrackingError
 from mlpflow.notice import warn
+from mlpflow.tracking.datasets import log_datasets, split_datasets
 from mlpflow.tracking.guard import StoreGuard
+from mlpflow.tracking.lineage import (
+    column_tags,
+    dvc_output_md5,
+    lineage_tags,
+    run_name,
+    run_params,
+)
 from mlpflow.tracking.owner import OWNER_TAG, this_process
+from mlpflow.tracking.store import ensure_store, tracking_uri
+from mlpflow.tracking.trials import trial_tags
 
 
 class TrackingLogger(MLFlowLogger):
@@ -108,10 +120,6 @@ class TrackingLogger(MLFlowLogger):
 def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingLogger | None:
     """The logger of this training run (a resumed one continues `run_id`); None when tracking
     is off, or optional and unreachable."""
-    from mlpflow.tracking.lineage import lineage_tags, run_name
-    from mlpflow.tracking.store import ensure_store, tracking_uri
-    from mlpflow.tracking.trials import trial_tags
-
     if not cfg.tracking.enabled:
         return None
     uri = tracking_uri(cfg)
@@ -143,9 +151,6 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
 
 def run_exists(uri: str, run_id: str) -> bool:
     """Whether an interrupted run is still in the store (not deleted) to be continued."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         return MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
     except MlflowException:
@@ -167,12 +172,6 @@ def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
     config.yaml, and
     prepare's column table; a resumed run gets the params it lacks only (its paths differ:
     MLflow refuses a changed param)."""
-    import pandas as pd
-    from omegaconf import OmegaConf
-
-    from mlpflow.tracking.datasets import log_datasets, split_datasets
-    from mlpflow.tracking.lineage import column_tags, dvc_output_md5, run_params
-
     if not logger.logged_params:  # else a resumed run: these came before its params
         client, run_id = logger.experiment, logger.run_id
         datasets = split_datasets(cfg, meta, dvc_output_md5(Path(cfg.paths.prepared)))
