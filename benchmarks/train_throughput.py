@@ -204,10 +204,10 @@ def prepare_data(args: argparse.Namespace, root: Path) -> Prepared:
 
 
 def mlpflow_scores(models_dir: str, x_test: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
-    from mlpflow.model.checkpoint import load_weights
+    from mlpflow.model.checkpoint import best_checkpoint, load_weights
     from mlpflow.model.outputs import network_outputs, network_scores
 
-    weights = load_weights(Path(models_dir) / "best.ckpt")
+    weights = load_weights(best_checkpoint(models_dir))
     outputs = network_outputs(weights.network(), x_test, codes)
     return network_scores(outputs, weights.spec).numpy()
 

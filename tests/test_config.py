@@ -8,7 +8,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mlpflow.config.compose import (
     build_partial,
@@ -19,6 +20,7 @@ from mlpflow.config.compose import (
 )
 from mlpflow.config.schema import data_task, validate
 from mlpflow.errors import ConfigError
+from mlpflow.model.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 # A dataset that fits each loss, so that every option composes into a valid config.
@@ -173,3 +175,16 @@ def test_the_default_loss_is_the_tasks(data: str, loss: str) -> None:
     assert cfg.loss.name == "auto"
     resolve_data_defaults(cfg, data_task(cfg), n_train=100)
     assert cfg.loss.name == loss and "_target_" in cfg.loss
+
+
+def test_the_checkpoint_callbacks_write_the_files_the_stages_read():
+    """conf/callbacks' `filename`s are config; model/checkpoint.py names the files that evaluate,
+    resume and train's report read: kept equal here."""
+    expected = {"model_checkpoint": BEST_CHECKPOINT, "last_checkpoint": LAST_CHECKPOINT}
+    for option in sorted((conf_dir() / "callbacks").glob("*.yaml")):
+        callbacks = OmegaConf.load(option)
+        assert "model_checkpoint" in callbacks, option.name
+        for name, file in expected.items():
+            if name in callbacks:
+                written = callbacks[name].filename + ModelCheckpoint.FILE_EXTENSION
+                assert written == file, f"{option.name}: {name} writes {written}"

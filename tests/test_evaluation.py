@@ -15,7 +15,7 @@ from sklearn.calibration import calibration_curve
 
 from mlpflow.evaluation.figures import write_figures
 from mlpflow.evaluation.plots import write_plots
-from mlpflow.model.metrics import build_metrics, confusion_matrix
+from mlpflow.model.metrics import build_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N = 300
@@ -134,19 +134,6 @@ def test_collection_accumulates_batches_and_takes_a_prefix(binary):
 def test_unknown_task_is_rejected():
     with pytest.raises(ValueError, match="task"):
         build_metrics("ranking", num_classes=2)
-    with pytest.raises(ValueError, match="binary or multiclass"):
-        confusion_matrix("regression", 1, torch.zeros(3), torch.zeros(3))
-
-
-@pytest.mark.parametrize("task", ["binary", "multiclass"])
-def test_confusion_matrix_matches_sklearn(task, binary, multiclass):
-    target, scores = binary if task == "binary" else multiclass
-    num_classes = 2 if task == "binary" else K
-    got = confusion_matrix(task, num_classes, torch.tensor(scores), torch.tensor(target), 0.4)
-    predicted = (scores > 0.4).astype(int) if task == "binary" else scores.argmax(axis=1)
-    expected = skm.confusion_matrix(target, predicted, labels=list(range(num_classes)))
-    assert got.shape == (num_classes, num_classes)
-    np.testing.assert_array_equal(got.numpy(), expected)
 
 
 # --- plot data (JSON) ------------------------------------------------------------------------

@@ -173,6 +173,16 @@ def test_the_european_model_scores_rows_as_the_file_writes_them(european_model, 
     np.testing.assert_allclose(model.predict(text)["prediction"], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_file_in_another_format_reads_every_number_column_in_its_own(european_model, tmp_path):
+    """The test rows as an English spreadsheet writes them (`,` and decimal points): the number
+    columns typed double and the one that was text in training (druck: any type) alike."""
+    cfg, _, values, _, model_dir = european_model
+    test = splits(len(values), SEED)["test"]
+    values.iloc[test].drop(columns="ertrag").to_csv(tmp_path / "rows.csv", index=False)
+    predicted = predict_cli(model_dir, tmp_path / "rows.csv", tmp_path / "preds.csv")
+    np.testing.assert_allclose(predicted["prediction"], evaluate_scores(cfg), rtol=1e-5, atol=1e-5)
+
+
 # --- other number formats ----------------------------------------------------------------------
 
 

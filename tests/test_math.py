@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mlpflow.config.choices import ACTIVATIONS
 from mlpflow.model import losses
 from mlpflow.model.mlp import MLP
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
@@ -31,7 +32,7 @@ def test_forward_pass_is_affine_relu_affine(tiny_net: MLP) -> None:
     assert torch.allclose(tiny_net(x), expected)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)  # every name the config accepts
 def test_activation_and_depth_follow_config(activation: str) -> None:
     net = MLP(5, 4, hidden_dims=[8, 7, 6], activation=activation, dropout=0.1, batch_norm=True)
     linears = [m for m in net.layers if isinstance(m, torch.nn.Linear)]

@@ -152,16 +152,12 @@ def write_figure(
     client: MlflowClient, runs: list[Run], metric: str, curve: str, output: str | Path
 ) -> Path:
     """Overlay the runs' test curves (ROC, PR, or predicted vs true) in one PNG at `output`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mlpflow.drawing import saved_figure
 
     spec = CURVES[curve]
     output = Path(output)
     drawn = 0
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
-    try:
+    with saved_figure(output, (7, 6)) as (_, ax):
         with tempfile.TemporaryDirectory() as tmp:
             for i, run in enumerate(runs):
                 rows = _rows(client, run, curve, Path(tmp) / str(i))
@@ -187,7 +183,4 @@ def write_figure(
         ax.set(xlabel=spec.x_label, ylabel=spec.y_label, title=spec.title)
         ax.legend(fontsize="small", loc="best")
         output.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(output)
-    finally:
-        plt.close(fig)
     return output

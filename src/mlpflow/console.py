@@ -1,4 +1,5 @@
-"""What the user sees in the terminal: the config tree and the end-of-run summary."""
+"""What the user sees in the terminal: the config tree and the end-of-run summary (one-line
+warnings are `mlpflow.notice.warn`)."""
 
 from __future__ import annotations
 
@@ -115,10 +116,3 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # mlpflow owns the models dir: resume.py keeps its state there, or clears it first.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-def warn(message: str) -> None:
-    """One line on stderr, for what the user must know but that does not stop the stage."""
-    import sys
-
-    print(f"warning: {message}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """An Optuna search as a Hydra sweeper: ask a batch of trials, launch them, tell the results.
 
-Each trial learns its study and trial id through environment variables set with Hydra's
-`hydra.job.env_set`, so `mlpflow.tracking.pruning` can report intermediate val metrics from
-inside the job (even in a joblib worker process) and prune it.
+Each trial learns its study and trial (`mlpflow.tracking.optuna_trial`) through environment
+variables set with Hydra's `hydra.job.env_set`, so `mlpflow.tracking.pruning` can report
+intermediate val metrics from inside the job (even in a joblib worker process) and prune it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlpflow.tracking.optuna_trial import trial_key
 from mlpflow.tracking.trials import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class OptunaSweeper(Sweeper):
         env = {
             STORAGE_ENV: self.storage or "",
             STUDY_ENV: study.study_name,
-            TRIAL_ENV: str(trial._trial_id),
+            TRIAL_ENV: trial_key(trial),
             PRUNER_ENV: self.pruner_config,
         }
         env_overrides = [f"++hydra.job.env_set.{k}='{v}'" for k, v in env.items()]

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mlpflow.config.choices import ACTIVATIONS
 from mlpflow.errors import ConfigError
 
 TASKS = ("binary", "multiclass", "regression")
@@ -36,7 +37,6 @@ AUTO = "auto"
 AUTO_LOSS = AUTO  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
 # loader.batch_size=auto (the default): SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows.
 SMALL_TABLE_ROWS, SMALL_TABLE_BATCH, LARGE_BATCH = 5000, 32, 256
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "selu")
 NAN_POLICIES = ("error", "drop", "median")
 NUMERIC_TRANSFORMS = ("standard", "robust", "quantile")
 MIN_SYNTHETIC_ROWS = 10  # 15 % val and test of fewer rows leave train a handful of rows
@@ -290,7 +290,7 @@ def _check_model(model: DictConfig) -> None:
             OmegaConf.to_object(hidden) if OmegaConf.is_config(hidden) else hidden,
             "must be a non-empty list of positive integers, e.g. [128,64]",
         )
-    check_choice("model.activation", model.activation, ACTIVATIONS)
+    check_choice("model.activation", model.activation, tuple(ACTIVATIONS))
     check_number("model.dropout", model.dropout, 0, 1)
 
 

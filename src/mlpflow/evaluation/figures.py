@@ -1,4 +1,5 @@
-"""PNG figures of the evaluation, drawn by scikit-learn's Display classes on the Agg backend."""
+"""PNG figures of the evaluation, drawn by scikit-learn's Display classes (on `mlpflow.drawing`'s
+headless matplotlib)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # headless: stages run in DVC, CI and queued experiments
-
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -21,6 +16,7 @@ from sklearn.metrics import (
     RocCurveDisplay,
 )
 
+from mlpflow.drawing import Axes, saved_figure
 from mlpflow.evaluation.plot_specs import PLOTS
 from mlpflow.evaluation.plots import (
     TASKS,
@@ -30,19 +26,13 @@ from mlpflow.evaluation.plots import (
 )
 from mlpflow.model.outputs import predicted_labels
 
-DPI = 100
-
 
 @contextmanager
 def _figure(path: Path, title: str) -> Iterator[Axes]:
-    """Axes to draw on; the figure is saved to `path` and always closed."""
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=DPI)
-    try:
+    """Axes to draw on, titled; the figure is saved to `path` and always closed."""
+    with saved_figure(path, (6, 5)) as (_, ax):
         yield ax
         ax.set_title(title)
-        fig.savefig(path, dpi=DPI)
-    finally:
-        plt.close(fig)
 
 
 def _roc(path: Path, task: str, target: np.ndarray, scores: np.ndarray, names: list[str]) -> None:

@@ -9,23 +9,18 @@ are drawn from `seed`: the same seed gives the same values.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from torch import Tensor
-
-matplotlib.use("Agg")  # headless: stages run in DVC, CI and queued experiments
-
-import matplotlib.pyplot as plt
 from torchmetrics.functional.classification import binary_auroc, multiclass_accuracy
 from torchmetrics.functional.regression import r2_score
 
 from mlpflow.data.prepared import Meta
-from mlpflow.evaluation.plot_specs import PLOTS
+from mlpflow.drawing import saved_figure
+from mlpflow.evaluation.plot_specs import PLOTS, write_plot
 from mlpflow.model.checkpoint import Weights
 from mlpflow.model.outputs import network_outputs, network_scores
 
@@ -34,7 +29,6 @@ from mlpflow.model.outputs import network_outputs, network_scores
 MAIN_METRIC = {"binary": "roc_auc", "multiclass": "acc", "regression": "r2"}
 MAX_ROWS = 2000  # of a larger split, a sample: the cost stays bounded on large tables
 FIGURE_COLUMNS = 20  # the figure shows the most important columns; the JSON holds them all
-DPI = 100
 
 Groups = dict[str, tuple[list[int], list[int]]]
 
@@ -120,10 +114,7 @@ def write_importance(
     x, codes, y = split
     rows = permutation_importance(weights, x, codes, y, column_groups(meta), repeats, seed)
     spec = PLOTS["importance"]
-    plot = reports / spec.file
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({spec.name: rows}, indent=2, allow_nan=False)  # keyed, as plots.py writes
-    plot.write_text(text + "\n", encoding="utf-8")
+    plot = write_plot((reports / spec.file).parent, spec, rows)
     figure = reports / "figures" / "importance.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     _draw(figure, rows[:FIGURE_COLUMNS], f"drop in test {MAIN_METRIC[meta.task]}")
@@ -132,9 +123,7 @@ def write_importance(
 
 def _draw(path: Path, rows: list[dict[str, float | str]], x_label: str) -> None:
     """A horizontal bar per column (std as the error bar), the most important on top."""
-    height = 1.5 + 0.3 * len(rows)
-    fig, ax = plt.subplots(figsize=(6, height), dpi=DPI)
-    try:
+    with saved_figure(path, (6, 1.5 + 0.3 * len(rows))) as (fig, ax):
         names = [str(row["column"]) for row in rows]
         ax.barh(names, [row["importance"] for row in rows], xerr=[row["std"] for row in rows])
         ax.invert_yaxis()
@@ -142,6 +131,3 @@ def _draw(path: Path, rows: list[dict[str, float | str]], x_label: str) -> None:
         ax.set_xlabel(x_label)
         ax.set_title(PLOTS["importance"].title)
         fig.tight_layout()
-        fig.savefig(path, dpi=DPI)
-    finally:
-        plt.close(fig)

@@ -4,10 +4,13 @@ from here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 DVC_FILE = "dvc.yaml"  # in the reports folder: the `plots` of the files evaluate last wrote
 DVC_FILE_HEADER = (
@@ -62,6 +65,16 @@ PLOTS = {
 }  # fmt: skip
 
 
+def write_plot(folder: str | Path, spec: PlotSpec, rows: list[dict[str, Any]]) -> Path:
+    """`rows` as the spec's file in `folder` (created if needed), in its shape: keyed (dvclive's)
+    or a bare list; strictly valid JSON (no NaN, no Infinity)."""
+    path = Path(folder) / Path(spec.file).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {spec.name: rows} if spec.keyed else rows
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
 def dvc_plots(names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """A dvc.yaml `plots` section for the named plots (every plot when None), in PLOTS' order,
     each file relative to the reports folder."""
@@ -89,8 +102,6 @@ def write_dvc_plots(reports: str | Path, written: Iterable[str | Path]) -> Path:
     declaration is written next to the files instead of listed once in the project's dvc.yaml;
     `dvc plots show` and `dvc plots diff` read every dvc.yaml in the project.
     """
-    import yaml
-
     path = Path(reports) / DVC_FILE
     section = {"plots": dvc_plots(Path(file).stem for file in written)}
     path.write_text(DVC_FILE_HEADER + yaml.safe_dump(section, sort_keys=False), encoding="utf-8")

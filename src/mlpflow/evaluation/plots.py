@@ -8,7 +8,6 @@ the upper end of the probability range, so the files never contain Infinity or N
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,15 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mlpflow.config.schema import TASKS
-from mlpflow.evaluation.plot_specs import PLOTS, PlotSpec
-from mlpflow.model.outputs import predicted_labels
+from mlpflow.evaluation.plot_specs import PLOTS, write_plot
+from mlpflow.model.outputs import class_probabilities, predicted_labels
 
 TOP_THRESHOLD = 1.0
 
 
 def resolve_class_names(task: str, scores: np.ndarray, class_names: list[str] | None) -> list[str]:
     """Class names for a classification task; "0".."K-1" when none are given."""
-    num_classes = 2 if task == "binary" else scores.shape[1]
+    num_classes = class_probabilities(task, scores).shape[1]
     if class_names is None:
         return [str(k) for k in range(num_classes)]
     if len(class_names) != num_classes:
@@ -69,13 +68,6 @@ def _pr_rows(y_true: np.ndarray, y_score: np.ndarray) -> list[dict[str, float]]:
     ]
 
 
-def _write(out: Path, spec: PlotSpec, rows: list[dict[str, Any]]) -> Path:
-    path = out / f"{spec.name}.json"
-    payload = {spec.name: rows} if spec.keyed else rows
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
-
-
 def write_plots(
     task: str,
     target: np.ndarray,
@@ -101,21 +93,20 @@ def write_plots(
         rows = [
             {"true": float(t), "predicted": float(p)} for t, p in zip(target, scores, strict=True)
         ]
-        return [_write(out, PLOTS["predicted_vs_true"], rows)]
+        return [write_plot(out, PLOTS["predicted_vs_true"], rows)]
     names = resolve_class_names(task, scores, class_names)
     written = [
-        _write(out, PLOTS[name], rows) for name, rows in _curves(task, target, scores, names)
+        write_plot(out, PLOTS[name], rows) for name, rows in _curves(task, target, scores, names)
     ]
     predicted = predicted_labels(task, scores, threshold)
     confusion = [
         {"actual": names[int(a)], "predicted": names[int(p)]}
         for a, p in zip(target, predicted, strict=True)
     ]
-    written.append(_write(out, PLOTS["confusion"], confusion))
+    written.append(write_plot(out, PLOTS["confusion"], confusion))
     if task == "binary":
-        written.append(
-            _write(out, PLOTS["calibration"], _calibration_rows(target, scores, calibration_bins))
-        )
+        calibration = _calibration_rows(target, scores, calibration_bins)
+        written.append(write_plot(out, PLOTS["calibration"], calibration))
     return written
 
 

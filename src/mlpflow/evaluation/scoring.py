@@ -8,14 +8,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mlpflow.config.compose import build_partial
 from mlpflow.errors import ModelError
-from mlpflow.model.checkpoint import NetworkSpec, Weights
+from mlpflow.model.checkpoint import Weights
 from mlpflow.model.metrics import build_metrics
-from mlpflow.model.outputs import loss_target, network_outputs, network_scores
-
-
-def num_classes(spec: NetworkSpec) -> int:
-    return 2 if spec.task == "binary" else spec.n_outputs
+from mlpflow.model.outputs import loss_target, network_outputs, network_scores, num_classes
 
 
 @torch.no_grad()
@@ -26,8 +23,6 @@ def score_split(
 
     The same loss, scores and torchmetrics collection as the LightningModule's validation.
     """
-    from mlpflow.config.compose import build_partial
-
     spec = weights.spec
     if spec.n_features != x.shape[1]:
         raise ModelError(
@@ -38,7 +33,8 @@ def score_split(
     loss_fn = build_partial(spec.loss, task=spec.task)
     loss = loss_fn(outputs, loss_target(y, spec.task, spec.target_mean, spec.target_scale))
     scores = network_scores(outputs, spec)
-    collection = build_metrics(spec.task, num_classes(spec), threshold).clone(prefix=f"{split}/")
+    classes = num_classes(spec.task, spec.n_outputs)
+    collection = build_metrics(spec.task, classes, threshold).clone(prefix=f"{split}/")
     collection.update(scores, y)
     metrics = {f"{split}/loss": float(loss)}
     metrics.update({name: float(value) for name, value in collection.compute().items()})

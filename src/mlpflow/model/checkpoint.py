@@ -1,7 +1,11 @@
-"""Reading a training checkpoint safely, without Lightning or MLflow (evaluate, predict, export).
+"""The models directory's checkpoints, and reading one safely, without Lightning or MLflow
+(evaluate, predict, export, train's report).
 
-`weights_only=True` admits tensors and plain containers only: a crafted file that would run code
-on a plain `torch.load` is refused instead.
+The layout lives here: `best.ckpt` (the best epoch; what evaluate and the logged model use) and
+`last.ckpt` (what an interrupted run resumes from), written by the callbacks in conf/callbacks/
+(`filename: best`, `filename: last`: config, checked against these names by a test). Every
+checkpoint is read with `weights_only=True`, which admits tensors and plain containers only: a
+crafted file that would run code on a plain `torch.load` is refused instead.
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ import torch
 
 from mlpflow.errors import ModelError, first_line
 from mlpflow.model.mlp import MLP
+
+BEST_CHECKPOINT = "best.ckpt"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def best_checkpoint(models_dir: str | Path) -> Path:
+    return Path(models_dir) / BEST_CHECKPOINT
+
+
+def last_checkpoint(models_dir: str | Path) -> Path:
+    return Path(models_dir) / LAST_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -66,11 +81,12 @@ class Weights:
         return {"hyper_parameters": hparams, "state_dict": self.state_dict}
 
 
-def load_weights(path: str | Path) -> Weights:
-    """The network of a checkpoint (or of a `serving_payload` file); a ModelError otherwise."""
+def read_checkpoint(path: str | Path) -> Any:
+    """A checkpoint file's contents, on the CPU, tensors and plain containers only; a ModelError
+    for a missing, unreadable or unsafe file."""
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise ModelError(f"checkpoint not found: {path}") from error
     except pickle.UnpicklingError as error:
@@ -80,6 +96,12 @@ def load_weights(path: str | Path) -> Weights:
         ) from error
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise ModelError(f"cannot read checkpoint {path}: {first_line(error)}") from error
+
+
+def load_weights(path: str | Path) -> Weights:
+    """The network of a checkpoint (or of a `serving_payload` file); a ModelError otherwise."""
+    path = Path(path)
+    payload = read_checkpoint(path)
     hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     if (
         not isinstance(hparams, dict)
@@ -88,7 +110,7 @@ def load_weights(path: str | Path) -> Weights:
     ):
         raise ModelError(
             f"{path} is not an mlpflow checkpoint (no network hyper_parameters/state_dict); "
-            "pass the best.ckpt that `mlpflow train` or `dvc repro` wrote"
+            f"pass the {BEST_CHECKPOINT} that `mlpflow train` or `dvc repro` wrote"
         )
     state = {k: v for k, v in payload["state_dict"].items() if k.startswith("net.")}
     return Weights(NetworkSpec.from_hparams(hparams), state)

@@ -6,11 +6,9 @@ multiclass -> class probabilities [N, K]; regression -> predictions [N].
 
 from __future__ import annotations
 
-import torch
 import torchmetrics
 from torchmetrics import classification as tmc
 from torchmetrics import regression as tmr
-from torchmetrics.functional import confusion_matrix as tm_confusion_matrix
 
 
 def build_metrics(
@@ -52,18 +50,3 @@ def build_metrics(
     else:
         raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
     return torchmetrics.MetricCollection(metrics)
-
-
-def confusion_matrix(
-    task: str,
-    num_classes: int,
-    scores: torch.Tensor,
-    target: torch.Tensor,
-    threshold: float = 0.5,
-) -> torch.Tensor:
-    """Counts [K, K], rows = actual class, columns = predicted class (classification only)."""
-    if task == "binary":
-        return tm_confusion_matrix(scores, target, task="binary", threshold=float(threshold))
-    if task == "multiclass":
-        return tm_confusion_matrix(scores, target, task="multiclass", num_classes=num_classes)
-    raise ValueError(f"a confusion matrix needs task binary or multiclass, got {task!r}")

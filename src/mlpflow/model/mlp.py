@@ -13,16 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mlpflow.config.choices import ACTIVATIONS
 from mlpflow.model.embeddings import CategoricalInput, PeriodicEmbedding
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "leaky_relu": nn.LeakyReLU,
-    "selu": nn.SELU,
-}
 
 
 def hidden_layers(
@@ -39,7 +31,7 @@ def hidden_layers(
         layers.append(nn.Linear(width_in, width))
         if batch_norm:
             layers.append(nn.BatchNorm1d(width))
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(getattr(nn, ACTIVATIONS[activation])())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width_in = width

@@ -52,6 +52,17 @@ def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
     return output_scores(outputs, spec.task, spec.target_mean, spec.target_scale)
 
 
+def num_classes(task: str, n_outputs: int) -> int:
+    """A classifier's classes: binary's one output (the positive class's logit) stands for two."""
+    return 2 if task == "binary" else n_outputs
+
+
+def class_probabilities(task: str, scores: np.ndarray) -> np.ndarray:
+    """Classification scores as one column per class [N, K]: binary's positive-class
+    probability p becomes the two columns (1 - p, p); multiclass scores are that already."""
+    return np.stack([1.0 - scores, scores], axis=1) if task == "binary" else scores
+
+
 def predicted_labels(task: str, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Hard predictions: `score > threshold` (torchmetrics' rule) for binary, argmax otherwise."""
     if task == "binary":

@@ -1,44 +1,48 @@
-"""A user's CSV or Parquet file as a model's input: the signature's columns, each read into its
-type the way prepare reads a table (numbers as text, stray cells missing), so that a messy file
-predicts.
+"""A user's CSV or Parquet file as a model's input: the signature's columns in the signature's
+types, so that a messy file predicts.
 
-A CSV's delimiter and number format are read from the file as prepare reads a training table
-(`mlpflow.data.sniff`); where its cells do not tell (no decimal in it, or only `1,234`), the
-training table's format decides (meta.json's `text_format`). Its cells are read as text and
-parsed here, never by pandas' own number reading (whose thousands rule would read `1,5` as 15).
-A Parquet file is read as pandas reads it: category and timestamp columns as they are.
+Cells are read by the served model's own readers (`raw_rows.column_numbers`), so a cell reads
+the same through `mlpflow predict` as in a DataFrame sent to the model; only the format differs,
+as it should: a CSV's delimiter and number format are read from the file as prepare reads a
+training table (`mlpflow.data.sniff`), and where its cells do not tell (no decimal in it, or only
+`1,234`), the training table's format decides. A CSV's cells are read as text and parsed there,
+never by pandas' own number reading (whose thousands rule would read `1,5` as 15). A Parquet file
+is read as pandas reads it: category and timestamp columns as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+from pandas.api import types
 
-from mlpflow.data.text import DEFAULT_FORMAT, TextFormat, boolean_value, level_text, parse_number
+from mlpflow.data.prepared import Meta
+from mlpflow.data.sniff import sniff_file
+from mlpflow.data.text import DEFAULT_FORMAT, TextFormat, level_text
 from mlpflow.errors import DataError, first_line
 from mlpflow.notice import warn
+from mlpflow.serving.raw_rows import column_numbers, warn_unread
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow.types import Schema
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+NUMBER_ROLES = ("numeric", "boolean")
 
 
-def read_rows(
-    path: str | Path, schema: Schema, text_format: TextFormat = DEFAULT_FORMAT
-) -> pd.DataFrame:
+def read_rows(path: str | Path, schema: Schema, meta: Meta | None = None) -> pd.DataFrame:
     """The file's signature columns, in the signature's types; a missing column is an error,
     an extra one is ignored with a warning, a cell that does not fit is missing (and said).
-    `text_format`: the training table's, for what a CSV's own cells do not tell."""
+    `meta`: an mlpflow model's, for its columns' roles and the training table's format."""
     path = Path(path)
+    training = meta.text_format if meta is not None else DEFAULT_FORMAT
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        frame, fmt = _read_parquet(path), text_format
+        frame, fmt = _read_parquet(path), training
     else:
-        fmt = _csv_format(path, text_format)
+        fmt = _csv_format(path, training)
         frame = _read_csv(path, fmt.delimiter)
     expected = {spec.name: spec.type for spec in schema.inputs}
     missing = [name for name in expected if name not in frame.columns]
@@ -47,18 +51,16 @@ def read_rows(
             f"{path} does not fit the model's input (missing: {', '.join(missing)}); "
             f"expected {_describe(expected)}"
         )
-    extra = [str(column) for column in frame.columns if column not in expected]
-    if extra:
-        warn(f"ignoring column(s) the model does not read: {', '.join(extra)}")
-    import pandas as pd
-
-    columns = {name: _as_type(frame[name], kind, path, fmt) for name, kind in expected.items()}
+    warn_unread(frame.columns, expected, meta.target if meta is not None else None)
+    roles = {column.name: column.role for column in meta.columns} if meta is not None else {}
+    columns = {
+        name: _as_type(frame[name], kind, roles.get(name), path, fmt)
+        for name, kind in expected.items()
+    }
     return pd.DataFrame(columns, index=frame.index)
 
 
 def _csv_format(path: Path, training: TextFormat) -> TextFormat:
-    from mlpflow.data.sniff import sniff_file
-
     try:
         return sniff_file(path, str(path), fallback=training)
     except FileNotFoundError as error:
@@ -69,8 +71,6 @@ def _csv_format(path: Path, training: TextFormat) -> TextFormat:
 
 def _read_csv(path: Path, delimiter: str) -> pd.DataFrame:
     """Every cell as text (missing-value markers as pandas reads them: NaN)."""
-    import pandas as pd
-
     try:
         return pd.read_csv(path, sep=delimiter, dtype=str)
     except FileNotFoundError as error:
@@ -81,8 +81,6 @@ def _read_csv(path: Path, delimiter: str) -> pd.DataFrame:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
     try:
         return pd.read_parquet(path)
     except FileNotFoundError as error:
@@ -91,65 +89,43 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read {path} as Parquet: {first_line(error)}") from error
 
 
-def _as_type(column: pd.Series, kind: object, path: Path, fmt: TextFormat) -> pd.Series:
-    from pandas.api import types
-
+def _as_type(
+    column: pd.Series, kind: object, role: str | None, path: Path, fmt: TextFormat
+) -> pd.Series:
+    """One signature column. A number or boolean column (by its type, or by its role in an
+    mlpflow model: a column of numbers written as text takes any type) is read in the file's
+    format; a categorical one is left to the model, which matches its cells by meaning."""
     name = getattr(kind, "name", None)  # mlflow's DataType; AnyType has none
-    if name in ("double", "float"):
-        if types.is_numeric_dtype(column) or types.is_bool_dtype(column):
-            return column.astype(np.float64)
-        values = _cells(column, lambda cell: _number(cell, fmt), np.float64)
-        strays = int((values.isna() & column.notna()).sum())
-        if strays:
-            warn(f"{strays} cell(s) of column {column.name!r} are not numbers: read as missing")
-        return values
+    boolean = name == "boolean" or role == "boolean"
     if name in ("long", "integer", "boolean"):
-        return _exact(column, name, kind.to_numpy(), path, fmt)  # type: ignore[attr-defined]
+        return _exact(column, name, kind.to_numpy(), boolean, path, fmt)  # type: ignore[attr-defined]
+    if name in ("double", "float") or (name is None and role in NUMBER_ROLES):
+        values = column_numbers(column, boolean, fmt)
+        if not (types.is_numeric_dtype(column) or types.is_bool_dtype(column)):
+            strays = int((np.isnan(values) & column.notna().to_numpy()).sum())
+            if strays:
+                warn(f"{strays} cell(s) of column {column.name!r} are not numbers: read as missing")
+        return pd.Series(values, index=column.index, name=column.name)
     if name is None:  # Any: a categorical column, matched by meaning (category, dates too)
         return column
     return column.astype(object).map(level_text).astype(object)
 
 
 def _exact(
-    column: pd.Series, name: str, wanted: np.dtype, path: Path, fmt: TextFormat
+    column: pd.Series, name: str, wanted: np.dtype, boolean: bool, path: Path, fmt: TextFormat
 ) -> pd.Series:
     """An integer or boolean column (the model was trained without missing values in it)."""
-    from pandas.api import types
-
-    def read(cell: object) -> float:
-        if isinstance(cell, str):
-            return boolean_value(cell) if name == "boolean" else parse_number(cell, fmt)
-        return float(cell)  # type: ignore[arg-type]
-
-    values = column
-    if not (types.is_bool_dtype(column) or types.is_numeric_dtype(column)):
-        values = _cells(column, read, np.float64)
+    values = column_numbers(column, boolean, fmt)
     if name == "boolean":
-        fits = types.is_bool_dtype(values) or bool(values.isin([0.0, 1.0]).all())
+        fits = bool(np.isin(values, (0.0, 1.0)).all())
     else:
-        fits = types.is_integer_dtype(values) or bool((values == values.round()).all())
-    if not fits or values.isna().any():
+        fits = bool((values == np.round(values)).all())  # False for NaN too
+    if not fits:
         raise DataError(
             f"{path}: column {column.name!r} is {column.dtype}, the model takes {name} "
             "values only (it was trained without missing values in it)"
         )
-    return values.astype(wanted)
-
-
-def _cells(column: pd.Series, read: Callable[[object], float], dtype: type) -> pd.Series:
-    """`read` once per distinct text cell; missing cells NaN."""
-    import pandas as pd
-
-    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)
-    done = np.asarray([read(cell) for cell in uniques] + [np.nan], dtype=dtype)
-    return pd.Series(done[codes], index=column.index, name=column.name)
-
-
-def _number(cell: object, fmt: TextFormat) -> float:
-    if isinstance(cell, str):
-        number = parse_number(cell, fmt)
-        return number if not np.isnan(number) else boolean_value(cell)
-    return np.nan if cell is None else float(cell)  # type: ignore[arg-type]
+    return pd.Series(values.astype(wanted), index=column.index, name=column.name)
 
 
 def _describe(expected: dict[str, object]) -> str:

@@ -16,16 +16,24 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import mlflow
 import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
 from mlpflow.data.prepared import META_FILE, Meta, load_meta
+from mlpflow.model.checkpoint import load_weights
+from mlpflow.serving.pyfunc import Predictor
+from mlpflow.serving.registry import MODEL_NAME
+from mlpflow.tracking.store import use_tracking_uri
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow.models.model import ModelInfo
     from pytorch_lightning.loggers import MLFlowLogger
 
-MODEL_NAME = "model"
 EXAMPLE_ROWS = 5
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mlpflow package, shipped with the model
 ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
@@ -46,8 +54,6 @@ def raw_example(meta: Meta) -> pd.DataFrame:
     When the model imputes, its numeric and boolean columns are double (0/1, NaN: a float), so
     that a missing cell in an integer or boolean column fits the signature.
     """
-    import pandas as pd
-
     frame = pd.DataFrame(meta.example)
     if meta.numeric.medians is None:  # rows the model takes: no missing number
         complete = frame[meta.numeric.names].notna().all(axis=1)
@@ -62,14 +68,6 @@ def raw_example(meta: Meta) -> pd.DataFrame:
 
 def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Path) -> dict:
     """Everything pyfunc's save_model/log_model need; artifact files are written to `workdir`."""
-    import torch
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
-
-    from mlpflow.model.checkpoint import load_weights
-    from mlpflow.serving.pyfunc import Predictor
-
     weights = load_weights(checkpoint)
     meta = load_meta(prepared_dir)
     example = raw_example(meta)
@@ -106,10 +104,6 @@ def log_model(
 ) -> ModelInfo:
     """Log the model into the logger's (finished) run, as the run's MLflow 3 LoggedModel, at
     `step` (the best checkpoint's epoch)."""
-    import mlflow
-
-    from mlpflow.tracking.store import use_tracking_uri
-
     with (
         tempfile.TemporaryDirectory() as tmp,
         use_tracking_uri(logger.experiment.tracking_uri),
@@ -122,7 +116,5 @@ def log_model(
 
 def save_model(checkpoint: str | Path, prepared_dir: str | Path, path: str | Path) -> None:
     """Write the model to the local directory `path` (which must not exist or be empty)."""
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.pyfunc.save_model(str(path), **_model_kwargs(checkpoint, prepared_dir, Path(tmp)))

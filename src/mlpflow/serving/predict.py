@@ -12,14 +12,21 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from mlpflow.errors import MlpflowError, ModelError
 from mlpflow.files import write_text
 from mlpflow.serving.csv_rows import read_rows
+from mlpflow.serving.export import save_model
+from mlpflow.serving.registry import model_uri
+from mlpflow.tracking.store import open_store, use_tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.pyfunc import PyFuncModel
+
+    from mlpflow.data.prepared import Meta
 
 
 def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncModel:
@@ -27,8 +34,6 @@ def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncMode
     run id / runs:/ / models:/ URI looked up in the store at `uri`."""
     path = Path(reference)
     if path.is_file():
-        from mlpflow.serving.export import save_model
-
         with tempfile.TemporaryDirectory() as tmp:
             save_model(path, prepared_dir, Path(tmp) / "model")
             return _load(str(Path(tmp) / "model"))
@@ -36,39 +41,31 @@ def load_model(reference: str, uri: str, prepared_dir: str | Path) -> PyFuncMode
         if not (path / "MLmodel").exists():
             raise ModelError(f"{path} is not an MLflow model directory (no MLmodel file)")
         return _load(str(path))
-
-    from mlpflow.serving.registry import model_uri
-    from mlpflow.tracking.store import open_store, use_tracking_uri
-
     resolved = model_uri(open_store(uri), reference)
     with use_tracking_uri(uri):  # models:/ and runs:/ resolve through the global URI
         return _load(resolved)
 
 
-def _load(model_uri: str) -> PyFuncModel:
+def _load(location: str) -> PyFuncModel:
     """mlflow.pyfunc.load_model; our own errors (e.g. an unsafe weights file) keep their line."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        return mlflow.pyfunc.load_model(location)
     except MlflowException as error:
         cause = error.__cause__
         while cause is not None and not isinstance(cause, MlpflowError):
             cause = cause.__cause__
         if cause is not None:
             raise cause from error
-        raise ModelError(f"cannot load {model_uri}: {error.message.splitlines()[0]}") from error
+        raise ModelError(f"cannot load {location}: {error.message.splitlines()[0]}") from error
 
 
-def _text_format(model: PyFuncModel) -> TextFormat:
-    """How the model's training table wrote numbers (an mlpflow model's meta.json)."""
-    from mlflow.exceptions import MlflowException
-
+def _meta(model: PyFuncModel) -> Meta | None:
+    """An mlpflow model's meta.json (its columns' roles, how its training table wrote numbers);
+    None for another kind of pyfunc model."""
     try:
-        return model.unwrap_python_model().predictor.meta.text_format
-    except (AttributeError, MlflowException):  # another kind of pyfunc model
-        return DEFAULT_FORMAT
+        return model.unwrap_python_model().predictor.meta
+    except (AttributeError, MlflowException):
+        return None
 
 
 def predict(
@@ -79,6 +76,6 @@ def predict(
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise ModelError(f"{reference} has no input signature; log it with mlpflow train")
-    predictions = model.predict(read_rows(input_path, schema, _text_format(model)))
+    predictions = model.predict(read_rows(input_path, schema, _meta(model)))
     write_text(output_path, predictions.to_csv(index=False))
     return predictions

@@ -19,7 +19,12 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlpflow.data.prepared import Meta
 from mlpflow.errors import ModelError
 from mlpflow.model.checkpoint import Weights, load_weights
-from mlpflow.model.outputs import network_outputs, network_scores, predicted_labels
+from mlpflow.model.outputs import (
+    class_probabilities,
+    network_outputs,
+    network_scores,
+    predicted_labels,
+)
 from mlpflow.serving.raw_rows import network_inputs
 
 LABEL = "label"
@@ -54,8 +59,7 @@ class Predictor:
         scores = network_scores(outputs, self.spec).double().numpy()
         if self.meta.task == "regression":
             return pd.DataFrame({PREDICTION: scores}, index=rows.index)
-        binary = self.meta.task == "binary"
-        proba = np.stack([1.0 - scores, scores], axis=1) if binary else scores
+        proba = class_probabilities(self.meta.task, scores)
         labels = predicted_labels(self.meta.task, scores, self.spec.threshold)
         classes = np.asarray(self.meta.classes, dtype=object)
         frame = pd.DataFrame(proba, columns=self.output_columns[1:], index=rows.index)

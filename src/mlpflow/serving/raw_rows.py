@@ -1,12 +1,18 @@
 """Raw rows (a DataFrame as a user's file has them) -> the network's inputs, with the
 preprocessing prepare fitted: the same text parsing, imputation, transform and vocabularies.
 
-Text cells are read with the training table's number format (meta.json's `text_format`: a model
-trained on `1.234,5` reads `1.234,5`). A categorical cell is matched to the train levels by what
-it means: a date column's `2023-01-07`, `2023-01-07 00:00:00` and a pandas Timestamp are one
-level, and so are a number column's `1010`, `1010.0` and 1010; pandas category columns too."""
+This module reads cells for both entry points: the served model (a DataFrame's rows) and
+`mlpflow predict` (a file's cells, `csv_rows`), so a cell reads the same whichever way it comes.
+A number column's text cell is a number in the table's format (the served model knows the
+training table's, meta.json's `text_format`: a model trained on `1.234,5` reads `1.234,5`); a
+boolean column's is a boolean word or else a number. A categorical cell is matched to the train
+levels by what it means: a date column's `2023-01-07`, `2023-01-07 00:00:00` and a pandas
+Timestamp are one level, and so are a number column's `1010`, `1010.0` and 1010; pandas category
+columns too."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
 
 import numpy as np
 import pandas as pd
@@ -34,35 +40,46 @@ def check_columns(meta: Meta, rows: pd.DataFrame) -> None:
         raise DataError(
             f"missing input column(s) {', '.join(missing)}; the model reads: {', '.join(needed)}"
         )
-    extra = [str(name) for name in rows.columns if name not in needed and name != meta.target]
+    warn_unread(rows.columns, needed, meta.target)
+
+
+def warn_unread(columns: Iterable[object], read: Collection[str], target: str | None) -> None:
+    """One warning naming the columns the model does not read; the target column is expected
+    in rows like the training table's and is not named."""
+    extra = [str(name) for name in columns if name not in read and name != target]
     if extra:
         warn(f"ignoring column(s) the model does not read: {', '.join(extra)}")
 
 
-def column_numbers(column: pd.Series, words: bool, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
-    """A column as float64, NaN where missing (inf too): numbers as they are, booleans as 0/1,
-    text parsed as prepare parses it, in the table's format `fmt` (boolean words when
-    `words`)."""
+def column_numbers(
+    column: pd.Series, boolean: bool, fmt: TextFormat = DEFAULT_FORMAT
+) -> np.ndarray:
+    """A number or boolean column as float64, NaN where missing (inf too): numbers as they
+    are, booleans as 0/1, text parsed as prepare parses it (`cell_number`)."""
     if types.is_bool_dtype(column) or types.is_numeric_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        values = _by_distinct(column, lambda cell: _cell_number(cell, words, fmt), np.float64)
+        values = _by_distinct(column, lambda cell: cell_number(cell, boolean, fmt), np.float64)
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def _by_distinct(column: pd.Series, read: object, dtype: object) -> np.ndarray:
-    """`read` applied once per distinct cell (a column repeats its values), missing cells None."""
-    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)
-    done = [read(cell) for cell in uniques] + [read(None)]  # type: ignore[operator]
-    return np.asarray(done, dtype=dtype)[codes]  # code -1 (missing): the last
-
-
-def _cell_number(cell: object, words: bool, fmt: TextFormat) -> float:
+def cell_number(cell: object, boolean: bool, fmt: TextFormat) -> float:
+    """One cell of a number column (`boolean`: of a boolean column) as a float: text in the
+    table's format `fmt` (a boolean column's: a boolean word, else a number); NaN when missing
+    or unreadable."""
     if isinstance(cell, str):
-        return boolean_value(cell) if words else parse_number(cell, fmt)
+        number = boolean_value(cell) if boolean else np.nan
+        return parse_number(cell, fmt) if np.isnan(number) else number
     if cell is None or pd.isna(cell):
         return np.nan
     return float(cell)  # type: ignore[arg-type]
+
+
+def _by_distinct(column: pd.Series, read: Callable[[object], object], dtype: object) -> np.ndarray:
+    """`read` applied once per distinct cell (a column repeats its values), missing cells None."""
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)
+    done = [read(cell) for cell in uniques] + [read(None)]
+    return np.asarray(done, dtype=dtype)[codes]  # code -1 (missing): the last
 
 
 def column_levels(column: pd.Series, dtype: str, fmt: TextFormat = DEFAULT_FORMAT) -> list:
@@ -107,8 +124,7 @@ def network_inputs(
     numbers = np.empty((len(rows), len(numeric.names)), dtype=np.float64)
     fmt = meta.text_format
     for j, name in enumerate(numeric.names):
-        words = plans[name].role == "boolean" and plans[name].dtype != "bool"
-        numbers[:, j] = column_numbers(rows[name], words, fmt)
+        numbers[:, j] = column_numbers(rows[name], plans[name].role == "boolean", fmt)
     gaps = np.isnan(numbers)
     if gaps.any() and numeric.medians is None:
         columns = [name for name, gap in zip(numeric.names, gaps.any(axis=0), strict=True) if gap]

@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from mlflow.exceptions import MlflowException
+
 from mlpflow.errors import ModelError
-from mlpflow.serving.export import MODEL_NAME
+from mlpflow.tracking.store import use_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
+MODEL_NAME = "model"  # of the model train logs into its run (`export.log_model`)
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 # Run tags copied onto a registered version: (run tag, version tag).
@@ -38,8 +41,6 @@ def _missing(error: Exception) -> bool:
 
 
 def find_run(client: MlflowClient, run_id: str) -> Run:
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_run(run_id)
     except MlflowException as error:
@@ -82,8 +83,6 @@ def model_uri(client: MlflowClient, reference: str) -> str:
 
 def _check_registered(client: MlflowClient, target: str) -> None:
     """models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-<logged model id> exists."""
-    from mlflow.exceptions import MlflowException
-
     try:
         if LOGGED_MODEL_ID.fullmatch(target):
             client.get_logged_model(target)
@@ -106,8 +105,6 @@ def _check_registered(client: MlflowClient, target: str) -> None:
 
 
 def _registered_model(client: MlflowClient, name: str) -> RegisteredModel:
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_registered_model(name)
     except MlflowException as error:
@@ -123,10 +120,6 @@ def _registered_model(client: MlflowClient, name: str) -> RegisteredModel:
 
 def register(client: MlflowClient, run_id: str, name: str, alias: str | None) -> ModelVersion:
     """A new version of `name` from the run's logged model, tagged with its lineage."""
-    from mlflow.exceptions import MlflowException
-
-    from mlpflow.tracking.store import use_tracking_uri
-
     run = find_run(client, run_id)
     model_id = run_model_id(client, run)
     tags = {new: run.data.tags[old] for old, new in LINEAGE_TAGS if old in run.data.tags}
@@ -147,8 +140,6 @@ def register(client: MlflowClient, run_id: str, name: str, alias: str | None) ->
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
     try:
         client.create_registered_model(name)
     except MlflowException as error:

@@ -41,9 +41,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from mlpflow.evaluation.plot_specs import write_dvc_plots
     from mlpflow.evaluation.plots import write_plots
     from mlpflow.evaluation.scoring import score_split
-    from mlpflow.model.checkpoint import load_weights
+    from mlpflow.model.checkpoint import best_checkpoint, load_weights
 
-    weights = load_weights(Path(cfg.paths.models) / "best.ckpt")  # refuses corrupt/foreign files
+    weights = load_weights(best_checkpoint(cfg.paths.models))  # refuses corrupt/foreign files
     meta = load_meta(cfg.paths.prepared)
     x, y = (torch.from_numpy(array) for array in load_split(cfg.paths.prepared, "test"))
     codes = torch.from_numpy(load_codes(cfg.paths.prepared, "test"))

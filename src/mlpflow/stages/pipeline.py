@@ -62,13 +62,14 @@ def trained_here(cfg: DictConfig) -> dict | None:
     training a new run. A run dir whose evaluate finished, or that trained another config,
     trains anew, as a new command does."""
     from mlpflow.files import read_json
+    from mlpflow.model.checkpoint import best_checkpoint
     from mlpflow.stages.evaluate import METRICS_FILE
     from mlpflow.stages.report import TRAIN_REPORT
     from mlpflow.stages.resume import STATE_FILE
     from mlpflow.tracking.lineage import config_digest
 
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
-    trained = (reports / TRAIN_REPORT).exists() and (models / "best.ckpt").exists()
+    trained = (reports / TRAIN_REPORT).exists() and best_checkpoint(models).exists()
     if not trained or (reports / METRICS_FILE).exists() or (models / STATE_FILE).exists():
         return None
     report = read_json(reports / TRAIN_REPORT)

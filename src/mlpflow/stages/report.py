@@ -7,8 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mlpflow.console import warn
 from mlpflow.files import write_json
+from mlpflow.notice import warn
 
 TRAIN_REPORT = "train.json"
 
@@ -16,10 +16,10 @@ TRAIN_REPORT = "train.json"
 def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
     """Best epoch and score, epochs run and global step, read from the checkpoint files: after
     ddp_spawn, this process's trainer and callbacks are not restored."""
-    import torch
+    from mlpflow.model.checkpoint import last_checkpoint, read_checkpoint
 
     best = Path(trainer.checkpoint_callback.best_model_path)
-    saved = torch.load(best, map_location="cpu", weights_only=True)
+    saved = read_checkpoint(best)
     best_score = float(
         next(
             state["best_model_score"]
@@ -27,9 +27,9 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
             if state.get("monitor") == cfg.monitor.metric and "best_model_score" in state
         )
     )
-    last_path = best.with_name("last.ckpt")
+    last_path = last_checkpoint(best.parent)
     last = (
-        torch.load(last_path, map_location="cpu", weights_only=True)
+        read_checkpoint(last_path)
         if last_path.exists()
         else {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step}
     )

@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 
 from mlpflow.errors import MlpflowError
 from mlpflow.files import read_json, write_json
+from mlpflow.model.checkpoint import last_checkpoint
 from mlpflow.tracking.owner import is_alive, is_worker, this_process
 
-STATE_FILE = "resume.json"
-LAST_CHECKPOINT = "last.ckpt"
+STATE_FILE = "resume.json"  # the models dir's other files: model/checkpoint.py
 
 
 class AlreadyRunning(MlpflowError):
@@ -54,7 +54,7 @@ def keyed_models_dir(cfg: DictConfig) -> Path:
 def find(models_dir: str | Path, identity: RunIdentity) -> ResumePoint:
     """Where an interrupted run of this identity stopped; clears what cannot be resumed."""
     models = Path(models_dir)
-    state_path, last = models / STATE_FILE, models / LAST_CHECKPOINT
+    state_path, last = models / STATE_FILE, last_checkpoint(models)
     if state_path.exists():
         state = read_json(state_path)
         if all(state.get(key) == value for key, value in asdict(identity).items()):

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import resolve_data_defaults
 from mlpflow.config.schema import check_loss_fits, validate
-from mlpflow.console import warn
+from mlpflow.notice import warn
 from mlpflow.stages import resume
 from mlpflow.stages.report import write_train_report
 

@@ -11,11 +11,17 @@ hash of the prepared data when dvc.lock records it.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import Any
 
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
+from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
@@ -37,8 +43,6 @@ class PreparedSplit(MetaDataset):
         return self._profile
 
     def to_dict(self) -> dict[str, str]:
-        import json
-
         return {**super().to_dict(), "profile": json.dumps(self._profile)}
 
 
@@ -48,9 +52,6 @@ def split_digest(fingerprint: str, split: str) -> str:
 
 def data_source(cfg: DictConfig) -> Any:
     """The data file (a local path or URI), else a code source naming the built-in dataset."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-
     path = cfg.data.get("path")
     if not path:
         return CodeDatasetSource({"mlpflow.dataset": str(cfg.data.name)})
@@ -61,7 +62,6 @@ def data_source(cfg: DictConfig) -> Any:
 
 def raw_schema(meta: Any) -> Any:
     """The raw columns the model reads (dropped ones left out), typed as read."""
-    from mlflow.types import ColSpec, Schema
 
     def mlflow_type(dtype: str) -> str:
         if dtype.startswith(("int", "uint")):
@@ -98,9 +98,6 @@ def log_datasets(client: Any, run_id: str, datasets: dict[str, PreparedSplit]) -
     server). The dataset exists then, so the call is tried again, up to `DATASET_RETRIES`
     times; the last attempt's error stands.
     """
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.exceptions import MlflowException
-
     inputs = [
         DatasetInput(
             Dataset(**datasets[split].to_dict()), [InputTag("mlflow.data.context", context)]

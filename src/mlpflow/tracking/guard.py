@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mlpflow.console import warn
 from mlpflow.errors import first_line
+from mlpflow.notice import warn
 
 # MLflow retries a dead server for minutes by default (7 retries, backoff factor 2).
 HTTP_DEFAULTS = {

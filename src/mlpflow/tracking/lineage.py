@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow import __version__
@@ -123,8 +124,6 @@ def dvc_output_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
     from the files as DVC 3 does it (md5 of the sorted JSON list of file md5s, plus ".dir"), so a
     stale lock (data prepared again outside DVC) never tags a run with another data version.
     """
-    import yaml
-
     try:
         stages = yaml.safe_load(lock.read_text())["stages"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):

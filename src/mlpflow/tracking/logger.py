@@ -9,15 +9,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from mlflow import MlflowClient
 from mlflow.entities import Metric
-from omegaconf import DictConfig
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from mlpflow.console import warn
 from mlpflow.errors import TrackingError
+from mlpflow.notice import warn
+from mlpflow.tracking.datasets import log_datasets, split_datasets
 from mlpflow.tracking.guard import StoreGuard
+from mlpflow.tracking.lineage import (
+    column_tags,
+    dvc_output_md5,
+    lineage_tags,
+    run_name,
+    run_params,
+)
 from mlpflow.tracking.owner import OWNER_TAG, this_process
+from mlpflow.tracking.store import ensure_store, tracking_uri
+from mlpflow.tracking.trials import trial_tags
 
 
 class TrackingLogger(MLFlowLogger):
@@ -26,17 +39,30 @@ class TrackingLogger(MLFlowLogger):
     `LastCheckpoint`), they wait for `flush()`, just before the checkpoint of their epochs, and
     go out in one `log_batch` (a SQLite transaction costs more than a small epoch)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, tracking_uri: str, run_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
+        self._continued_run_id = run_id
+        self._run_created = False
         # A bound method, not a lambda: ddp_spawn pickles the logger into its workers.
-        self.safely = StoreGuard(self._tracking_uri, self._current_run_id, "training")
+        self.safely = StoreGuard(tracking_uri, self.existing_run_id, "training")
         self._logged: dict[str, int] = {}  # a resumed run's last logged step, per metric
         self.logged_params: set[str] = set()  # a resumed run's params
         self.holding = False
         self._held: list[Metric] = []
 
-    def _current_run_id(self) -> str | None:
-        return self._run_id  # `run_id` would create the run: not while the store is failing
+    @property
+    def experiment(self) -> MlflowClient:
+        """MLFlowLogger's client; its first call creates the run (or opens the one continued)."""
+        client = super().experiment
+        self._run_created = True
+        return client
+
+    def existing_run_id(self) -> str | None:
+        """The run's id once the run exists, else None, without a call to the store: `run_id`
+        would create the run, which a failing store must not be asked to do."""
+        if self._continued_run_id is not None:
+            return self._continued_run_id
+        return self.run_id if self._run_created else None
 
     @property
     def lost(self) -> str | None:
@@ -94,10 +120,6 @@ class TrackingLogger(MLFlowLogger):
 def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingLogger | None:
     """The logger of this training run (a resumed one continues `run_id`); None when tracking
     is off, or optional and unreachable."""
-    from mlpflow.tracking.lineage import lineage_tags, run_name
-    from mlpflow.tracking.store import ensure_store, tracking_uri
-    from mlpflow.tracking.trials import trial_tags
-
     if not cfg.tracking.enabled:
         return None
     uri = tracking_uri(cfg)
@@ -129,9 +151,6 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
 
 def run_exists(uri: str, run_id: str) -> bool:
     """Whether an interrupted run is still in the store (not deleted) to be continued."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         return MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
     except MlflowException:
@@ -141,7 +160,7 @@ def run_exists(uri: str, run_id: str) -> bool:
 def end_run(logger: TrackingLogger | None, status: str, reason: str) -> None:
     """Mark the run FAILED or KILLED and say why (`run.end`): no run stays RUNNING once its
     process has ended."""
-    if logger is None or logger._current_run_id() is None:
+    if logger is None or logger.existing_run_id() is None:
         return
     client, run_id = logger.experiment, logger.run_id
     logger.safely(client.set_tag, run_id, "run.end", reason[:5000])
@@ -153,12 +172,6 @@ def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
     config.yaml, and
     prepare's column table; a resumed run gets the params it lacks only (its paths differ:
     MLflow refuses a changed param)."""
-    import pandas as pd
-    from omegaconf import OmegaConf
-
-    from mlpflow.tracking.datasets import log_datasets, split_datasets
-    from mlpflow.tracking.lineage import column_tags, dvc_output_md5, run_params
-
     if not logger.logged_params:  # else a resumed run: these came before its params
         client, run_id = logger.experiment, logger.run_id
         datasets = split_datasets(cfg, meta, dvc_output_md5(Path(cfg.paths.prepared)))

@@ -8,26 +8,24 @@ from __future__ import annotations
 import json
 import os
 
+import optuna
 import pytorch_lightning as pl
+from hydra.utils import instantiate
 
+from mlpflow.tracking.optuna_trial import reopen_trial
 from mlpflow.tracking.trials import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 
 class OptunaPruning(pl.Callback):
     def __init__(self, monitor: str) -> None:
-        import optuna
-
         self.monitor = monitor
-        from hydra.utils import instantiate
-
-        storage = optuna.storages.get_storage(os.environ[STORAGE_ENV])
         pruner = instantiate(json.loads(os.environ.get(PRUNER_ENV) or "null"))
-        study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=storage, pruner=pruner)
-        self.trial = optuna.trial.Trial(study, int(os.environ[TRIAL_ENV]))
+        study = optuna.load_study(
+            study_name=os.environ[STUDY_ENV], storage=os.environ[STORAGE_ENV], pruner=pruner
+        )
+        self.trial = reopen_trial(study, os.environ[TRIAL_ENV])
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import optuna
-
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         epoch = trainer.current_epoch

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mlpflow.console import warn
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
+
+from mlpflow.notice import warn
 from mlpflow.tracking.guard import StoreGuard
 
 
@@ -24,9 +27,6 @@ def log_results(
     With `model_id` the metrics are linked to train's LoggedModel (and to the test dataset,
     (name, digest)): the Models tab and `mlflow.search_logged_models` rank models by them.
     """
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
     guard = StoreGuard(uri, lambda: run_id, "evaluation")
     client = guard(MlflowClient, uri)
     now = int(time.time() * 1000)

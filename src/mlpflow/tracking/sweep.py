@@ -17,12 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mlpflow.drawing import DPI, plt
 from mlpflow.errors import MlpflowError, friendly_errors
 from mlpflow.tracking.owner import OWNER_TAG, is_alive, this_process
 from mlpflow.tracking.stale import mark_killed, running_runs
+from mlpflow.tracking.store import ensure_store, tracking_uri
 from mlpflow.tracking.trials import PARENT_ENV, SWEEP_ENV, objective_name
 
 SWEEP_KEY_TAG = "sweep.key"
@@ -43,10 +48,6 @@ class SweepRunCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
-        from mlflow import MlflowClient
-
-        from mlpflow.tracking.store import ensure_store, tracking_uri
-
         uri = tracking_uri(config)
         experiment_id = ensure_store(uri, config.tracking.experiment)
         self.client = MlflowClient(uri)
@@ -152,8 +153,6 @@ def summarize(client: Any, parent_id: str, metric: str, mode: str) -> list[dict[
     trials.sort(key=lambda t: t["job"])
     if not trials:
         return trials
-    import pandas as pd
-
     table = pd.DataFrame(trials)
     client.log_table(parent_id, table, "trials.json")
     finished = [t for t in trials if t["status"] == "FINISHED" and math.isfinite(t[metric])]
@@ -176,15 +175,9 @@ def _overrides(run: Any) -> dict[str, str]:
 
 
 def _history_figure(trials: list[dict[str, Any]], metric: str, mode: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     values = np.array([t[metric] for t in trials], dtype=float)
     running = (np.fmin if mode == "min" else np.fmax).accumulate(values)
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=DPI)
     axis.scatter(range(len(values)), values, label="trial")
     axis.step(range(len(values)), running, where="post", color="tab:red", label="best so far")
     axis.set(xlabel="trial (job number)", ylabel=metric, title="Optimization history")

@@ -8,9 +8,13 @@ import math
 import os
 from collections.abc import Callable
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlpflow.errors import MlpflowError, RunInterrupted
+from mlpflow.errors import MlpflowError, RunInterrupted, friendly_errors
+from mlpflow.tracking.lineage import config_digest
+from mlpflow.tracking.store import tracking_uri
 
 PARENT_ENV = "MLPFLOW_PARENT_RUN_ID"
 # Set per trial by the Optuna sweeper (hydra_plugins.mlpflow_optuna_sweeper) for pruning.
@@ -24,6 +28,11 @@ OVERRIDES_ENV = "MLPFLOW_JOB_OVERRIDES"
 
 log = logging.getLogger(__name__)
 
+# MLflow is imported inside the functions that call it: Hydra's plugin scan imports this module
+# (the Optuna sweeper reads the names above) at every Hydra start, DVC's composition of conf/
+# too, and `from mlflow import MlflowClient` would add 1.7-1.9 s to the scan's 0.5-0.6 s
+# (`python -X importtime`, benchmarks/README.md).
+
 
 def pruning_requested() -> bool:
     """Pruning needs a persistent study storage: an in-memory study lives in the sweeper only."""
@@ -31,9 +40,6 @@ def pruning_requested() -> bool:
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -43,8 +49,6 @@ def run_trial(pipeline: Callable[[DictConfig], float], cfg: DictConfig) -> float
     Optuna's TrialPruned passes through: the Optuna sweeper records the trial as pruned. So
     does an interruption (SIGTERM, Ctrl-C): it stops the sweep, which the same command resumes.
     """
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_cfg = HydraConfig.get()
     os.environ[JOB_ENV] = str(hydra_cfg.job.num)
     os.environ[OVERRIDES_ENV] = " ".join(hydra_cfg.overrides.task)
@@ -67,13 +71,9 @@ def run_trial(pipeline: Callable[[DictConfig], float], cfg: DictConfig) -> float
 def _stop_sweep(cfg: DictConfig, error: RunInterrupted) -> None:
     """An interrupted trial ends the sweep: its parent run KILLED, one line, exit 143 / 130
     (the same command continues the sweep)."""
-    from mlpflow.errors import friendly_errors
-
     parent_id = os.environ.get(PARENT_ENV)
     if parent_id and cfg.tracking.enabled:
         from mlflow import MlflowClient
-
-        from mlpflow.tracking.store import tracking_uri
 
         MlflowClient(tracking_uri(cfg)).set_terminated(parent_id, "KILLED")
     with friendly_errors():
@@ -87,8 +87,6 @@ def mark_trial(cfg: DictConfig, job: int, status: str, reason: str) -> None:
     if not parent_id or not cfg.tracking.enabled:
         return
     from mlflow import MlflowClient
-
-    from mlpflow.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri(cfg))
     parent = client.get_run(parent_id)
@@ -132,9 +130,6 @@ def finished_trial(cfg: DictConfig) -> float | None:
     if not parent_id or not cfg.tracking.enabled or not in_multirun():
         return None
     from mlflow import MlflowClient
-
-    from mlpflow.tracking.lineage import config_digest
-    from mlpflow.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri(cfg))
     found = client.search_runs(

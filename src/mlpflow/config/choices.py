@@ -1,0 +1,13 @@
+"""Config choices that the code below the config also reads, kept free of imports: the network
+(and so the served model, which installs neither omegaconf nor Hydra) takes them from here, and
+`config/schema.py` validates against them."""
+
+# model.activation -> the torch.nn module class (`model/mlp.py` builds it by this name).
+ACTIVATIONS = {
+    "relu": "ReLU",
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+    "gelu": "GELU",
+    "leaky_relu": "LeakyReLU",
+    "selu": "SELU",
+}
