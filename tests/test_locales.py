@@ -164,7 +164,7 @@ def test_the_european_model_scores_rows_as_the_file_writes_them(european_model, 
     np.testing.assert_allclose(predicted["prediction"], expected, rtol=1e-5, atol=1e-5)
     model = mlflow.pyfunc.load_model(str(model_dir))
     types = {spec.name: repr(spec.type) for spec in model.metadata.signature.inputs.inputs}
-    assert types == {"temp": "double", "druck": "Any", "anteil": "double", "stadt": "Any"}
+    assert set(types.values()) == {"Any"}  # every cell read by meaning
     # As pandas reads the file: druck (text in training: 101.325,40) arrives as numbers.
     raw = pd.read_csv(rows_csv, sep=";", decimal=",", thousands=".").drop(columns="ertrag")
     assert raw["druck"].dtype == np.float64

@@ -40,7 +40,6 @@ ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
 # What the model's import chain (model_code.py) needs, all of it: scikit-learn rebuilds the fitted
 # numeric transform; no Hydra, Lightning, torchmetrics or rich (tests/test_model_env.py).
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn")
-TEXT_DTYPES = ("string", "large_string", "dictionary")  # columns Arrow read as text
 
 
 def requirements() -> list[str]:
@@ -75,17 +74,10 @@ def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Pat
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
         signature = infer_signature(example, Predictor(weights, meta).predict(example))
     # Every input column is required (prepare read them all); a cell of one may be missing.
-    # A column the model reads from any type takes any type (MLflow would refuse all but one):
-    # a categorical column's cells are matched to its levels by meaning (a date as text or a
-    # Timestamp, a number as text or a number, pandas category columns), and a column of
-    # numbers written as text (`1.234,5`) takes the text or the numbers pandas parsed from it.
-    anything = set(meta.categorical.names) | {
-        column.name for column in meta.columns if column.dtype in TEXT_DTYPES
-    }
-    specs = [
-        ColSpec(AnyType() if spec.name in anything else spec.type, spec.name, required=True)
-        for spec in signature.inputs.inputs
-    ]
+    # Every column takes any type: the model reads each cell by meaning (a number as int, float
+    # or text in the table's format, a level as text, number, Timestamp or pandas category),
+    # and MLflow would refuse all but one (an int64 column for a double, a NaN for a long).
+    specs = [ColSpec(AnyType(), spec.name, required=True) for spec in signature.inputs.inputs]
     signature = ModelSignature(Schema(specs), signature.outputs)
     torch.save(weights.serving_payload(), workdir / "weights.pt")
     shutil.copyfile(Path(prepared_dir) / META_FILE, workdir / META_FILE)
