@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import project_root
 from mlpflow.config.schema import DataConfig, validate
+from mlpflow.console import print_columns
 from mlpflow.data.build import prepare_dataset
 from mlpflow.data.prepared import META_FILE, Meta, load_meta
 
@@ -38,8 +39,6 @@ def file_stamp(path: str | None) -> list[str | int] | None:
 
 def run(cfg: DictConfig) -> Meta:
     """Prepare cfg.paths.prepared; print what was done with each column."""
-    from mlpflow.console import print_columns
-
     validate(cfg)
     meta = prepare_dataset(DataConfig.parse(cfg.data), cfg.seed, cfg.paths.prepared)
     print_columns(meta)

@@ -8,7 +8,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlpflow.files import write_json
+from mlpflow.model.checkpoint import last_checkpoint, read_checkpoint
 from mlpflow.notice import warn
+from mlpflow.serving.export import log_model
+from mlpflow.tracking.lineage import config_digest
+from mlpflow.tracking.store import tracking_uri
+from mlpflow.tracking.trials import objective_name
 
 TRAIN_REPORT = "train.json"
 
@@ -16,8 +21,6 @@ TRAIN_REPORT = "train.json"
 def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
     """Best epoch and score, epochs run and global step, read from the checkpoint files: after
     ddp_spawn, this process's trainer and callbacks are not restored."""
-    from mlpflow.model.checkpoint import last_checkpoint, read_checkpoint
-
     best = Path(trainer.checkpoint_callback.best_model_path)
     saved = read_checkpoint(best)
     best_score = float(
@@ -47,9 +50,6 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
 def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str | None, ...]:
     """The best checkpoint, the pyfunc model (a LoggedModel at the best epoch) and the objective
     into the run; the run's name and the model's id."""
-    from mlpflow.serving.export import log_model
-    from mlpflow.tracking.trials import objective_name
-
     client, run_id, best = logger.experiment, logger.run_id, facts["path"]
     logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
     model = logger.safely(log_model, logger, best, cfg.paths.prepared, facts["best_epoch"])
@@ -60,9 +60,6 @@ def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str 
 
 def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
     """Log the best checkpoint and model; write train.json, the stage's completion mark."""
-    from mlpflow.tracking.lineage import config_digest
-    from mlpflow.tracking.store import tracking_uri
-
     facts = checkpoint_facts(cfg, trainer)
     run_name, model_id = _log_best(cfg, logger, facts) if logger else (None, None)
     facts.pop("path")

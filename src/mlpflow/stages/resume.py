@@ -16,9 +16,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from mlpflow.config.compose import project_root
 from mlpflow.errors import MlpflowError
 from mlpflow.files import read_json, write_json
 from mlpflow.model.checkpoint import last_checkpoint
+from mlpflow.tracking.lineage import config_digest
 from mlpflow.tracking.owner import is_alive, is_worker, this_process
 
 STATE_FILE = "resume.json"  # the models dir's other files: model/checkpoint.py
@@ -31,7 +33,6 @@ class AlreadyRunning(MlpflowError):
 @dataclass(frozen=True)
 class RunIdentity:
     """What an interrupted run must share with a new start to be continued by it."""
-
     config_digest: str
     store: str | None  # the tracking URI (None: tracking off): a run continues in its own store
     data: str  # prepare's fingerprint of the split arrays: the same config on another table
@@ -45,9 +46,6 @@ class ResumePoint:
 
 def keyed_models_dir(cfg: DictConfig) -> Path:
     """<paths.checkpoints>/<data>-<config digest>: where this config's models always live."""
-    from mlpflow.config.compose import project_root
-    from mlpflow.tracking.lineage import config_digest
-
     return project_root() / cfg.paths.checkpoints / f"{cfg.data.name}-{config_digest(cfg)[:12]}"
 
 

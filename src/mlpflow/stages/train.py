@@ -15,13 +15,13 @@ from mlpflow.config.compose import resolve_data_defaults
 from mlpflow.config.schema import check_loss_fits, validate
 from mlpflow.notice import warn
 from mlpflow.stages import resume
-from mlpflow.stages.report import write_train_report
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train on cfg.paths.prepared; write the checkpoint and train.json; return the report."""
     validate(cfg)
     from mlpflow.data.prepared import load_meta
+    from mlpflow.stages.report import write_train_report
     from mlpflow.tracking.logger import log_run_inputs, training_logger
 
     meta = load_meta(cfg.paths.prepared)
