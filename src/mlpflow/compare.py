@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from mlflow.exceptions import MlflowException
+from rich.table import Table
 
+from mlpflow.drawing import saved_figure
 from mlpflow.errors import ModelError
 from mlpflow.evaluation.plot_specs import PLOTS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-    from rich.table import Table
-
 
 # --curve choices: the curves evaluate logs (evaluation.plot_specs).
 CURVES = {
@@ -124,8 +125,6 @@ def default_curve(runs: list[Run]) -> str:
 
 def _rows(client: MlflowClient, run: Run, curve: str, workdir: Path) -> list[dict[str, Any]]:
     """The curve's rows as evaluate logged them; [] when the run has none (no evaluate)."""
-    from mlflow.exceptions import MlflowException
-
     spec = CURVES[curve]
     try:
         local = client.download_artifacts(run.info.run_id, spec.file, str(workdir))
@@ -152,8 +151,6 @@ def write_figure(
     client: MlflowClient, runs: list[Run], metric: str, curve: str, output: str | Path
 ) -> Path:
     """Overlay the runs' test curves (ROC, PR, or predicted vs true) in one PNG at `output`."""
-    from mlpflow.drawing import saved_figure
-
     spec = CURVES[curve]
     output = Path(output)
     drawn = 0

@@ -3,7 +3,10 @@ warnings are `mlpflow.notice.warn`)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,8 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
+
+from mlpflow.files import read_json
 
 console = Console(stderr=False)
 ROLE_PREFIX = re.compile(r"^(numeric|boolean|categorical|dropped)(: |; |$)")
@@ -40,8 +45,6 @@ def print_metrics(title: str, metrics: Mapping[str, float]) -> None:
 def print_run_summary(reports: str | Path) -> None:
     """The test metrics and the MLflow run of a finished pipeline, with a link to the run in the
     UI's model-training view: the end of `dvc repro` (`mlpflow report`) and of a Hydra run."""
-    from mlpflow.files import read_json
-
     print_metrics("test metrics", read_json(Path(reports) / "metrics.json")["test"])
     run = read_json(Path(reports) / "train.json")
     if run.get("run_id"):
@@ -81,8 +84,6 @@ def print_columns(meta: Any) -> None:
 
 def verbose() -> bool:
     """MLPFLOW_VERBOSE=1 (or `mlpflow -v`): MLflow's and Lightning's INFO lines come back."""
-    import os
-
     return os.environ.get("MLPFLOW_VERBOSE") == "1"
 
 
@@ -90,8 +91,6 @@ def quiet_mlflow() -> None:
     """MLflow's INFO lines ("Creating initial MLflow database tables...", "Validating input
     example...") and artifact progress bars drown mlpflow's own output. Read when mlflow is
     imported: call before anything imports it; a user's own setting wins."""
-    import os
-
     if verbose():
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -100,9 +99,6 @@ def quiet_mlflow() -> None:
 
 def quiet_lightning() -> None:
     """Keep Lightning's banners (device info, product tips) out of the user's terminal."""
-    import logging
-    import warnings
-
     if verbose():
         return
 
