@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 DPI = 100
 
-__all__ = ["DPI", "Axes", "Figure", "plt", "saved_figure"]
+__all__ = ["DPI", "Axes", "plt", "saved_figure"]
 
 
 @contextmanager

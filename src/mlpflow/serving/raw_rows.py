@@ -55,15 +55,15 @@ def column_numbers(
     column: pd.Series, boolean: bool, fmt: TextFormat = DEFAULT_FORMAT
 ) -> np.ndarray:
     """A number or boolean column as float64, NaN where missing (inf too): numbers as they
-    are, booleans as 0/1, text parsed as prepare parses it (`cell_number`)."""
+    are, booleans as 0/1, text parsed as prepare parses it (`_cell_number`)."""
     if types.is_bool_dtype(column) or types.is_numeric_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        values = _by_distinct(column, lambda cell: cell_number(cell, boolean, fmt), np.float64)
+        values = _by_distinct(column, lambda cell: _cell_number(cell, boolean, fmt), np.float64)
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def cell_number(cell: object, boolean: bool, fmt: TextFormat) -> float:
+def _cell_number(cell: object, boolean: bool, fmt: TextFormat) -> float:
     """One cell of a number column (`boolean`: of a boolean column) as a float: text in the
     table's format `fmt` (a boolean column's: a boolean word, else a number); NaN when missing
     or unreadable."""
