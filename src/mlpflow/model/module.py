@@ -20,7 +20,7 @@ from mlpflow.errors import TrainingDiverged
 from mlpflow.model.fast_step import DirectStep, steps_directly
 from mlpflow.model.metrics import build_metrics
 from mlpflow.model.mlp import MLP
-from mlpflow.model.outputs import loss_target, output_scores, squeeze_head
+from mlpflow.model.outputs import loss_target, num_classes, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
 
 Batch = tuple[Tensor, Tensor | None, Tensor]  # features, level codes (or None), targets
@@ -57,8 +57,7 @@ class MLPModule(pl.LightningModule):
         self.loss_fn = build_partial(loss, task=task)
         self.penalty_strengths = (regularization["l1"], regularization["l2"])
         self.penalized = penalized_parameters(self.net, regularization["include_bias"])
-        num_classes = 2 if task == "binary" else n_outputs
-        metrics = build_metrics(task, num_classes, threshold)
+        metrics = build_metrics(task, num_classes(task, n_outputs), threshold)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self._epoch_sums: Tensor | None = None
