@@ -177,7 +177,7 @@ def test_a_csv_without_a_model_column_names_the_expected_columns(
     argv = ["predict", "--model", champion, "--input", str(bad_csv(rows_csv, "missing"))]
     err = fails(capsys, *argv, "--output", str(out), "--uri", trained.uri)
     assert "missing: mean radius, worst area" in err
-    assert "expected 30 double columns mean radius, mean texture," in err
+    assert "expected 30 columns: mean radius, mean texture," in err
     assert "worst fractal dimension" in err
     assert not out.exists()
 
