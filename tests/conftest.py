@@ -7,13 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import compose
 from mlpflow.config.schema import DataConfig
 from mlpflow.data.build import prepare_dataset
-from mlpflow.data.prepared import Meta
+from mlpflow.data.prepared import Meta, load_codes, load_split
+from mlpflow.model.checkpoint import best_checkpoint, load_weights
+from mlpflow.model.outputs import network_outputs, network_scores
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DEFAULTS = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "data" / "_schema.yaml"))
@@ -80,3 +84,12 @@ def copy_project(dest: Path) -> Path:
     sh("git", "add", "-A", cwd=dest)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=dest)
     return dest
+
+
+def evaluate_scores(cfg: DictConfig) -> np.ndarray:
+    """What evaluate scores: the checkpoint's network on the prepared test split."""
+    weights = load_weights(best_checkpoint(cfg.paths.models))
+    x, _ = load_split(cfg.paths.prepared, "test")
+    codes = load_codes(cfg.paths.prepared, "test")
+    outputs = network_outputs(weights.network(), torch.from_numpy(x), torch.from_numpy(codes))
+    return network_scores(outputs, weights.spec).numpy()

@@ -99,22 +99,19 @@ HYDRA_CASES = {
 @pytest.mark.parametrize("case", HYDRA_CASES)
 def test_hydra_override_errors(case: str, tmp_path: Path):
     overrides, words = HYDRA_CASES[case]
-    result = subprocess.run(
-        ["python", "-m", "mlpflow.train", *overrides],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = python_module("mlpflow.train", *overrides, cwd=tmp_path)
     assert_one_clear_line(result, words)
     assert result.returncode == 2
     assert result.stdout.strip() == ""  # stopped before the config tree, let alone training
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return python_module("mlpflow", *args, cwd=cwd)
+
+
+def python_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["python", "-m", "mlpflow", *args],
+        ["python", "-m", module, *args],
         cwd=cwd,
         env=subprocess_env(),
         capture_output=True,

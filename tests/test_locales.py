@@ -12,20 +12,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.model_selection import train_test_split
 
 from mlpflow.cli import main
 from mlpflow.config.schema import DataConfig
-from mlpflow.data.prepared import load_codes, load_split
+from mlpflow.data.prepared import load_split
 from mlpflow.data.text import TextFormat
 from mlpflow.errors import ConfigError, friendly_errors
-from mlpflow.model.checkpoint import load_weights
-from mlpflow.model.outputs import network_outputs, network_scores
 from mlpflow.serving import export
 from mlpflow.stages import evaluate, prepare, train
 
-from conftest import DATA_DEFAULTS, make_cfg, prepare_data
+from conftest import DATA_DEFAULTS, evaluate_scores, make_cfg, prepare_data
 
 SEED = 42  # make_cfg's (conf/config.yaml's) seed
 
@@ -49,15 +46,6 @@ def splits(n: int, seed: int, labels: np.ndarray | None = None) -> dict[str, np.
     strata = None if strata is None else strata[rest]
     fit, val = train_test_split(rest, test_size=size, random_state=seed, stratify=strata)
     return {"train": np.sort(fit), "val": np.sort(val), "test": np.sort(test)}
-
-
-def evaluate_scores(cfg) -> np.ndarray:
-    """What evaluate scores: the checkpoint's network on the prepared test split."""
-    weights = load_weights(Path(cfg.paths.models) / "best.ckpt")
-    x, _ = load_split(cfg.paths.prepared, "test")
-    codes = load_codes(cfg.paths.prepared, "test")
-    outputs = network_outputs(weights.network(), torch.from_numpy(x), torch.from_numpy(codes))
-    return network_scores(outputs, weights.spec).numpy()
 
 
 def raw_values(cfg_dir: Path, meta, split: str) -> pd.DataFrame:

@@ -11,18 +11,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
 
 from mlpflow.data.prepared import Meta, load_codes, load_split
 from mlpflow.data.transforms import FIRST_LEVEL, MISSING, RARE, UNKNOWN
 from mlpflow.model.checkpoint import load_weights
-from mlpflow.model.outputs import network_outputs, network_scores
 from mlpflow.serving import export
 from mlpflow.stages import evaluate, prepare, train
 
-from conftest import make_cfg, prepare_data
+from conftest import evaluate_scores, make_cfg, prepare_data
 
 CITIES = [f"city-{k}" for k in range(12)]
 
@@ -258,15 +256,6 @@ def served_table(tmp_path_factory: pytest.TempPathFactory):
     export.save_model(Path(cfg.paths.models) / "best.ckpt", cfg.paths.prepared, tmp / "model")
     raw = pd.read_csv(path).iloc[rows["test"]].drop(columns="churn")  # as a user's file reads
     return cfg, tmp / "model", raw
-
-
-def evaluate_scores(cfg) -> np.ndarray:
-    """What evaluate scores: the checkpoint's network on the prepared test split."""
-    weights = load_weights(Path(cfg.paths.models) / "best.ckpt")
-    x, _ = load_split(cfg.paths.prepared, "test")
-    codes = load_codes(cfg.paths.prepared, "test")
-    outputs = network_outputs(weights.network(), torch.from_numpy(x), torch.from_numpy(codes))
-    return network_scores(outputs, weights.spec).numpy()
 
 
 def test_the_model_takes_raw_rows_and_scores_them_as_evaluate_does(served_table):
