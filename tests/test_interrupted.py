@@ -203,12 +203,12 @@ def test_the_same_config_running_elsewhere_is_not_taken_over(project: Path):
 
 
 def test_kills_at_random_instants_lose_and_duplicate_no_metric_point(project: Path):
-    """20 kills (SIGKILL or SIGTERM) anywhere in training, across epoch boundaries."""
+    """12 kills (SIGKILL or SIGTERM) anywhere in training, across epoch boundaries."""
     uri = store(project, "random.db")
     epochs = 80  # ~0.1 s each: a kill lands in every phase of an epoch
     rng = random.Random(0)
     kills, finished = 0, False
-    while kills < 20 and not finished:
+    while kills < 12 and not finished:
         before = owner(project)
         process = start(project, uri, f"trainer.max_epochs={epochs}")
         while owner(project) == before and process.poll() is None:
@@ -220,7 +220,7 @@ def test_kills_at_random_instants_lose_and_duplicate_no_metric_point(project: Pa
         process.communicate(timeout=120)
         kills += 1
         finished = only_run(uri)[1].info.status == "FINISHED"  # the kill came after training
-    assert kills >= 15, "too few kills landed in training"
+    assert kills >= 9, "too few kills landed in training"
     if not finished:
         run_to_end(project, uri, f"trainer.max_epochs={epochs}")
     client, run = only_run(uri)
@@ -279,10 +279,10 @@ def test_a_killed_grid_sweep_restarts_where_it_stopped(project: Path):
 
 def test_submitit_requeues_a_timed_out_trial_and_it_resumes(project: Path):
     """submitit_local signals a job 30 s before its 1-minute limit; the job checkpoints through
-    submitit, is requeued, and the requeued job resumes the trial's run to the end. Each epoch is
-    paced to at least 0.6 s (tests/pacing.py), so the training (70 epochs, 42 s) outlasts the
-    first attempt's 30 s on any machine and needs 2-3 attempts of the 10 allowed (each requeue
-    is a chance for submitit_local's own race: a requeued job seen FINISHED without output)."""
+    submitit, is requeued, and the requeued job resumes the trial's run to the end. The first
+    attempt's epochs are paced to at least 0.6 s (tests/pacing.py), so its training (70 epochs,
+    42 s) outlasts its 30 s on any machine; the resumed attempt goes at full speed and finishes
+    well inside submitit_local's six attempts, however loaded the machine."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     uri = store(project, "submitit.db")
     process = sweep(
