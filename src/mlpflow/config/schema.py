@@ -39,6 +39,7 @@ AUTO_LOSS = AUTO  # loss=auto (the default): LOSS_FOR_TASK of the task prepare f
 SMALL_TABLE_ROWS, SMALL_TABLE_BATCH, LARGE_BATCH = 5000, 32, 256
 NAN_POLICIES = ("error", "drop", "median")
 NUMERIC_TRANSFORMS = ("standard", "robust", "quantile")
+CV_NAMES = ("none", "kfold")
 MIN_SYNTHETIC_ROWS = 10  # 15 % val and test of fewer rows leave train a handful of rows
 MISSING = (None, "", "???")  # "???" is OmegaConf's mark for a mandatory value not given
 # Keys that moved to the loader group: an old params.yaml or override gets the new name.
@@ -216,6 +217,56 @@ def _csv_options(options: Any) -> dict[str, str | None]:
     return marks
 
 
+@dataclass(frozen=True)
+class CVConfig:
+    """The `cv` group, checked: whether prepare also writes k-fold folds (conf/cv/). With
+    cv=none, folds, repeats and group are None."""
+
+    name: str
+    folds: int | None = None
+    repeats: int | None = None
+    group: str | None = None
+
+    @property
+    def kfold(self) -> bool:
+        return self.name == "kfold"
+
+    @classmethod
+    def parse(cls, cv: Mapping[str, Any] | None) -> CVConfig:
+        """The checked config (no `cv` group, as in an older params.yaml: cv=none); a
+        ConfigError naming the key and the fix otherwise."""
+        if cv is None:
+            return cls("none")
+        if OmegaConf.is_config(cv):
+            cv = OmegaConf.to_container(cv, resolve=True)  # type: ignore[assignment]
+        check_choice("cv.name", cv.get("name"), CV_NAMES)
+        if cv["name"] == "none":
+            return cls("none")
+        absent = [key for key in ("folds", "repeats", "group") if key not in cv]
+        if absent:
+            raise ConfigError(f"cv config lacks {', '.join(absent)}: compose it from conf/")
+        folds, repeats, group = cv["folds"], cv["repeats"], cv["group"]
+        if not _is_int(folds) or folds < 2:
+            _fail(
+                "cv.folds",
+                folds,
+                "must be an integer >= 2 (each fold is held out once): use e.g. cv.folds=5",
+            )
+        if not _is_int(repeats) or repeats < 1:
+            _fail(
+                "cv.repeats",
+                repeats,
+                "must be an integer >= 1 (1: plain k-fold): use e.g. cv.repeats=1",
+            )
+        if group is not None and (not isinstance(group, str) or group in MISSING):
+            _fail("cv.group", group, "must be a column name or null: use e.g. cv.group=patient")
+        return cls("kfold", folds, repeats, group)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def data_task(cfg: DictConfig) -> str | None:
     """The task the data config declares, or None when it is inferred from the data (auto)."""
     declared = cfg.data.get("task")
@@ -248,6 +299,7 @@ def validate(cfg: DictConfig) -> None:
     """Check every value and combination the stages rely on, before any work starts."""
     check_moved_keys(cfg)
     DataConfig.parse(cfg.data)
+    CVConfig.parse(cfg.get("cv"))
     check_number("seed", cfg.seed, 0, 2**32, integer=True)
     if cfg.loader.batch_size != AUTO:
         check_number("loader.batch_size", cfg.loader.batch_size, 1, integer=True)
