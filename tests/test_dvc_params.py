@@ -26,6 +26,7 @@ READERS: list[tuple[str, frozenset[str]]] = [
     ("seed", ALL),  # the split, the initial weights, the importance permutations
     ("data.name", ALL),  # prepare's source; the run's and the test dataset's names
     ("data.", frozenset({"prepare", "train"})),  # prepare's input; train's run records it
+    ("cv.", frozenset({"prepare"})),  # the folds; train and evaluate read them from folds.json
     ("paths.prepared", ALL),  # prepare writes it, train and evaluate read it
     ("paths.", frozenset({"train", "evaluate"})),
     ("evaluate.threshold", frozenset({"train", "evaluate"})),  # train's val accuracy/F1

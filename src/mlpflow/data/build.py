@@ -1,9 +1,11 @@
 """prepare, top to bottom: open the source, scan it, plan the columns, keep and split the rows,
-fit the preprocessing on train, write the splits and meta.json atomically.
+fit the preprocessing on train, write the splits and meta.json atomically; with cv=kfold, the
+same again for each fold, into folds/<i>/, from the same scan.
 
 Each step lives in its own module: `sources` (the table as Arrow record batches), `scan` (the one
 pass), `columns` (roles, the target's task and classes), `fit` (the rows, the split, the fitted
-preprocessing), `leakage`, `prepared` (the written directory). Peak memory: a few chunks of the
+preprocessing), `leakage`, `folds` (the cross-validation folds), `prepared` (the written
+directory). Peak memory: a few chunks of the
 scratch file plus a few bytes per row (target, flags, hashes, split labels), whatever the number
 of columns (benchmarks/data_scale.py measures it).
 """
@@ -25,28 +27,44 @@ from mlpflow.data.fit import (
     kept_rows,
     split_sizes,
 )
+from mlpflow.data.folds import (
+    FOLD_ARRAYS,
+    HELDOUT_ROWS,
+    check_group,
+    fold_dir,
+    fold_rows,
+    group_ids,
+    write_folds,
+)
 from mlpflow.data.leakage import determining_columns
-from mlpflow.data.prepared import SPLITS, Meta, write_prepared, writing
+from mlpflow.data.prepared import HELDOUT, Meta, write_meta, write_prepared, writing
 from mlpflow.data.scan import Scan, count_duplicates, scan_source
 from mlpflow.data.sources import TableSource, open_table
 from mlpflow.notice import warn
 
 if TYPE_CHECKING:
-    from mlpflow.config.schema import DataConfig
+    from mlpflow.config.schema import CVConfig, DataConfig
 
 
-def prepare_dataset(data: DataConfig, seed: int, out_dir: str | Path) -> Meta:
+def prepare_dataset(
+    data: DataConfig, seed: int, out_dir: str | Path, cv: CVConfig | None = None
+) -> Meta:
     """Load, check, split, preprocess, write out_dir atomically; return its meta.
 
-    meta is also written as `out_dir/meta.json`. Every problem with the data raises DataError,
-    and leaves out_dir as it was and no temporary directory behind.
+    meta is also written as `out_dir/meta.json`; with cv=kfold, the folds too (`data/folds.py`).
+    Every problem with the data raises DataError, and leaves out_dir as it was and no temporary
+    directory behind.
     """
+    from mlpflow.config.schema import CVConfig
+
+    cv = cv or CVConfig("none")
     table = open_table(data, seed)
+    check_group(cv, table.feature_names, table.target_name)
     out = Path(out_dir).expanduser().absolute()
     with writing(out) as tmp:
         scan = scan_source(table, tmp, set(data.categorical))
         try:
-            meta = _prepare(Job(table, scan, data, seed, tmp))
+            meta = _prepare(Job(table, scan, data, cv, seed, tmp))
         finally:
             scan.raw.remove()
         meta = write_prepared(tmp, out, meta)
@@ -57,33 +75,65 @@ def prepare_dataset(data: DataConfig, seed: int, out_dir: str | Path) -> Meta:
 
 @dataclass(frozen=True)
 class Job:
-    """One prepare run: the table, its scan, the data config, the seed, and the hidden
+    """One prepare run: the table, its scan, the data and cv configs, the seed, and the hidden
     directory the splits are written to."""
 
     table: TableSource
     scan: Scan
     data: DataConfig
+    cv: CVConfig
     seed: int
     tmp: Path
 
 
 def _prepare(job: Job) -> Meta:
-    """The splits written into job.tmp, and their meta."""
-    table, scan, data = job.table, job.scan, job.data
-    columns = plan_columns(scan, data)
+    """The splits (and folds) written into job.tmp, and their meta."""
+    table, scan, data, cv = job.table, job.scan, job.data, job.cv
+    columns = plan_columns(scan, data, cv.group)
     keep = kept_rows(columns, scan.target, data.nan_policy)
     report = _report(scan, columns, int(keep.sum()))
     n_val, n_test = split_sizes(int(keep.sum()), report["dropped_rows"], data)
     target = encode_target(scan.target, keep, data.task, table.task)
     scan.target = None  # type: ignore[assignment]  # encoded: free 8 bytes a row
-    rows = assign_splits(target, keep, n_val, n_test, job.seed)
-    fitted = Preprocessor(columns, data, job.seed).fit(rows.train)
-    fitted.write(rows, job.tmp)
-    for k, split in enumerate(SPLITS):
-        y = target.y[rows.row_split[keep] == k]
-        np.save(job.tmp / f"y_{split}.npy", y, allow_pickle=False)
+    groups = None if cv.group is None else group_ids(scan, cv.group)[keep]
+    rows = assign_splits(target, keep, n_val, n_test, job.seed, groups)
+    folds = fold_rows(target, rows, groups, cv, data.val_size, job.seed) if cv.kfold else []
+    fitted = _write_rows(job, columns, target, rows, job.tmp)
     report["determines_target"] = _determining_columns(job, fitted, target)
     _warn_determining(report["determines_target"], table.target_name)
+    if folds:
+        _write_folds(job, columns, target, folds, report)
+        write_folds(job.tmp, cv, rows.counts["train"] + rows.counts["val"])
+    return _meta(job, fitted, target, rows, report)
+
+
+def _write_rows(job: Job, columns: Columns, target: Target, rows: Rows, out: Path) -> Preprocessor:
+    """The preprocessing fitted on the train rows of `rows`; each split's X, C and y in `out`."""
+    fitted = Preprocessor(columns, job.data, job.seed).fit(rows.train)
+    fitted.write(rows, out)
+    labels = rows.row_split[rows.row_split >= 0]
+    for k, split in enumerate(rows.splits):
+        np.save(out / f"y_{split}.npy", target.y[labels == k], allow_pickle=False)
+    return fitted
+
+
+def _write_folds(
+    job: Job, columns: Columns, target: Target, folds: list[Rows], report: dict
+) -> None:
+    """Each fold's directory, a complete prepared one, with its held-out rows as a fourth split
+    and their source row numbers."""
+    for i, fold in enumerate(folds):
+        directory = job.tmp / fold_dir(i)
+        directory.mkdir(parents=True)
+        fitted = _write_rows(job, columns, target, fold, directory)
+        heldout = np.flatnonzero(fold.row_split == fold.splits.index(HELDOUT))
+        np.save(directory / HELDOUT_ROWS, heldout.astype(np.int64), allow_pickle=False)
+        write_meta(directory, _meta(job, fitted, target, fold, report), FOLD_ARRAYS)
+
+
+def _meta(job: Job, fitted: Preprocessor, target: Target, rows: Rows, report: dict) -> Meta:
+    """What `fitted` did to the rows of `rows` (the fingerprint is set when written)."""
+    table, scan, data = job.table, job.scan, job.data
     plans = fitted.described()
     return Meta(
         task=target.task,

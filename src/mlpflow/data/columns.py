@@ -4,9 +4,9 @@ A column's role is numeric, boolean, categorical, or dropped; inferred from the 
 overridden. Text that reads as numbers (but for a few stray cells) is numeric, two boolean words
 are boolean, other text categorical; a row number, an ID (unique on nearly every row), a
 date/time as unique, a constant or an empty column is dropped. `data.categorical`, `data.numeric`
-and `data.drop` override the inference. `Columns` reads the planned columns' values back out of
-the scratch file, by role. The target decides the task (`data.task=auto`: numbers with few
-whole values are classes) and its classes, 0..K-1.
+and `data.drop` override the inference; the `cv.group` column is dropped. `Columns` reads the
+planned columns' values back out of the scratch file, by role. The target decides the task
+(`data.task=auto`: numbers with few whole values are classes) and its classes, 0..K-1.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many val
 # >>> Roles
 
 
-def plan_columns(scan: Scan, data: DataConfig) -> Columns:
+def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Columns:
     """Every column's plan; a DataError names an override that names no column, or a forced
-    numeric column that is mostly text, or a table left with no feature."""
+    numeric column that is mostly text, or a table left with no feature. The `group` column
+    (cv.group) is dropped: a held-out fold's groups are unseen by construction."""
     categorical, numeric, drop = data.categorical, data.numeric, data.drop
     for key, names in (("categorical", categorical), ("numeric", numeric), ("drop", drop)):
         unknown = [name for name in names if name not in scan.columns]
@@ -51,7 +52,9 @@ def plan_columns(scan: Scan, data: DataConfig) -> Columns:
     first = next(iter(scan.columns), None)
     plans = []
     for name, stats in scan.columns.items():
-        if name in drop:
+        if name == group:
+            plans.append(_plan(name, stats, "drop", "dropped: cv.group (rows grouped by it)"))
+        elif name in drop:
             plans.append(_plan(name, stats, "drop", "dropped: data.drop"))
         elif name in categorical:
             plans.append(_plan(name, stats, "categorical", "categorical: data.categorical"))

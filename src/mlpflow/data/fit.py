@@ -4,7 +4,7 @@ fitted on the train rows, then applied to every split as it is written.
 Every pass reads the scratch file a chunk at a time (`Columns.chunks`), so memory holds a few
 chunks plus a few bytes per row whatever the table's width. Rows keep the source's order within
 each split, so the splits are written in one sequential pass (training reshuffles every epoch
-anyway). scikit-learn is imported inside `split_rows`: importing the prepare stage (the pipeline
+anyway). scikit-learn is imported inside `split_off`: importing the prepare stage (the pipeline
 does, to find its cached prepared data) stays free of it, ~1.4 s of start-up with scipy
 (benchmarks/README.md; tests/test_data.py checks it).
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpflow.data.columns import Columns, Target
-from mlpflow.data.prepared import SPLITS, ColumnPlan, NpyWriter
+from mlpflow.data.prepared import ColumnPlan, NpyWriter
 from mlpflow.data.scan import TargetValues
 from mlpflow.data.sources import preview
 from mlpflow.data.transforms import (
@@ -45,7 +45,8 @@ SAMPLE_ROWS = 100_000  # train rows the robust and quantile transforms are fitte
 
 @dataclass
 class Rows:
-    """The split of each source row (-1: dropped) and each split's row indices."""
+    """The split of each source row (-1: dropped; k: the k-th split of `index`) and each
+    split's row indices among the kept rows: train, val, test (and a fold's heldout)."""
 
     row_split: np.ndarray
     index: dict[str, np.ndarray]
@@ -55,8 +56,12 @@ class Rows:
         return self.row_split == 0
 
     @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.index)
+
+    @property
     def counts(self) -> dict[str, int]:
-        return {split: len(self.index[split]) for split in SPLITS}
+        return {split: len(rows) for split, rows in self.index.items()}
 
 
 def kept_rows(columns: Columns, target: TargetValues, policy: str) -> np.ndarray:
@@ -99,39 +104,46 @@ def split_rows_count(fraction: float, n: int) -> int:
     return math.ceil(fraction * n - 1e-9) if fraction > 0 else 0
 
 
-def assign_splits(target: Target, keep: np.ndarray, n_val: int, n_test: int, seed: int) -> Rows:
+def assign_splits(
+    target: Target,
+    keep: np.ndarray,
+    n_val: int,
+    n_test: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> Rows:
     """Each source row's split: the kept rows (whose targets `target` holds) split by
     `split_rows`, the others -1."""
-    index = split_rows(target, n_val, n_test, seed)
-    label = np.empty(len(target.y), dtype=np.int8)
-    for k, split in enumerate(SPLITS):
-        label[index[split]] = k
+    return labelled_rows(keep, split_rows(target, n_val, n_test, seed, groups))
+
+
+def labelled_rows(keep: np.ndarray, index: dict[str, np.ndarray]) -> Rows:
+    """The Rows of `index` (kept-row indices per split, in label order) over the source rows."""
+    label = np.empty(int(keep.sum()), dtype=np.int8)
+    for k, rows in enumerate(index.values()):
+        label[rows] = k
     row_split = np.full(len(keep), -1, dtype=np.int8)
     row_split[keep] = label
     return Rows(row_split, index)
 
 
-def split_rows(target: Target, n_val: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
-    """Row indices per split: test first, then val from the rest; stratified for classes.
-
-    Each step is scikit-learn's `train_test_split`. (Stratified, it gathers indices in Python
-    lists for a moment: tens of bytes a row, see benchmarks/README.md.)
-    """
-    from sklearn.model_selection import train_test_split
-
+def split_rows(
+    target: Target, n_val: int, n_test: int, seed: int, groups: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Row indices per split: test first, then val from the rest (`split_off`); stratified for
+    classes, or whole `groups` (a group id per kept row, cv.group) apart."""
     labels = target.y if target.classes is not None else None
-
-    def split(rows: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-        if n_out == 0:
-            return rows, rows[:0]
-        stratify = None if labels is None else labels[rows]
-        return train_test_split(rows, test_size=n_out, random_state=seed, stratify=stratify)
-
     sizes = (len(target.y) - n_val - n_test, n_val, n_test)
     try:
-        rest, test = split(np.arange(len(target.y)), n_test)
-        train, val = split(rest, n_val)
-    except ValueError as error:  # a class too small to stratify
+        rest, test = split_off(np.arange(len(target.y)), n_test, seed, labels, groups)
+        train, val = split_off(rest, n_val, seed, labels, groups)
+    except ValueError as error:  # a class too small to stratify, or too few groups
+        if groups is not None:
+            n_groups = len(np.unique(groups))
+            raise DataError(
+                f"cv.group has {n_groups} groups: too few to split off whole groups as val and "
+                "test; group by a column with more groups, or set cv.group=null"
+            ) from error
         if labels is None:
             raise
         raise class_error(target, np.ones(len(target.classes or ()), bool), sizes) from error
@@ -144,6 +156,30 @@ def split_rows(target: Target, n_val: int, n_test: int, seed: int) -> dict[str, 
         if absent.any():
             raise class_error(target, absent, sizes)
     return index
+
+
+def split_off(
+    rows: np.ndarray,
+    n_out: int,
+    seed: int,
+    labels: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the rest, n_out rows split off) of `rows`, by scikit-learn's `train_test_split`,
+    stratified by `labels` (per kept row; None: not stratified). With `groups` (per kept row),
+    `GroupShuffleSplit` splits off whole groups instead: about n_out rows' share of the groups.
+    (Stratified, it gathers indices in Python lists for a moment: tens of bytes a row, see
+    benchmarks/README.md.) A ValueError when a class or the groups are too few."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    if n_out == 0:
+        return rows, rows[:0]
+    if groups is None:
+        stratify = None if labels is None else labels[rows]
+        return train_test_split(rows, test_size=n_out, random_state=seed, stratify=stratify)
+    splitter = GroupShuffleSplit(n_splits=1, test_size=n_out / len(rows), random_state=seed)
+    rest, out = next(splitter.split(rows, groups=groups[rows]))
+    return rows[rest], rows[out]
 
 
 def class_error(target: Target, candidates: np.ndarray, sizes: tuple[int, int, int]) -> DataError:
@@ -325,7 +361,7 @@ class Preprocessor:
         writers: list[tuple[NpyWriter, NpyWriter]] = []
         finite = np.ones(width, dtype=bool)
         try:
-            for split in SPLITS:
+            for split in rows.splits:
                 x = NpyWriter(out / f"X_{split}.npy", (counts[split], width), np.float32)
                 c = NpyWriter(out / f"C_{split}.npy", (counts[split], len(maps)), np.int64)
                 writers.append((x, c))

@@ -27,6 +27,7 @@ from mlpflow.data.transforms import CategoricalColumns, NumericColumns
 from mlpflow.errors import DataError
 
 SPLITS = ("train", "val", "test")
+HELDOUT = "heldout"  # a fold directory's fourth split: the rows its fold holds out (data/folds.py)
 
 ARRAY_FILES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", "C", "y"))
 
@@ -123,8 +124,8 @@ def load_split(
     prepared_dir: str | Path, split: str, mmap: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (X, y) of one split: X float32 C-contiguous, y int64 classes or float32 targets."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    if split not in (*SPLITS, HELDOUT):
+        raise DataError(f"unknown split {split!r}; use one of: {', '.join((*SPLITS, HELDOUT))}")
     directory = Path(prepared_dir).expanduser().absolute()
     mode = "r" if mmap else None
     try:
@@ -216,9 +217,15 @@ def writing(out: Path) -> Iterator[Path]:
 
 def write_prepared(tmp: Path, out: Path, meta: Meta) -> Meta:
     """Fingerprint the arrays, write meta.json, move tmp into place as out."""
-    meta = replace(meta, fingerprint=files_digest(tmp / name for name in ARRAY_FILES))
-    (tmp / META_FILE).write_text(meta.to_json())
+    meta = write_meta(tmp, meta)
     swap_into_place(tmp, out)
+    return meta
+
+
+def write_meta(directory: Path, meta: Meta, arrays: Iterable[str] = ARRAY_FILES) -> Meta:
+    """meta.json of `directory`, fingerprinted on its `arrays` files; the meta written."""
+    meta = replace(meta, fingerprint=files_digest(directory / name for name in arrays))
+    (directory / META_FILE).write_text(meta.to_json())
     return meta
 
 
@@ -226,16 +233,17 @@ def swap_into_place(tmp: Path, out: Path) -> None:
     """Rename tmp to out, replacing an older out; parallel writers may race here.
 
     A directory cannot be renamed over a non-empty one, so an old out is first renamed aside. If
-    another writer put an identical directory in place meanwhile, that one is kept.
+    another writer put an identical directory in place meanwhile (the same JSON files: meta.json,
+    and folds.json or none), that one is kept.
     """
-    new_meta = (tmp / META_FILE).read_bytes()
+    new_json = json_files(tmp)
     aside = tmp.with_name(tmp.name + ".old")
     for _ in range(10):
         try:
             os.replace(tmp, out)
             return
         except OSError:  # out exists and is not an empty directory
-            if read_bytes_or_none(out / META_FILE) == new_meta:
+            if json_files(out) == new_json:
                 return
             try:
                 os.replace(out, aside)
@@ -244,6 +252,12 @@ def swap_into_place(tmp: Path, out: Path) -> None:
             finally:
                 remove_path(aside)
     raise DataError(f"could not replace {out}: other processes keep rewriting it; run again")
+
+
+def json_files(directory: Path) -> dict[str, bytes | None]:
+    """The bytes of each JSON file directly in `directory` (meta.json always, None if absent)."""
+    names = {META_FILE, *(path.name for path in directory.glob("*.json"))}
+    return {name: read_bytes_or_none(directory / name) for name in sorted(names)}
 
 
 def read_bytes_or_none(path: Path) -> bytes | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import project_root
-from mlpflow.config.schema import DataConfig, validate
+from mlpflow.config.schema import CVConfig, DataConfig, validate
 from mlpflow.console import print_columns
 from mlpflow.data.build import prepare_dataset
 from mlpflow.data.prepared import META_FILE, Meta, load_meta
@@ -17,9 +17,12 @@ from mlpflow.data.prepared import META_FILE, Meta, load_meta
 
 def cache_dir(cfg: DictConfig) -> Path:
     """Where runs outside DVC keep prepared data: one folder per distinct prepare input, the
-    table file included (an edited or another file of the same name is prepared anew)."""
+    table file included (an edited or another file of the same name is prepared anew), the cv
+    config too (cv=kfold's folder holds the folds as well)."""
+    cv = cfg.get("cv")
     inputs = {
         "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "cv": OmegaConf.to_container(cv, resolve=True) if cv is not None else None,
         "seed": cfg.seed,
         "file": file_stamp(cfg.data.get("path")),
     }
@@ -38,9 +41,11 @@ def file_stamp(path: str | None) -> list[str | int] | None:
 
 
 def run(cfg: DictConfig) -> Meta:
-    """Prepare cfg.paths.prepared; print what was done with each column."""
+    """Prepare cfg.paths.prepared (and its folds, with cv=kfold); print what was done with each
+    column."""
     validate(cfg)
-    meta = prepare_dataset(DataConfig.parse(cfg.data), cfg.seed, cfg.paths.prepared)
+    data, cv = DataConfig.parse(cfg.data), CVConfig.parse(cfg.get("cv"))
+    meta = prepare_dataset(data, cfg.seed, cfg.paths.prepared, cv)
     print_columns(meta)
     return meta
 
