@@ -42,11 +42,42 @@ def print_metrics(title: str, metrics: Mapping[str, float]) -> None:
     console.print(table)
 
 
+def print_cross_validation(run: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+    """A cross-validation's table (per metric: the fold mean ± std on the held-out folds, the
+    out-of-fold score, the fold ensemble on test and its members' mean there), then one line."""
+    cv, oof, test, members = run["cv"], run["oof"], metrics["test"], metrics["test_fold_mean"]
+    folds = f"{cv['folds']} folds" + (f" x {cv['repeats']} repeats" if cv["repeats"] > 1 else "")
+    table = Table(title=f"cross-validation, {folds}")
+    for header in ("metric", "folds: mean ± std", "out-of-fold", "ensemble on test",
+                   "its folds on test"):  # fmt: skip
+        table.add_column(header, justify="left" if header == "metric" else "right")
+    for name in test:
+        spread = f"{cv[name + '_mean']:.4f} ± {cv[name + '_std']:.4f}"
+        ensemble, member = f"{test[name]:.4f}", _value(members.get(name))
+        table.add_row(name, spread, _value(oof.get(name)), ensemble, member)
+    console.print(table)
+    main = next(name for name in ("roc_auc", "r2", "loss") if name in test)
+    console.print(
+        f"cv {main} {cv[main + '_mean']:.4f} ± {cv[main + '_std']:.4f} over {folds}, "
+        f"out-of-fold {_value(oof.get(main))}; fold ensemble on test {test[main]:.4f} "
+        f"(its folds: {_value(members.get(main))})",
+        soft_wrap=True,
+    )
+
+
+def _value(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def print_run_summary(reports: str | Path) -> None:
     """The test metrics and the MLflow run of a finished pipeline, with a link to the run in the
     UI's model-training view: the end of `dvc repro` (`mlpflow report`) and of a Hydra run."""
-    print_metrics("test metrics", read_json(Path(reports) / "metrics.json")["test"])
+    metrics = read_json(Path(reports) / "metrics.json")
     run = read_json(Path(reports) / "train.json")
+    if "cv" in run:
+        print_cross_validation(run, metrics)
+    else:
+        print_metrics("test metrics", metrics["test"])
     if run.get("run_id"):
         console.print(
             f"MLflow run [bold]{run['run_name']}[/bold] ({run['run_id']})", soft_wrap=True

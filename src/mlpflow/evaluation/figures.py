@@ -113,3 +113,26 @@ def write_figures(
             )
         written += [pr_path, calibration_path]
     return written
+
+
+def write_fold_scores(fold_metrics: list[dict[str, float]], path: Path) -> Path:
+    """A cross-validation's held-out score of each fold, one panel per metric, the mean as a
+    line and mean ± std as a band: how much the estimate moves between folds."""
+    names = list(fold_metrics[0])
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    with saved_figure(path, (4 * columns, 2.6 * rows)) as (fig, _):
+        fig.clf()
+        for k, name in enumerate(names):
+            ax = fig.add_subplot(rows, columns, k + 1)
+            values = np.array([metrics[name] for metrics in fold_metrics])
+            folds = np.arange(len(values))
+            mean, std = values.mean(), values.std()
+            ax.axhspan(mean - std, mean + std, color="tab:blue", alpha=0.15)
+            ax.axhline(mean, color="tab:blue", linewidth=1)
+            ax.plot(folds, values, "o", color="tab:blue")
+            ax.set_xticks(folds)
+            ax.set_xlabel("fold")
+            ax.set_title(f"{name.split('/', 1)[-1]}: {mean:.4g} ± {std:.3g}", fontsize=9)
+        fig.tight_layout()
+    return path

@@ -34,8 +34,17 @@ def score_split(
     loss = loss_fn(outputs, loss_target(y, spec.task, spec.target_mean, spec.target_scale))
     scores = network_scores(outputs, spec)
     classes = num_classes(spec.task, spec.n_outputs)
-    collection = build_metrics(spec.task, classes, threshold).clone(prefix=f"{split}/")
-    collection.update(scores, y)
     metrics = {f"{split}/loss": float(loss)}
-    metrics.update({name: float(value) for name, value in collection.compute().items()})
+    metrics.update(score_metrics(spec.task, classes, scores, y, threshold, split))
     return metrics, scores
+
+
+@torch.no_grad()
+def score_metrics(
+    task: str, classes: int, scores: Tensor, y: Tensor, threshold: float, prefix: str
+) -> dict[str, float]:
+    """The task's metrics (`<prefix>/<name>`) of scores already made: those of one network,
+    or of several averaged (the fold ensemble, the out-of-fold predictions)."""
+    collection = build_metrics(task, classes, threshold).clone(prefix=f"{prefix}/")
+    collection.update(scores, y)
+    return {name: float(value) for name, value in collection.compute().items()}

@@ -1,7 +1,8 @@
 """Package a checkpoint + its prepared data's meta.json as an MLflow pyfunc model.
 
 `log_model` logs it once per training run (train calls it with the best checkpoint);
-`save_model` writes the same model to a local directory (predict uses it for a bare .ckpt).
+`save_model` writes the same model to a local directory (predict uses it for a bare .ckpt);
+`log_ensemble` logs the fold models of a cross-validation as one model.
 The model is built from code (`model_code.py`) with the mlpflow package shipped alongside
 (`code_paths`), so it loads without pickles and without mlpflow installed; its requirements
 are given explicitly, so MLflow does not load the model to infer them.
@@ -26,7 +27,7 @@ from mlflow.types.schema import AnyType
 
 from mlpflow.data.prepared import META_FILE, Meta, load_meta
 from mlpflow.model.checkpoint import load_weights
-from mlpflow.serving.pyfunc import Predictor
+from mlpflow.serving.pyfunc import FoldEnsemble, Predictor, member_artifacts
 from mlpflow.serving.registry import MODEL_NAME
 from mlpflow.tracking.store import use_tracking_uri
 
@@ -65,27 +66,37 @@ def raw_example(meta: Meta) -> pd.DataFrame:
     return frame
 
 
-def _model_kwargs(checkpoint: str | Path, prepared_dir: str | Path, workdir: Path) -> dict:
-    """Everything pyfunc's save_model/log_model need; artifact files are written to `workdir`."""
-    weights = load_weights(checkpoint)
-    meta = load_meta(prepared_dir)
-    example = raw_example(meta)
+Member = tuple[str | Path, str | Path]  # a network: its checkpoint and its prepared directory
+
+
+def _model_kwargs(members: list[Member], workdir: Path) -> dict:
+    """Everything pyfunc's save_model/log_model need for one network, or for a fold ensemble
+    of several; artifact files are written to `workdir`."""
+    artifacts: dict[str, str] = {}
+    predictors = []
+    for index, (checkpoint, prepared_dir) in enumerate(members):
+        weights, meta = load_weights(checkpoint), load_meta(prepared_dir)
+        predictors.append(Predictor(weights, meta))
+        names = ("weights", "meta") if len(members) == 1 else member_artifacts(index)
+        weights_file, meta_file = workdir / f"{names[0]}.pt", workdir / f"{names[1]}.json"
+        torch.save(weights.serving_payload(), weights_file)
+        shutil.copyfile(Path(prepared_dir) / META_FILE, meta_file)
+        artifacts.update({names[0]: str(weights_file), names[1]: str(meta_file)})
+    predictor = predictors[0] if len(members) == 1 else FoldEnsemble(predictors)
+    example = raw_example(predictor.meta)
     with warnings.catch_warnings():  # integer columns may hold no NaN: true, the model refuses NaN
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent")
-        signature = infer_signature(example, Predictor(weights, meta).predict(example))
+        signature = infer_signature(example, predictor.predict(example))
     # Every input column is required (prepare read them all); a cell of one may be missing.
     # Every column takes any type: the model reads each cell by meaning (a number as int, float
     # or text in the table's format, a level as text, number, Timestamp or pandas category),
     # and MLflow would refuse all but one (an int64 column for a double, a NaN for a long).
     specs = [ColSpec(AnyType(), spec.name, required=True) for spec in signature.inputs.inputs]
-    signature = ModelSignature(Schema(specs), signature.outputs)
-    torch.save(weights.serving_payload(), workdir / "weights.pt")
-    shutil.copyfile(Path(prepared_dir) / META_FILE, workdir / META_FILE)
     return {
         "python_model": str(ENTRY_FILE),
-        "artifacts": {"weights": str(workdir / "weights.pt"), "meta": str(workdir / META_FILE)},
+        "artifacts": artifacts,
         "code_paths": [str(PACKAGE_DIR)],
-        "signature": signature,
+        "signature": ModelSignature(Schema(specs), signature.outputs),
         "input_example": example,
         "pip_requirements": requirements(),
     }
@@ -102,11 +113,24 @@ def log_model(
         # The active run gives the model its experiment; status and end time are set again.
         mlflow.start_run(run_id=logger.run_id),
     ):
-        kwargs = _model_kwargs(checkpoint, prepared_dir, Path(tmp))
+        kwargs = _model_kwargs([(checkpoint, prepared_dir)], Path(tmp))
         return mlflow.pyfunc.log_model(name=MODEL_NAME, step=step, **kwargs)
+
+
+def log_ensemble(uri: str, run_id: str, members: list[Member]) -> ModelInfo:
+    """Log the fold ensemble of `members` into the cross-validation run `run_id`, as its
+    MLflow 3 LoggedModel."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        use_tracking_uri(uri),
+        mlflow.start_run(run_id=run_id),
+    ):
+        kwargs = _model_kwargs(members, Path(tmp))
+        return mlflow.pyfunc.log_model(name=MODEL_NAME, **kwargs)
 
 
 def save_model(checkpoint: str | Path, prepared_dir: str | Path, path: str | Path) -> None:
     """Write the model to the local directory `path` (which must not exist or be empty)."""
     with tempfile.TemporaryDirectory() as tmp:
-        mlflow.pyfunc.save_model(str(path), **_model_kwargs(checkpoint, prepared_dir, Path(tmp)))
+        kwargs = _model_kwargs([(checkpoint, prepared_dir)], Path(tmp))
+        mlflow.pyfunc.save_model(str(path), **kwargs)

@@ -33,7 +33,7 @@ PROBA_PREFIX = "proba_"
 
 
 class Predictor:
-    """Raw rows -> class probabilities and labels, or regression values."""
+    """Raw rows -> class probabilities and labels, or regression values, of one network."""
 
     def __init__(self, weights: Weights, meta: Meta) -> None:
         spec = weights.spec
@@ -47,34 +47,78 @@ class Predictor:
         self.net = weights.network()
         self.estimator = meta.numeric.estimator() if meta.numeric.n_continuous else None
 
-    @property
-    def output_columns(self) -> list[str]:
-        if self.meta.task == "regression":
-            return [PREDICTION]
-        return [LABEL, *(f"{PROBA_PREFIX}{name}" for name in self.meta.classes or [])]
-
-    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def scores(self, rows: pd.DataFrame) -> np.ndarray:
+        """The network's scores (`mlpflow.model.outputs`' convention) on raw rows."""
         x, codes = network_inputs(self.meta, rows, self.estimator)
         outputs = network_outputs(self.net, torch.from_numpy(x), torch.from_numpy(codes))
-        scores = network_scores(outputs, self.spec).double().numpy()
-        if self.meta.task == "regression":
-            return pd.DataFrame({PREDICTION: scores}, index=rows.index)
-        proba = class_probabilities(self.meta.task, scores)
-        labels = predicted_labels(self.meta.task, scores, self.spec.threshold)
-        classes = np.asarray(self.meta.classes, dtype=object)
-        frame = pd.DataFrame(proba, columns=self.output_columns[1:], index=rows.index)
-        frame.insert(0, LABEL, classes[labels])
-        return frame
+        return network_scores(outputs, self.spec).double().numpy()
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return scores_frame(self.meta, self.spec.threshold, self.scores(rows), rows.index)
+
+
+class FoldEnsemble:
+    """The fold models of a cross-validation as one model: each row goes through each fold's
+    own preprocessing and network, and their scores are averaged (class probabilities, or
+    predictions in target units). A classifier's label is the averaged score's."""
+
+    def __init__(self, members: list[Predictor]) -> None:
+        first = members[0]
+        for member in members[1:]:
+            if member.meta.task != first.meta.task or member.meta.classes != first.meta.classes:
+                raise ModelError("the fold models disagree on the task or its classes")
+        self.members, self.meta, self.spec = members, first.meta, first.spec
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        scores = np.mean([member.scores(rows) for member in self.members], axis=0)
+        return scores_frame(self.meta, self.spec.threshold, scores, rows.index)
+
+
+def output_columns(meta: Meta) -> list[str]:
+    """The model's output columns: `prediction`, or `label` and one `proba_<class>` per class."""
+    if meta.task == "regression":
+        return [PREDICTION]
+    return [LABEL, *(f"{PROBA_PREFIX}{name}" for name in meta.classes or [])]
+
+
+def scores_frame(meta: Meta, threshold: float, scores: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """Scores as the model's output table (`output_columns`)."""
+    if meta.task == "regression":
+        return pd.DataFrame({PREDICTION: scores}, index=index)
+    proba = class_probabilities(meta.task, scores)
+    labels = predicted_labels(meta.task, scores, threshold)
+    classes = np.asarray(meta.classes, dtype=object)
+    frame = pd.DataFrame(proba, columns=output_columns(meta)[1:], index=index)
+    frame.insert(0, LABEL, classes[labels])
+    return frame
+
+
+def member_artifacts(index: int) -> tuple[str, str]:
+    """The artifact names of a fold ensemble's member `index`: its weights and its meta."""
+    return f"fold_{index}_weights", f"fold_{index}_meta"
 
 
 class MLPModel(PythonModel):
-    """The pyfunc wrapper MLflow loads and serves; artifacts: `weights` (.pt) and `meta` (JSON)."""
+    """The pyfunc wrapper MLflow loads and serves. Artifacts: `weights` (.pt) and `meta` (JSON)
+    of one network, or `fold_<i>_weights` and `fold_<i>_meta` of each member of a fold
+    ensemble."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        meta = Meta.from_json(Path(context.artifacts["meta"]).read_text())
-        self.predictor = Predictor(load_weights(context.artifacts["weights"]), meta)
+        artifacts = context.artifacts
+        if "weights" in artifacts:
+            self.predictor = load_predictor(artifacts["weights"], artifacts["meta"])
+            return
+        members, index = [], 0
+        while (names := member_artifacts(index))[0] in artifacts:
+            members.append(load_predictor(*(artifacts[name] for name in names)))
+            index += 1
+        self.predictor = FoldEnsemble(members)
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         return self.predictor.predict(model_input)
+
+
+def load_predictor(weights: str | Path, meta: str | Path) -> Predictor:
+    return Predictor(load_weights(weights), Meta.from_json(Path(meta).read_text()))

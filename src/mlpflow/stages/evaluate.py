@@ -1,5 +1,6 @@
 """Stage evaluate: best checkpoint + test split -> metrics.json, DVC plots, figures, into the
-same MLflow run as train.
+same MLflow run as train. Under cross-validation, the fold ensemble is what is evaluated, and
+each fold's network too (`stages.cross_validation.score_ensemble`).
 
 Scoring a saved network needs no training loop: this stage runs the network, torchmetrics and
 the MLflow client directly, and so does not pay Lightning's import.
@@ -36,6 +37,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     import torch
 
+    from mlpflow.data.folds import load_folds
     from mlpflow.data.prepared import load_codes, load_meta, load_split
     from mlpflow.evaluation.figures import write_figures
     from mlpflow.evaluation.plot_specs import write_dvc_plots
@@ -43,12 +45,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from mlpflow.evaluation.scoring import score_split
     from mlpflow.model.checkpoint import best_checkpoint, load_weights
 
-    weights = load_weights(best_checkpoint(cfg.paths.models))  # refuses corrupt/foreign files
     meta = load_meta(cfg.paths.prepared)
     x, y = (torch.from_numpy(array) for array in load_split(cfg.paths.prepared, "test"))
     codes = torch.from_numpy(load_codes(cfg.paths.prepared, "test"))
+    folds = load_folds(cfg.paths.prepared)
     # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
-    metrics, scores = score_split(weights, x, codes, y, cfg.evaluate.threshold, "test")
+    if folds is None:
+        weights = load_weights(best_checkpoint(cfg.paths.models))  # refuses corrupt/foreign files
+        metrics, scores = score_split(weights, x, codes, y, cfg.evaluate.threshold, "test")
+    else:
+        from mlpflow.stages.cross_validation import score_ensemble
+
+        metrics, scores = score_ensemble(cfg, folds, meta, y)
     curve_args = {
         "class_names": meta.classes,
         "threshold": cfg.evaluate.threshold,
@@ -57,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     target, score_array = y.numpy(), scores.numpy()
     plots = write_plots(meta.task, target, score_array, reports / "plots", **curve_args)
     figures = write_figures(meta.task, target, score_array, reports / "figures", **curve_args)
-    if cfg.evaluate.importance:
+    if cfg.evaluate.importance and folds is None:  # a fold ensemble: no single preprocessing
         plot, figure = _importance(cfg, weights, (x, codes, y), meta)
         plots, figures = [*plots, plot], [*figures, figure]
     write_dvc_plots(reports, plots)  # reports/dvc.yaml: what `dvc plots show` renders

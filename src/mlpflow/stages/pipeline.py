@@ -61,16 +61,20 @@ def trained_here(cfg: DictConfig) -> dict | None:
     not finish: a job requeued (submitit) or stopped during evaluate evaluates again, rather than
     training a new run. A run dir whose evaluate finished, or that trained another config,
     trains anew, as a new command does."""
+    from mlpflow.data.folds import FOLDS_DIR
     from mlpflow.files import read_json
     from mlpflow.model.checkpoint import best_checkpoint
+    from mlpflow.stages.cross_validation import CV_STATE
     from mlpflow.stages.evaluate import METRICS_FILE
     from mlpflow.stages.report import TRAIN_REPORT
     from mlpflow.stages.resume import STATE_FILE
     from mlpflow.tracking.lineage import config_digest
 
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
-    trained = (reports / TRAIN_REPORT).exists() and best_checkpoint(models).exists()
-    if not trained or (reports / METRICS_FILE).exists() or (models / STATE_FILE).exists():
+    network = best_checkpoint(models).exists() or (models / FOLDS_DIR).is_dir()  # or the folds'
+    trained = (reports / TRAIN_REPORT).exists() and network
+    unfinished = (models / STATE_FILE).exists() or (models / CV_STATE).exists()
+    if not trained or (reports / METRICS_FILE).exists() or unfinished:
         return None
     report = read_json(reports / TRAIN_REPORT)
     if report.get("config_digest") != config_digest(cfg):

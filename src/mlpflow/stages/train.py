@@ -2,12 +2,13 @@
 
 A run of the same config killed earlier resumes from its last checkpoint, into its MLflow run
 (`stages.resume`). `dvc repro` calls `run` with params.yaml; `python -m mlpflow.train` calls it
-from the Hydra pipeline (`stages.pipeline`).
+from the Hydra pipeline (`stages.pipeline`). Prepared data cut into folds (`cv=kfold`) trains a
+network per fold (`stages.cross_validation`), each through this same `run`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,10 +17,15 @@ from mlpflow.config.schema import check_loss_fits, validate
 from mlpflow.notice import warn
 from mlpflow.stages import resume
 
+if TYPE_CHECKING:
+    from mlpflow.stages.cross_validation import FoldRun
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train on cfg.paths.prepared; write the checkpoint and train.json; return the report."""
+
+def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
+    """Train on cfg.paths.prepared (each of its folds, when it has them); write the checkpoint
+    and train.json; return the report. A `fold` trains in a run nested under its CV run."""
     validate(cfg)
+    from mlpflow.data.folds import load_folds
     from mlpflow.data.prepared import load_meta
     from mlpflow.stages.report import write_train_report
     from mlpflow.tracking.logger import log_run_inputs, training_logger
@@ -27,8 +33,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
+    if fold is None and (folds := load_folds(cfg.paths.prepared)) is not None:
+        from mlpflow.stages import cross_validation
+
+        return cross_validation.run(cfg, folds, meta)
     start, identity = resume_point(cfg, meta.fingerprint)
-    logger = training_logger(cfg, meta, start.run_id)
+    logger = training_logger(cfg, meta, start.run_id, fold.tags() if fold else {})
 
     import pytorch_lightning as pl
 
@@ -41,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, meta, datamodule)
     stop = StopOnSignal()
-    trainer = build_trainer(cfg, logger, stop)
+    trainer = build_trainer(cfg, logger, stop, epoch_pruning=fold is None)
     if trainer.is_global_zero:  # under `ddp` every worker process runs this function
         resume.begin(cfg.paths.models, identity, logger.run_id if logger else None)
     sampled = logger if trainer.is_global_zero else None  # one sampler per run, rank 0's
@@ -62,15 +72,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def resume_point(cfg: DictConfig, data: str) -> tuple[resume.ResumePoint, resume.RunIdentity]:
-    """Where this config's interrupted run on this data stopped (nothing: a fresh start), and
-    what identifies it: the config digest, the tracking store and the data's fingerprint."""
+def run_identity(cfg: DictConfig, data: str) -> resume.RunIdentity:
+    """What identifies a run: the config digest, the tracking store and the data's fingerprint."""
     from mlpflow.tracking.lineage import config_digest
-    from mlpflow.tracking.logger import run_exists
     from mlpflow.tracking.store import tracking_uri
 
     store = tracking_uri(cfg) if cfg.tracking.enabled else None
-    identity = resume.RunIdentity(config_digest(cfg), store, data)
+    return resume.RunIdentity(config_digest(cfg), store, data)
+
+
+def resume_point(cfg: DictConfig, data: str) -> tuple[resume.ResumePoint, resume.RunIdentity]:
+    """Where this config's interrupted run on this data stopped (nothing: a fresh start), and
+    its identity (`run_identity`)."""
+    from mlpflow.tracking.logger import run_exists
+
+    identity = run_identity(cfg, data)
+    store = identity.store
     if not cfg.tracking.get("resume", True):  # opted out: an interrupted run stays as it is
         start = resume.discard(cfg.paths.models)
     else:
@@ -141,7 +158,11 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
     )
 
 
-def build_trainer(cfg: DictConfig, logger: Any, *extra_callbacks: Any) -> Any:
+def build_trainer(
+    cfg: DictConfig, logger: Any, *extra_callbacks: Any, epoch_pruning: bool = True
+) -> Any:
+    """The Trainer of cfg.trainer with cfg.callbacks; an Optuna trial's epochs are reported
+    for pruning unless `epoch_pruning` is off (a CV fold: its trial reports after each fold)."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -150,7 +171,7 @@ def build_trainer(cfg: DictConfig, logger: Any, *extra_callbacks: Any) -> Any:
     # `callbacks.<name>=null` switches one off.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.extend(extra_callbacks)
-    if pruning_requested():
+    if epoch_pruning and pruning_requested():
         from mlpflow.tracking.pruning import OptunaPruning
 
         callbacks.append(OptunaPruning(cfg.monitor.metric))

@@ -117,9 +117,12 @@ class TrackingLogger(MLFlowLogger):
         self.safely(super().finalize, status)
 
 
-def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingLogger | None:
+def training_logger(
+    cfg: DictConfig, meta: Any, run_id: str | None, nesting: dict[str, str]
+) -> TrackingLogger | None:
     """The logger of this training run (a resumed one continues `run_id`); None when tracking
-    is off, or optional and unreachable."""
+    is off, or optional and unreachable. `nesting`: tags that nest the run under another (a
+    fold's under its CV run) rather than under a sweep's run."""
     if not cfg.tracking.enabled:
         return None
     uri = tracking_uri(cfg)
@@ -133,9 +136,11 @@ def training_logger(cfg: DictConfig, meta: Any, run_id: str | None) -> TrackingL
     tags = {
         **lineage_tags(cfg, meta.task, meta.fingerprint),
         **trial_tags(),
+        **nesting,
         OWNER_TAG: this_process(),
     }
     name = run_name(cfg) + (f"-j{tags['sweep.job']}" if "sweep.job" in tags else "")
+    name += f"-fold{tags['fold']}" if "fold" in tags else ""
     logger = TrackingLogger(
         experiment_name=cfg.tracking.experiment,
         run_name=None if run_id else name,

@@ -1,4 +1,5 @@
-"""Optuna pruning from inside a trial: report the monitored val metric each epoch.
+"""Optuna pruning from inside a trial: report the monitored val metric each epoch, or under
+cross-validation the running mean of the folds' held-out scores after each fold.
 
 Active only when the Optuna sweeper launched this job (it sets the environment variables).
 """
@@ -16,14 +17,28 @@ from mlpflow.tracking.optuna_trial import reopen_trial
 from mlpflow.tracking.trials import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 
+def this_trial() -> optuna.trial.Trial:
+    """The trial the sweeper asked for this job, on its study loaded from the shared storage."""
+    pruner = instantiate(json.loads(os.environ.get(PRUNER_ENV) or "null"))
+    study = optuna.load_study(
+        study_name=os.environ[STUDY_ENV], storage=os.environ[STORAGE_ENV], pruner=pruner
+    )
+    return reopen_trial(study, os.environ[TRIAL_ENV])
+
+
+def report_fold(value: float, fold: int) -> None:
+    """Report the objective so far (the mean over the folds done) as step `fold`; raise
+    TrialPruned when the pruner stops the trial there."""
+    trial = this_trial()
+    trial.report(value, step=fold)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"trial pruned after fold {fold}")
+
+
 class OptunaPruning(pl.Callback):
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor
-        pruner = instantiate(json.loads(os.environ.get(PRUNER_ENV) or "null"))
-        study = optuna.load_study(
-            study_name=os.environ[STUDY_ENV], storage=os.environ[STORAGE_ENV], pruner=pruner
-        )
-        self.trial = reopen_trial(study, os.environ[TRIAL_ENV])
+        self.trial = this_trial()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:

@@ -1,0 +1,279 @@
+"""Stage train under k-fold cross-validation: a network per fold, trained as the train stage
+trains one (its own MLflow run, checkpoints and resume) and nested under one cross-validation
+run; each is scored on its held-out fold, which never chose its epoch (early stopping and the
+best checkpoint use the fold's inner validation split), so the scores are an honest estimate.
+
+The CV run holds the fold scores' mean and std (`cv/<metric>_mean`, `cv/<metric>_std`), the
+out-of-fold metrics (`oof/<metric>`: every row's held-out score, averaged over repeats) and
+predictions (`oof/predictions.csv`, the input for stacking), a figure of the fold scores, and
+the fold ensemble as its model (`serving.export.log_ensemble`). `<models>/cv.json` lets the same
+command continue an interrupted CV: finished folds are not trained again, and the interrupted
+fold resumes from its last checkpoint into its run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from mlpflow.data.folds import FOLDS_DIR, HELDOUT, HELDOUT_ROWS, Folds, fold_dir
+from mlpflow.data.prepared import PREPARE_HINT, Meta, load_codes, load_split
+from mlpflow.errors import DataError
+from mlpflow.evaluation.scoring import score_metrics, score_split
+from mlpflow.files import read_json, write_json
+from mlpflow.model.checkpoint import best_checkpoint, load_weights
+from mlpflow.model.outputs import class_probabilities, num_classes
+from mlpflow.stages import resume
+from mlpflow.stages.report import TRAIN_REPORT
+from mlpflow.tracking.cv_run import CVRun
+from mlpflow.tracking.lineage import config_digest
+from mlpflow.tracking.trials import objective_name
+
+CV_STATE = "cv.json"
+OOF_FILE = "oof_predictions.csv"
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """Where a fold's run nests: the CV run, and the fold's number."""
+
+    parent_run_id: str | None
+    index: int
+
+    def tags(self) -> dict[str, str]:
+        tags = {"fold": str(self.index)}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        return tags
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A fold network's scores on its held-out rows, and their metrics."""
+
+    metrics: dict[str, float]  # `heldout/<metric>`
+    scores: np.ndarray
+    target: np.ndarray
+    rows: np.ndarray  # each row's number in the source table
+
+
+def fold_config(cfg: DictConfig, index: int, prepared: Path) -> DictConfig:
+    """The config that trains fold `index`: its prepared data, and its own models dir, which
+    also holds its train.json (a finished fold's mark)."""
+    fold = cfg.copy()
+    models = Path(cfg.paths.models) / fold_dir(index)
+    fold.paths.prepared, fold.paths.models, fold.paths.reports = (
+        str(prepared),
+        str(models),
+        str(models),
+    )
+    for callback in fold.callbacks.values():
+        if callback is not None and "dirpath" in callback:
+            callback.dirpath = str(models)
+    return fold
+
+
+def run(cfg: DictConfig, folds: Folds, meta: Meta) -> dict[str, Any]:
+    """Train every fold (those an interrupted CV finished are kept), score each on its held-out
+    fold, log the CV run; write reports/train.json; return it."""
+    from mlpflow.stages import train
+
+    models = Path(cfg.paths.models)
+    identity = train.run_identity(cfg, meta.fingerprint)
+    state = _continued_state(models, identity)
+    tracked = CVRun.start(cfg, meta, folds, state.get("run_id"))
+    state["run_id"] = tracked.run_id if tracked else None
+    write_json(models / CV_STATE, state)
+    results: list[HeldOut] = []
+    try:
+        for index, prepared in enumerate(folds.dirs):
+            fold_cfg = fold_config(cfg, index, prepared)
+            fresh = str(index) not in state["finished"]
+            if fresh:
+                train.run(fold_cfg, FoldRun(state["run_id"], index))
+                state["finished"][str(index)] = True
+                write_json(models / CV_STATE, state)
+            results.append(score_heldout(fold_cfg))
+            if tracked and fresh:
+                tracked.log_fold(fold_cfg, results[-1])
+            _report_to_optuna(cfg, results, index)
+    except BaseException as error:
+        if tracked:
+            tracked.stopped(error)
+        raise
+    summary = summarize(cfg, meta, results)
+    oof = oof_table(meta, folds, results)
+    oof.to_csv(models / OOF_FILE, index=False)
+    report = {
+        **(_finish(cfg, tracked, folds, results, summary, oof) if tracked else _untracked()),
+        "config_digest": config_digest(cfg),
+        "monitor": cfg.monitor.metric,
+        "best_score": summary[objective_name(cfg)],
+        "cv": {"folds": folds.folds, "repeats": folds.repeats, **_unprefixed(summary, "cv/")},
+        "oof": _unprefixed(summary, "oof/"),
+    }
+    write_json(Path(cfg.paths.reports) / TRAIN_REPORT, report)
+    (models / CV_STATE).unlink()
+    return report
+
+
+def _finish(
+    cfg: DictConfig,
+    tracked: CVRun,
+    folds: Folds,
+    results: list[HeldOut],
+    summary: dict[str, float],
+    oof: pd.DataFrame,
+) -> dict[str, Any]:
+    """The fold ensemble, the summary, the fold-score figure and the out-of-fold predictions
+    into the CV run; train.json's tracking fields."""
+    from mlpflow.evaluation.figures import write_fold_scores
+    from mlpflow.serving.export import log_ensemble
+
+    model = tracked.safely(log_ensemble, tracked.uri, tracked.run_id, fold_members(cfg, folds))
+    with tempfile.TemporaryDirectory(prefix="mlpflow-cv-") as tmp:
+        figure = write_fold_scores([r.metrics for r in results], Path(tmp) / "cv_folds.png")
+        fields = tracked.finish(summary, oof, [figure], model.model_id if model else None)
+    return {**fields, "experiment": cfg.tracking.experiment}
+
+
+def score_ensemble(
+    cfg: DictConfig, folds: Folds, meta: Meta, target: torch.Tensor
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The fold ensemble on the test split: its metrics (`test/`), the mean of its members'
+    (`test_fold_mean/`: the ensemble's gain over them), and its scores, the mean of the
+    members' scores. Each member's test metrics go into its fold's run."""
+    from mlpflow.tracking.results import log_results
+
+    threshold, members, scores = cfg.evaluate.threshold, [], []
+    for (checkpoint, prepared), report in zip(
+        fold_members(cfg, folds), fold_reports(cfg, folds), strict=True
+    ):
+        x, y = (torch.from_numpy(array) for array in load_split(prepared, "test"))
+        codes = torch.from_numpy(load_codes(prepared, "test"))
+        if not torch.equal(y, target):
+            raise DataError(f"{prepared}: its test split is not the data's; {PREPARE_HINT}")
+        metrics, member_scores = score_split(
+            load_weights(checkpoint), x, codes, y, threshold, "test"
+        )
+        members.append(metrics)
+        scores.append(member_scores.double())
+        if cfg.tracking.enabled and report.get("run_id"):
+            log_results(report["tracking_uri"], report["run_id"], metrics, {}, report["model_id"])
+    ensemble = torch.stack(scores).mean(dim=0).float()
+    classes = num_classes(meta.task, meta.n_outputs)
+    metrics = score_metrics(meta.task, classes, ensemble, target, threshold, "test")
+    for key in members[0]:
+        name = key.removeprefix("test/")
+        metrics[f"test_fold_mean/{name}"] = float(np.mean([m[key] for m in members]))
+    return metrics, ensemble
+
+
+def _continued_state(models: Path, identity: resume.RunIdentity) -> dict[str, Any]:
+    """The interrupted CV of the same identity (its run, its finished folds), or a fresh one:
+    then the folds of another run are removed, never mixed in."""
+    path = models / CV_STATE
+    state = read_json(path) if path.exists() else {}
+    if state.get("identity") == list(identity.__dict__.values()):
+        return state
+    resume.discard(models / FOLDS_DIR)
+    return {"identity": list(identity.__dict__.values()), "run_id": None, "finished": {}}
+
+
+def score_heldout(fold_cfg: DictConfig) -> HeldOut:
+    """The fold's best checkpoint scored on its held-out rows."""
+    prepared = Path(fold_cfg.paths.prepared)
+    weights = load_weights(best_checkpoint(fold_cfg.paths.models))
+    x, y = (torch.from_numpy(array) for array in load_split(prepared, HELDOUT))
+    codes = torch.from_numpy(load_codes(prepared, HELDOUT))
+    metrics, scores = score_split(weights, x, codes, y, fold_cfg.evaluate.threshold, HELDOUT)
+    rows = np.load(prepared / HELDOUT_ROWS, allow_pickle=False)
+    return HeldOut(metrics, scores.double().numpy(), y.numpy(), rows)
+
+
+def summarize(cfg: DictConfig, meta: Meta, results: list[HeldOut]) -> dict[str, float]:
+    """`cv/<metric>_mean` and `_std` over the folds' held-out metrics (std over the K x R
+    folds, ddof=0), and `oof/<metric>`: the metrics of every row's held-out score, the mean
+    over repeats (docs/math.md)."""
+    summary: dict[str, float] = {}
+    for key in results[0].metrics:
+        values = np.array([result.metrics[key] for result in results])
+        name = key.split("/", 1)[1]
+        summary[f"cv/{name}_mean"] = float(values.mean())
+        summary[f"cv/{name}_std"] = float(values.std())
+    rows, inverse = np.unique(np.concatenate([r.rows for r in results]), return_inverse=True)
+    scores = np.concatenate([r.scores for r in results])
+    target = np.concatenate([r.target for r in results])
+    counts = np.bincount(inverse, minlength=len(rows))
+    mean = np.zeros((len(rows), *scores.shape[1:]))
+    np.add.at(mean, inverse, scores)
+    mean /= counts.reshape(-1, *([1] * (scores.ndim - 1)))
+    first = np.zeros(len(rows), dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]  # a row's target: its first copy's
+    classes = num_classes(meta.task, meta.n_outputs)
+    oof_scores = torch.from_numpy(mean).float()
+    oof_target = torch.from_numpy(target[first])
+    summary.update(
+        score_metrics(meta.task, classes, oof_scores, oof_target, cfg.evaluate.threshold, "oof")
+    )
+    return summary
+
+
+def oof_table(meta: Meta, folds: Folds, results: list[HeldOut]) -> pd.DataFrame:
+    """One line per held-out row and repeat: the source row number, repeat, fold, target, and
+    the score (class probabilities, or the prediction)."""
+    parts = []
+    for index, result in enumerate(results):
+        target: Any = result.target
+        if meta.classes is not None:
+            target = np.asarray(meta.classes, dtype=object)[result.target]
+        frame = pd.DataFrame(
+            {"row": result.rows, "repeat": folds.repeat[index], "fold": folds.fold[index],
+             "target": target}
+        )  # fmt: skip
+        if meta.task == "regression":
+            frame["prediction"] = result.scores
+        else:
+            proba = class_probabilities(meta.task, result.scores)
+            for k, name in enumerate(meta.classes or []):
+                frame[f"proba_{name}"] = proba[:, k]
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True).sort_values(["repeat", "row"], kind="stable")
+
+
+def _report_to_optuna(cfg: DictConfig, results: list[HeldOut], index: int) -> None:
+    from mlpflow.tracking.trials import pruning_requested
+
+    if pruning_requested():
+        from mlpflow.tracking.pruning import report_fold
+
+        key = f"{HELDOUT}/{str(cfg.monitor.metric).split('/', 1)[1]}"
+        report_fold(float(np.mean([result.metrics[key] for result in results])), index)
+
+
+def _unprefixed(summary: dict[str, float], prefix: str) -> dict[str, float]:
+    return {key.removeprefix(prefix): v for key, v in summary.items() if key.startswith(prefix)}
+
+
+def _untracked() -> dict[str, Any]:
+    return {"run_id": None, "run_name": None, "model_id": None, "tracking": "off",
+            "experiment": None, "experiment_id": None, "tracking_uri": None}  # fmt: skip
+
+
+def fold_members(cfg: DictConfig, folds: Folds) -> list[tuple[Path, Path]]:
+    """Each fold's best checkpoint and prepared directory: the fold ensemble's members."""
+    models = Path(cfg.paths.models)
+    return [(best_checkpoint(models / fold_dir(i)), d) for i, d in enumerate(folds.dirs)]
+
+
+def fold_reports(cfg: DictConfig, folds: Folds) -> list[dict[str, Any]]:
+    """Each fold's train.json (its run and model)."""
+    models = Path(cfg.paths.models)
+    return [read_json(models / fold_dir(i) / TRAIN_REPORT) for i in range(len(folds.dirs))]

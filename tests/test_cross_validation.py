@@ -1,0 +1,122 @@
+"""cv=kfold as a user runs it: `python -m mlpflow.train cv=kfold` on the default table and on a
+mixed-type CSV table ends with one CV run, a FINISHED run per fold, the fold mean and std, the
+out-of-fold metrics and predictions, and the fold ensemble as the CV run's model."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.datasets import load_breast_cancer
+from sklearn.metrics import roc_auc_score
+
+from conftest import copy_project, subprocess_env
+from test_real_tables import export_table, write
+
+pytestmark = pytest.mark.slow
+FOLDS = 5
+
+
+def cross_validate(project: Path, uri: str, *overrides: str) -> str:
+    result = subprocess.run(
+        ["python", "-m", "mlpflow.train", "cv=kfold", f"cv.folds={FOLDS}",
+         "callbacks.progress_bar=null", *overrides],
+        cwd=project, env=subprocess_env(MLFLOW_TRACKING_URI=uri),
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def runs_of(uri: str) -> tuple[MlflowClient, object, list]:
+    """The CV run and its fold runs, by fold."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    folds = sorted(
+        (r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id),
+        key=lambda r: int(r.data.tags["fold"]),
+    )
+    assert len(runs) == 1 + len(folds)
+    return client, parents[0], folds
+
+
+@pytest.fixture(scope="module")
+def default_table(tmp_path_factory) -> tuple[Path, str, str]:
+    project = copy_project(tmp_path_factory.mktemp("cv") / "project")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return project, uri, cross_validate(project, uri)
+
+
+def test_one_cv_run_holds_the_fold_mean_std_oof_and_ensemble_metrics(default_table):
+    _, uri, output = default_table
+    client, cv_run, folds = runs_of(uri)
+    assert [r.data.tags["fold"] for r in folds] == [str(k) for k in range(FOLDS)]
+    assert cv_run.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in folds)
+    metrics = cv_run.data.metrics
+    for name in ("loss", "roc_auc", "acc", "f1"):
+        held_out = np.array([r.data.metrics[f"heldout/{name}"] for r in folds])
+        assert metrics[f"cv/{name}_mean"] == pytest.approx(held_out.mean())
+        assert metrics[f"cv/{name}_std"] == pytest.approx(held_out.std())
+    assert held_out.std() > 0  # five different models on five different folds
+    for name in ("roc_auc", "acc"):
+        members = [r.data.metrics[f"test/{name}"] for r in folds]
+        assert metrics[f"test_fold_mean/{name}"] == pytest.approx(np.mean(members))
+        assert 0.5 < metrics[f"test/{name}"] <= 1
+    assert 0.9 < metrics["oof/roc_auc"] <= 1
+    assert f"over {FOLDS} folds" in output and "fold ensemble on test" in output
+    artifacts = {a.path for a in client.list_artifacts(cv_run.info.run_id, "figures")}
+    assert "figures/cv_folds.png" in artifacts
+
+
+def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp_path: Path):
+    _, uri, _ = default_table
+    client, cv_run, folds = runs_of(uri)
+    path = client.download_artifacts(cv_run.info.run_id, "oof/predictions.csv", str(tmp_path))
+    oof = pd.read_csv(path)
+    n_rows = len(load_breast_cancer().target)
+    n_test = int(np.ceil(0.15 * n_rows - 1e-9))
+    assert oof["row"].is_unique and len(oof) == n_rows - n_test
+    assert sorted(oof["fold"].unique()) == list(range(FOLDS))
+    positive = oof["target"] == oof["target"].unique().max()  # scikit-learn: 1 = benign
+    auc = roc_auc_score(positive, oof[f"proba_{oof['target'].max()}"])
+    assert cv_run.data.metrics["oof/roc_auc"] == pytest.approx(auc, abs=1e-6)
+
+
+def test_the_fold_ensemble_predicts_the_mean_of_its_fold_models(default_table):
+    _, uri, _ = default_table
+    mlflow.set_tracking_uri(uri)
+    _, cv_run, folds = runs_of(uri)
+    rows = load_breast_cancer(as_frame=True).frame.drop(columns="target").head(40)
+    models = [
+        mlflow.pyfunc.load_model(f"models:/{run.outputs.model_outputs[0].model_id}")
+        for run in [cv_run, *folds]
+    ]
+    ensemble, *members = (model.predict(rows) for model in models)
+    probability = [c for c in ensemble.columns if c.startswith("proba_")]
+    mean = np.mean([member[probability].to_numpy() for member in members], axis=0)
+    np.testing.assert_allclose(ensemble[probability].to_numpy(), mean, rtol=1e-6, atol=1e-9)
+    labels = np.array([c.removeprefix("proba_") for c in probability])[mean.argmax(axis=1)]
+    assert (ensemble["label"].astype(str).to_numpy() == labels).all()
+
+
+def test_a_mixed_csv_table_cross_validates(tmp_path: Path):
+    project = copy_project(tmp_path / "project")
+    write(export_table(800), project / "customers.csv")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    data = ("data=csv", "data.path=customers.csv", "data.target=churn", "trainer.max_epochs=3")
+    output = cross_validate(project, uri, *data)
+    _, cv_run, folds = runs_of(uri)
+    assert len(folds) == FOLDS and all(r.info.status == "FINISHED" for r in folds)
+    assert {"cv/roc_auc_mean", "oof/roc_auc", "test/roc_auc"} <= set(cv_run.data.metrics)
+    assert "out-of-fold" in output
+    rows = export_table(800).drop(columns="churn").head(10)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{cv_run.outputs.model_outputs[0].model_id}")
+    assert set(model.predict(rows)["label"]) <= {"churn", "stay"}
