@@ -4,27 +4,32 @@ out-of-fold metrics and predictions, and the fold ensemble as the CV run's model
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
+from test_interrupted import epoch_of
+from test_real_tables import export_table, write
 
 from conftest import copy_project, subprocess_env
-from test_real_tables import export_table, write
 
 pytestmark = pytest.mark.slow
 FOLDS = 5
+FOLD_STATE = "outputs/checkpoints/*/folds/{}/resume.json"  # a fold training now
 
 
-def cross_validate(project: Path, uri: str, *overrides: str) -> str:
+def cross_validate(project: Path, uri: str, *overrides: str, folds: int = FOLDS) -> str:
     result = subprocess.run(
-        ["python", "-m", "mlpflow.train", "cv=kfold", f"cv.folds={FOLDS}",
+        ["python", "-m", "mlpflow.train", "cv=kfold", f"cv.folds={folds}",
          "callbacks.progress_bar=null", *overrides],
         cwd=project, env=subprocess_env(MLFLOW_TRACKING_URI=uri),
         capture_output=True, text=True, timeout=900,
@@ -77,7 +82,7 @@ def test_one_cv_run_holds_the_fold_mean_std_oof_and_ensemble_metrics(default_tab
 
 def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp_path: Path):
     _, uri, _ = default_table
-    client, cv_run, folds = runs_of(uri)
+    client, cv_run, _ = runs_of(uri)
     path = client.download_artifacts(cv_run.info.run_id, "oof/predictions.csv", str(tmp_path))
     oof = pd.read_csv(path)
     n_rows = len(load_breast_cancer().target)
@@ -120,3 +125,80 @@ def test_a_mixed_csv_table_cross_validates(tmp_path: Path):
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{cv_run.outputs.model_outputs[0].model_id}")
     assert set(model.predict(rows)["label"]) <= {"churn", "stay"}
+
+
+def test_a_cv_killed_in_a_fold_resumes_that_fold_and_keeps_the_finished_ones(tmp_path: Path):
+    """SIGTERM while fold 1 of 3 trains; the same command again: fold 0 is not trained again,
+    fold 1 continues its run from its last checkpoint, fold 2 trains, and the CV run ends with
+    the metrics of an uninterrupted CV run of the same config."""
+    project = copy_project(tmp_path / "project")
+    config = ("data=synthetic", "data.n_samples=3000", "trainer.max_epochs=12",
+              "callbacks.early_stopping=null",
+              "callbacks.last_checkpoint.every_seconds=0.2")  # fmt: skip
+    whole = f"sqlite:///{project / 'whole.db'}"
+    cross_validate(project, whole, *config, folds=3)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    command = ["python", "-m", "mlpflow.train", "cv=kfold", "cv.folds=3",
+               "callbacks.progress_bar=null", *config]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=project, env=subprocess_env(MLFLOW_TRACKING_URI=uri),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(epoch_of(d.parent) >= 2 for d in project.glob(FOLD_STATE.format(1))):
+        assert process.poll() is None and time.monotonic() < deadline, "fold 1 never trained"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    _, cv_run, folds = runs_of(uri)
+    assert cv_run.info.status == "KILLED"
+    assert [r.info.status for r in folds] == ["FINISHED", "KILLED"]
+    before = {r.data.tags["fold"]: r.info for r in folds}
+
+    cross_validate(project, uri, *config, folds=3)
+    _, resumed, folds = runs_of(uri)
+    assert resumed.info.run_id == cv_run.info.run_id and resumed.info.status == "FINISHED"
+    assert folds[0].info.end_time == before["0"].end_time  # not trained again
+    assert folds[1].info.run_id == before["1"].run_id and folds[1].data.tags["run.resumes"] == "1"
+    _, uninterrupted, _ = runs_of(whole)
+    for key, value in uninterrupted.data.metrics.items():
+        assert resumed.data.metrics[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_an_optuna_sweep_of_cvs_compares_trials_by_the_fold_mean_and_prunes_after_a_fold(
+    tmp_path: Path,
+):
+    """Each trial is a CV run nested under the sweep's run (its fold runs one level further);
+    its objective is cv/loss_mean; the pruner sees one step per fold and stops poor trials."""
+    project = copy_project(tmp_path / "project")
+    storage = f"sqlite:///{project / 'optuna.db'}"
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    result = subprocess.run(
+        ["python", "-m", "mlpflow.train", "-m", "hparams_search=optuna", "cv=kfold", "cv.folds=3",
+         "hydra.sweeper.study_name=cv", "hydra.sweeper.n_trials=4",
+         "hydra.sweeper.params={optimizer.lr:'choice(0.01,0.000001)'}",
+         "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+         "trainer.max_epochs=3", "callbacks.progress_bar=null"],
+        cwd=project, env=subprocess_env(MLFLOW_TRACKING_URI=uri),
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="cv", storage=storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert complete and pruned and len(complete) + len(pruned) == 4
+    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in complete)
+    assert all(len(t.intermediate_values) < 3 for t in pruned)  # stopped after a fold
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
+    (sweep_run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    cv_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep_run.info.run_id]
+    assert len(cv_runs) == 4 and all("fold" not in r.data.tags for r in cv_runs)
+    for trial in complete:
+        (cv_run,) = [r for r in cv_runs if r.data.tags["sweep.job"] == str(trial.number)]
+        folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == cv_run.info.run_id]
+        assert len(folds) == 3
+        assert trial.value == pytest.approx(cv_run.data.metrics["cv/loss_mean"])
+        mean = np.mean([r.data.metrics["heldout/loss"] for r in folds])
+        assert trial.intermediate_values[2] == pytest.approx(mean)
