@@ -28,8 +28,9 @@ SITES = 20
 
 
 def table(n: int = N) -> dict[str, list]:
-    """idx: the row; x: distinct numbers, every 7th missing; city: a level of its own on every 4th row
-    (the others a or b); site: one of SITES groups; y: classes; amount: a regression target."""
+    """idx: the row; x: distinct numbers, every 7th missing; city: a level of its own on every
+    4th row (the others a or b); site: one of SITES groups; y: classes; amount: a regression
+    target."""
     rng = np.random.default_rng(0)
     return {
         "idx": [i + 0.25 for i in range(n)],
