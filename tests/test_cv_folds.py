@@ -19,8 +19,9 @@ from mlpflow.data.build import prepare_dataset
 from mlpflow.data.folds import FOLDS_FILE, HELDOUT, HELDOUT_ROWS, Folds, load_folds
 from mlpflow.data.prepared import SPLITS, load_codes, load_meta, load_split
 from mlpflow.data.transforms import FIRST_LEVEL
+from mlpflow.stages import prepare as prepare_stage
 
-from conftest import DATA_DEFAULTS, REPO
+from conftest import DATA_DEFAULTS, REPO, make_cfg
 
 KFOLD = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "cv" / "kfold.yaml"))
 N = 200
@@ -183,3 +184,16 @@ def test_cv_none_writes_no_folds_and_replaces_a_folded_directory(tmp_path: Path)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["meta.json", *(f"{kind}_{split}.npy" for kind in "XCy" for split in SPLITS)]
     )
+
+
+def test_cv_none_and_kfold_never_share_a_cache_folder(tmp_path: Path):
+    folders = {
+        prepare_stage.cache_dir(make_cfg(tmp_path, *overrides))
+        for overrides in (
+            [],
+            ["cv=kfold"],
+            ["cv=kfold", "cv.folds=3"],
+            ["cv=kfold", "cv.repeats=2"],
+        )
+    }
+    assert len(folders) == 4
