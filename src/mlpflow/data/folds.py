@@ -34,7 +34,8 @@ HELDOUT_ROWS = f"rows_{HELDOUT}.npy"  # int64: each held-out row's 0-based row i
 # What a fold directory's meta.json fingerprint covers: its held-out rows tell folds apart.
 FOLD_ARRAYS = (*ARRAY_FILES, *(f"{kind}_{HELDOUT}.npy" for kind in "XCy"), HELDOUT_ROWS)
 
-__all__ = ["FOLDS_FILE", "HELDOUT", "HELDOUT_ROWS", "Folds", "load_folds"]
+# Train and evaluate read folds with `load_folds`, FOLDS_FILE, HELDOUT (the fourth split's name,
+# defined in data/prepared.py beside SPLITS, importable from here) and HELDOUT_ROWS.
 
 
 # >>> folds.json
