@@ -53,6 +53,22 @@ CSV_CASES = {
         ["single class '1'"],
     ),
     "tiny dataset": (rows(3, lambda i: f"{i * 0.5},{i % 7},{i * 1.5},{i % 2}\n"), [], ["rows"]),
+    "more folds than rows of a class": (
+        GOOD,
+        ["cv=kfold", "cv.folds=20"],
+        ["cv.folds=20 is more than the", "non-test rows of class", "lower cv.folds"],
+    ),
+    "cv.group names no column": (
+        GOOD,
+        ["cv=kfold", "cv.group=site"],
+        ["cv.group='site'", "a, b, c"],
+    ),
+    "fewer groups than folds": (
+        GOOD,
+        ["cv=kfold", "cv.group=b", "cv.folds=10"],
+        ["cv.group='b' has", "distinct groups", "fewer than cv.folds=10"],
+    ),
+    "cv.group is the target": (GOOD, ["cv=kfold", "cv.group=y"], ["cv.group='y' is the target"]),
 }
 CONFIG_CASES = {
     "unknown group option": (["optimizer=rmsprop"], ["optimizer=rmsprop", "sgd, adam, adamw, gd"]),
@@ -72,6 +88,9 @@ CONFIG_CASES = {
     ),
     "min_category_count below 1": (["data.min_category_count=0"], ["data.min_category_count=0"]),
     "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),
+    "unknown cv.name": (["cv=kfold", "cv.name=loo"], ["cv.name='loo'", "none, kfold"]),
+    "a single fold": (["cv=kfold", "cv.folds=1"], ["cv.folds=1", ">= 2", "cv.folds=5"]),
+    "no repeat": (["cv=kfold", "cv.repeats=0"], ["cv.repeats=0", ">= 1"]),
     "key not in the config": (
         ["trainer.limit_val_batches=0"],
         ["trainer.limit_val_batches", "+trainer.limit_val_batches=..."],
@@ -93,6 +112,7 @@ HYDRA_CASES = {
     "key of another option": (["loss.pos_weight=75"], ["loss.pos_weight", "add loss=bce"]),
     "option added to loss=auto": (["+loss.pos_weight=75"], ["loss=auto takes no options"]),
     "sweep without -m": (["optimizer.lr=0.1,0.01"], ["is a sweep", "-m"]),
+    "a single fold": (["cv=kfold", "cv.folds=1"], ["cv.folds=1", ">= 2"]),
 }
 
 

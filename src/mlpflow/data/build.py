@@ -5,13 +5,14 @@ same again for each fold, into folds/<i>/, from the same scan.
 Each step lives in its own module: `sources` (the table as Arrow record batches), `scan` (the one
 pass), `columns` (roles, the target's task and classes), `fit` (the rows, the split, the fitted
 preprocessing), `leakage`, `folds` (the cross-validation folds), `prepared` (the written
-directory). Peak memory: a few chunks of the
-scratch file plus a few bytes per row (target, flags, hashes, split labels), whatever the number
-of columns (benchmarks/data_scale.py measures it).
+directory). Peak memory: a few chunks of the scratch file plus a few bytes per row (target,
+flags, hashes, split labels, one fold's), whatever the number of columns
+(benchmarks/data_scale.py measures it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from mlpflow.data.fit import (
 from mlpflow.data.folds import (
     FOLD_ARRAYS,
     HELDOUT_ROWS,
+    check_folds,
     check_group,
     fold_dir,
     fold_rows,
@@ -97,11 +99,13 @@ def _prepare(job: Job) -> Meta:
     scan.target = None  # type: ignore[assignment]  # encoded: free 8 bytes a row
     groups = None if cv.group is None else group_ids(scan, cv.group)[keep]
     rows = assign_splits(target, keep, n_val, n_test, job.seed, groups)
-    folds = fold_rows(target, rows, groups, cv, data.val_size, job.seed) if cv.kfold else []
+    if cv.kfold:
+        check_folds(target, rows, groups, cv)
     fitted = _write_rows(job, columns, target, rows, job.tmp)
     report["determines_target"] = _determining_columns(job, fitted, target)
     _warn_determining(report["determines_target"], table.target_name)
-    if folds:
+    if cv.kfold:
+        folds = fold_rows(target, rows, groups, cv, data.val_size, job.seed)
         _write_folds(job, columns, target, folds, report)
         write_folds(job.tmp, cv, rows.counts["train"] + rows.counts["val"])
     return _meta(job, fitted, target, rows, report)
@@ -118,7 +122,7 @@ def _write_rows(job: Job, columns: Columns, target: Target, rows: Rows, out: Pat
 
 
 def _write_folds(
-    job: Job, columns: Columns, target: Target, folds: list[Rows], report: dict
+    job: Job, columns: Columns, target: Target, folds: Iterator[Rows], report: dict
 ) -> None:
     """Each fold's directory, a complete prepared one, with its held-out rows as a fourth split
     and their source row numbers."""

@@ -11,6 +11,7 @@ not from the config, whether the data is folded. Every split is scikit-learn's.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +34,8 @@ HELDOUT_ROWS = f"rows_{HELDOUT}.npy"  # int64: each held-out row's 0-based row i
 # What a fold directory's meta.json fingerprint covers: its held-out rows tell folds apart.
 FOLD_ARRAYS = (*ARRAY_FILES, *(f"{kind}_{HELDOUT}.npy" for kind in "XCy"), HELDOUT_ROWS)
 
-__all__ = ["FOLDS_FILE", "HELDOUT", "HELDOUT_ROWS", "Folds", "load_folds"]
+# Train and evaluate read folds with `load_folds`, FOLDS_FILE, HELDOUT (the fourth split's name,
+# defined in data/prepared.py beside SPLITS, importable from here) and HELDOUT_ROWS.
 
 
 # >>> folds.json
@@ -127,21 +129,20 @@ def fold_rows(
     cv: CVConfig,
     val_size: float,
     seed: int,
-) -> list[Rows]:
-    """The Rows of each fold directory (train, val, test, heldout), repeat-major.
+) -> Iterator[Rows]:
+    """The Rows of each fold directory (train, val, test, heldout), repeat-major, one at a
+    time (each holds a byte per source row). `check_folds` first: its errors come before any
+    write.
 
     The non-test rows of `rows` are cut into cv.folds folds by StratifiedKFold (classes) or
     KFold (regression), their Group variants with `groups` (a group id per kept row), shuffled
     with seed + r in repeat r. The other folds' rows split into train and val as prepare splits
-    val off (`split_off`: val_size of them, stratified or by whole groups). A DataError, before
-    anything is written, when the rows, a class or the groups are fewer than the folds.
+    val off (`split_off`: val_size of them, stratified or by whole groups).
     """
     assert cv.folds is not None and cv.repeats is not None  # cv=kfold
-    rest = np.sort(np.concatenate([rows.index["train"], rows.index["val"]]))
+    rest = _non_test(rows)
     labels = target.y if target.classes is not None else None
-    _check_folds(target, rest, groups, cv.folds, cv.group)
     keep = rows.row_split >= 0
-    out = []
     for r in range(cv.repeats):
         splitter = _splitter(labels is not None, groups is not None, cv.folds, seed + r)
         split = splitter.split(
@@ -161,8 +162,11 @@ def fold_rows(
                     f"into train and val ({first_line(error)}); lower cv.folds or add rows"
                 ) from error
             index = {"train": train, "val": val, "test": rows.index["test"], HELDOUT: rest[held]}
-            out.append(labelled_rows(keep, index))
-    return out
+            yield labelled_rows(keep, index)
+
+
+def _non_test(rows: Rows) -> np.ndarray:
+    return np.sort(np.concatenate([rows.index["train"], rows.index["val"]]))
 
 
 def _splitter(classes: bool, grouped: bool, folds: int, seed: int):
@@ -177,10 +181,11 @@ def _splitter(classes: bool, grouped: bool, folds: int, seed: int):
     return kind(n_splits=folds, shuffle=True, random_state=seed)
 
 
-def _check_folds(
-    target: Target, rest: np.ndarray, groups: np.ndarray | None, folds: int, group: str | None
-) -> None:
-    """Each fold needs a row of every class, and a group of its own."""
+def check_folds(target: Target, rows: Rows, groups: np.ndarray | None, cv: CVConfig) -> None:
+    """A DataError when the non-test rows of `rows` cannot make cv.folds folds: each fold needs
+    a row of every class, and a group of its own."""
+    folds, group, rest = cv.folds, cv.group, _non_test(rows)
+    assert folds is not None  # cv=kfold
     if target.classes is not None:
         counts = np.bincount(target.y[rest], minlength=len(target.classes))
         k = int(np.argmin(counts))
