@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from test_interrupted import epoch_of
 from test_real_tables import export_table, write
 
-from conftest import copy_project, subprocess_env
+from conftest import copy_project, sh, subprocess_env
 
 pytestmark = pytest.mark.slow
 FOLDS = 5
@@ -94,8 +94,8 @@ def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp
     assert cv_run.data.metrics["oof/roc_auc"] == pytest.approx(auc, abs=1e-6)
 
 
-def test_the_fold_ensemble_predicts_the_mean_of_its_fold_models(default_table):
-    _, uri, _ = default_table
+def test_the_fold_ensemble_predicts_the_mean_of_its_fold_models(default_table, tmp_path: Path):
+    project, uri, _ = default_table
     mlflow.set_tracking_uri(uri)
     _, cv_run, folds = runs_of(uri)
     rows = load_breast_cancer(as_frame=True).frame.drop(columns="target").head(40)
@@ -109,6 +109,11 @@ def test_the_fold_ensemble_predicts_the_mean_of_its_fold_models(default_table):
     np.testing.assert_allclose(ensemble[probability].to_numpy(), mean, rtol=1e-6, atol=1e-9)
     labels = np.array([c.removeprefix("proba_") for c in probability])[mean.argmax(axis=1)]
     assert (ensemble["label"].astype(str).to_numpy() == labels).all()
+    rows.to_csv(tmp_path / "rows.csv", index=False)  # `mlpflow predict` takes the CV run's id
+    sh("mlpflow", "predict", "--model", cv_run.info.run_id, "--input", str(tmp_path / "rows.csv"),
+       "--output", str(tmp_path / "out.csv"), "--uri", uri, cwd=project)  # fmt: skip
+    predicted = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(predicted[probability].to_numpy(), mean, rtol=1e-6, atol=1e-9)
 
 
 def test_a_mixed_csv_table_cross_validates(tmp_path: Path):
