@@ -137,7 +137,7 @@ def test_a_cv_killed_in_a_fold_resumes_that_fold_and_keeps_the_finished_ones(tmp
     fold 1 continues its run from its last checkpoint, fold 2 trains, and the CV run ends with
     the metrics of an uninterrupted CV run of the same config."""
     project = copy_project(tmp_path / "project")
-    config = ("data=synthetic", "data.n_samples=3000", "trainer.max_epochs=12",
+    config = ("data=synthetic", "data.n_samples=2000", "trainer.max_epochs=10",
               "callbacks.early_stopping=null",
               "callbacks.last_checkpoint.every_seconds=0.2")  # fmt: skip
     whole = f"sqlite:///{project / 'whole.db'}"

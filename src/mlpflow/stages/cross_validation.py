@@ -14,6 +14,7 @@ fold resumes from its last checkpoint into its run.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,17 @@ def fold_config(cfg: DictConfig, index: int, prepared: Path) -> DictConfig:
     return fold
 
 
-def run(cfg: DictConfig, folds: Folds, meta: Meta) -> dict[str, Any]:
-    """Train every fold (those an interrupted CV finished are kept), score each on its held-out
-    fold, log the CV run; write reports/train.json; return it."""
-    from mlpflow.stages import train
-
+def run(
+    cfg: DictConfig,
+    folds: Folds,
+    meta: Meta,
+    train_fold: Callable[[DictConfig, FoldRun], dict[str, Any]],
+) -> dict[str, Any]:
+    """Train every fold with `train_fold` (train's `run`; those an interrupted CV finished are
+    kept), score each on its held-out fold, log the CV run; write reports/train.json; return
+    it."""
     models = Path(cfg.paths.models)
-    identity = train.run_identity(cfg, meta.fingerprint)
+    identity = resume.identity(cfg, meta.fingerprint)
     state = _continued_state(models, identity)
     tracked = CVRun.start(cfg, meta, folds, state.get("run_id"))
     state["run_id"] = tracked.run_id if tracked else None
@@ -97,7 +102,7 @@ def run(cfg: DictConfig, folds: Folds, meta: Meta) -> dict[str, Any]:
             fold_cfg = fold_config(cfg, index, prepared)
             fresh = str(index) not in state["finished"]
             if fresh:
-                train.run(fold_cfg, FoldRun(state["run_id"], index))
+                train_fold(fold_cfg, FoldRun(state["run_id"], index))
                 state["finished"][str(index)] = True
                 write_json(models / CV_STATE, state)
             results.append(score_heldout(fold_cfg))

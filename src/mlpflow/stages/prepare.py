@@ -10,8 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import project_root
 from mlpflow.config.schema import CVConfig, DataConfig, validate
-from mlpflow.console import print_columns
+from mlpflow.console import console, print_columns
 from mlpflow.data.build import prepare_dataset
+from mlpflow.data.folds import load_folds
 from mlpflow.data.prepared import META_FILE, Meta, load_meta
 
 
@@ -47,6 +48,12 @@ def run(cfg: DictConfig) -> Meta:
     data, cv = DataConfig.parse(cfg.data), CVConfig.parse(cfg.get("cv"))
     meta = prepare_dataset(data, cfg.seed, cfg.paths.prepared, cv)
     print_columns(meta)
+    if (folds := load_folds(cfg.paths.prepared)) is not None:
+        repeats = f" x {folds.repeats} repeats" if folds.repeats > 1 else ""
+        console.print(
+            f"cross-validation: {folds.folds} folds{repeats} of the {folds.rows} non-test rows, "
+            f"each fold's network trained on the others (their own train/val split)"
+        )
     return meta
 
 

@@ -44,6 +44,14 @@ class ResumePoint:
     run_id: str | None = None
 
 
+def identity(cfg: DictConfig, data: str) -> RunIdentity:
+    """The identity of cfg's run on the data of fingerprint `data`."""
+    from mlpflow.tracking.store import tracking_uri
+
+    store = tracking_uri(cfg) if cfg.tracking.enabled else None
+    return RunIdentity(config_digest(cfg), store, data)
+
+
 def keyed_models_dir(cfg: DictConfig) -> Path:
     """<paths.checkpoints>/<data>-<config digest>: where this config's models always live."""
     return project_root() / cfg.paths.checkpoints / f"{cfg.data.name}-{config_digest(cfg)[:12]}"

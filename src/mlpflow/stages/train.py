@@ -36,7 +36,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     if fold is None and (folds := load_folds(cfg.paths.prepared)) is not None:
         from mlpflow.stages import cross_validation
 
-        return cross_validation.run(cfg, folds, meta)
+        return cross_validation.run(cfg, folds, meta, train_fold=run)
     start, identity = resume_point(cfg, meta.fingerprint)
     logger = training_logger(cfg, meta, start.run_id, fold.tags() if fold else {})
 
@@ -72,21 +72,12 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     return report
 
 
-def run_identity(cfg: DictConfig, data: str) -> resume.RunIdentity:
-    """What identifies a run: the config digest, the tracking store and the data's fingerprint."""
-    from mlpflow.tracking.lineage import config_digest
-    from mlpflow.tracking.store import tracking_uri
-
-    store = tracking_uri(cfg) if cfg.tracking.enabled else None
-    return resume.RunIdentity(config_digest(cfg), store, data)
-
-
 def resume_point(cfg: DictConfig, data: str) -> tuple[resume.ResumePoint, resume.RunIdentity]:
     """Where this config's interrupted run on this data stopped (nothing: a fresh start), and
-    its identity (`run_identity`)."""
+    its identity (`resume.identity`)."""
     from mlpflow.tracking.logger import run_exists
 
-    identity = run_identity(cfg, data)
+    identity = resume.identity(cfg, data)
     store = identity.store
     if not cfg.tracking.get("resume", True):  # opted out: an interrupted run stays as it is
         start = resume.discard(cfg.paths.models)
