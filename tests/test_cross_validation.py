@@ -77,7 +77,7 @@ def test_one_cv_run_holds_the_fold_mean_std_oof_and_ensemble_metrics(default_tab
     assert 0.9 < metrics["oof/roc_auc"] <= 1
     assert f"over {FOLDS} folds" in output and "fold ensemble on test" in output
     artifacts = {a.path for a in client.list_artifacts(cv_run.info.run_id, "figures")}
-    assert "figures/cv_folds.png" in artifacts
+    assert {"figures/cv_folds.png", "figures/importance.png", "figures/roc.png"} <= artifacts
 
 
 def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp_path: Path):
@@ -135,13 +135,14 @@ def test_a_mixed_csv_table_cross_validates(tmp_path: Path):
 def test_a_cv_killed_in_a_fold_resumes_that_fold_and_keeps_the_finished_ones(tmp_path: Path):
     """SIGTERM while fold 1 of 3 trains; the same command again: fold 0 is not trained again,
     fold 1 continues its run from its last checkpoint, fold 2 trains, and the CV run ends with
-    the metrics of an uninterrupted CV run of the same config."""
+    the metrics of an uninterrupted CV run of the same config, whose folds trained two at a
+    time in worker processes (cv.n_jobs=2)."""
     project = copy_project(tmp_path / "project")
     config = ("data=synthetic", "data.n_samples=2000", "trainer.max_epochs=10",
               "callbacks.early_stopping=null",
               "callbacks.last_checkpoint.every_seconds=0.2")  # fmt: skip
     whole = f"sqlite:///{project / 'whole.db'}"
-    cross_validate(project, whole, *config, folds=3)
+    cross_validate(project, whole, *config, "cv.n_jobs=2", folds=3)
     uri = f"sqlite:///{project / 'mlflow.db'}"
     command = ["python", "-m", "mlpflow.train", "cv=kfold", "cv.folds=3",
                "callbacks.progress_bar=null", *config]  # fmt: skip
@@ -167,6 +168,7 @@ def test_a_cv_killed_in_a_fold_resumes_that_fold_and_keeps_the_finished_ones(tmp
     assert folds[0].info.end_time == before["0"].end_time  # not trained again
     assert folds[1].info.run_id == before["1"].run_id and folds[1].data.tags["run.resumes"] == "1"
     _, uninterrupted, _ = runs_of(whole)
+    assert uninterrupted.data.params["cv.n_jobs"] == "2"
     for key, value in uninterrupted.data.metrics.items():
         assert resumed.data.metrics[key] == pytest.approx(value, rel=1e-6), key
 

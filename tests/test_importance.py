@@ -22,6 +22,7 @@ from mlpflow.errors import ConfigError
 from mlpflow.evaluation.importance import (
     MAIN_METRIC,
     MAX_ROWS,
+    Member,
     column_groups,
     main_metric,
     permutation_importance,
@@ -131,11 +132,11 @@ def test_the_same_seed_gives_the_same_importances(trained: DictConfig):
     weights = load_weights(Path(trained.paths.models) / "best.ckpt")
     groups = column_groups(load_meta(trained.paths.prepared))
     repeats = trained.evaluate.importance_repeats
-    again = permutation_importance(weights, *split_tensors(trained), groups, repeats, trained.seed)
+    x, codes, y = split_tensors(trained)
+    members = [Member(weights, x, codes, groups)]
+    again = permutation_importance(members, y, repeats, trained.seed)
     assert again == importance_rows(trained)  # what evaluate wrote, exactly
-    other = permutation_importance(
-        weights, *split_tensors(trained), groups, repeats, trained.seed + 1
-    )
+    other = permutation_importance(members, y, repeats, trained.seed + 1)
     assert other != again
 
 
@@ -145,7 +146,7 @@ def test_a_split_over_max_rows_is_measured_on_a_sample(trained: DictConfig):
     big = (x.repeat(copies, 1), codes.repeat(copies, 1), y.repeat(copies))
     weights = load_weights(Path(trained.paths.models) / "best.ckpt")
     groups = column_groups(load_meta(trained.paths.prepared))
-    rows = permutation_importance(weights, *big, groups, 2, trained.seed)
+    rows = permutation_importance([Member(weights, *big[:2], groups)], big[2], 2, trained.seed)
     assert {rows[0]["column"], rows[1]["column"]} == PLANTED
 
 

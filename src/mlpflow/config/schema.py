@@ -226,6 +226,7 @@ class CVConfig:
     folds: int | None = None
     repeats: int | None = None
     group: str | None = None
+    n_jobs: int = 1  # folds trained at once: where they run, not what they compute
 
     @property
     def kfold(self) -> bool:
@@ -260,7 +261,10 @@ class CVConfig:
             )
         if group is not None and (not isinstance(group, str) or group in MISSING):
             _fail("cv.group", group, "must be a column name or null: use e.g. cv.group=patient")
-        return cls("kfold", folds, repeats, group)
+        n_jobs = cv.get("n_jobs", 1)
+        if not _is_int(n_jobs) or n_jobs < 1:
+            _fail("cv.n_jobs", n_jobs, "must be an integer >= 1 (folds trained at once)")
+        return cls("kfold", folds, repeats, group, n_jobs)
 
 
 def _is_int(value: Any) -> bool:

@@ -4,12 +4,15 @@ A raw column is permuted as a whole: a numeric column's feature together with it
 indicator, a categorical column's level codes (however the network embeds them). scikit-learn's
 `permutation_importance` permutes one array column at a time and cannot move such a group
 together, hence this small grouped version. The permutations (and the sample of a large split)
-are drawn from `seed`: the same seed gives the same values.
+are drawn from `seed`: the same seed gives the same values. A fold ensemble is measured as it
+predicts: each row's column is moved to the same other row in every member's own copy of the
+split, and the members' scores are averaged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,17 @@ MAX_ROWS = 2000  # of a larger split, a sample: the cost stays bounded on large 
 FIGURE_COLUMNS = 20  # the figure shows the most important columns; the JSON holds them all
 
 Groups = dict[str, tuple[list[int], list[int]]]
+
+
+@dataclass(frozen=True)
+class Member:
+    """A network, the split as its own preprocessing wrote it (x, codes), and which of those
+    columns each raw column became (`column_groups` of its meta)."""
+
+    weights: Weights
+    x: Tensor
+    codes: Tensor
+    groups: Groups
 
 
 def column_groups(meta: Meta) -> Groups:
@@ -67,34 +81,45 @@ def main_metric(task: str, n_outputs: int) -> Callable[[Tensor, Tensor], float]:
 
 @torch.no_grad()
 def permutation_importance(
-    weights: Weights, x: Tensor, codes: Tensor, y: Tensor, groups: Groups, repeats: int, seed: int
+    members: list[Member], y: Tensor, repeats: int, seed: int
 ) -> list[dict[str, float | str]]:
     """Per raw column: the mean and std over `repeats` of (baseline metric - metric with the
-    column's features permuted across rows); rows most important first.
+    column's features permuted across rows) of the members' mean score (one member: a single
+    network); rows most important first.
 
     A split over MAX_ROWS rows is measured on a sample of MAX_ROWS of them (drawn from `seed`):
-    the cost is one forward pass per column over `repeats` x the rows, all permutations of a
-    column stacked in that pass.
+    the cost is one forward pass per column and member over `repeats` x the rows, all
+    permutations of a column stacked in that pass.
     """
-    spec, net = weights.spec, weights.network()
+    spec = members[0].weights.spec
     metric = main_metric(spec.task, spec.n_outputs)
     generator = torch.Generator().manual_seed(seed)
     if len(y) > MAX_ROWS:
         sample = torch.randperm(len(y), generator=generator)[:MAX_ROWS].sort().values
-        x, codes, y = x[sample], codes[sample], y[sample]
+        members = [replace(m, x=m.x[sample], codes=m.codes[sample]) for m in members]
+        y = y[sample]
+    nets = [member.weights.network() for member in members]
 
-    def scores(x_in: Tensor, codes_in: Tensor) -> Tensor:
-        return network_scores(network_outputs(net, x_in, codes_in), spec)
+    def scores(inputs: list[tuple[Tensor, Tensor]]) -> Tensor:
+        per_member = [
+            network_scores(network_outputs(net, x_in, codes_in), member.weights.spec)
+            for net, member, (x_in, codes_in) in zip(nets, members, inputs, strict=True)
+        ]
+        return torch.stack(per_member).mean(dim=0)
 
-    baseline = metric(scores(x, codes), y)
+    baseline = metric(scores([(m.x, m.codes) for m in members]), y)
     n = len(y)
     rows: list[dict[str, float | str]] = []
-    for name, (x_index, c_index) in groups.items():
+    for name in members[0].groups:
         order = torch.cat([torch.randperm(n, generator=generator) for _ in range(repeats)])
-        x_perm, codes_perm = x.repeat(repeats, 1), codes.repeat(repeats, 1)
-        x_perm[:, x_index] = x[:, x_index][order]
-        codes_perm[:, c_index] = codes[:, c_index][order]
-        drops = [baseline - metric(part, y) for part in scores(x_perm, codes_perm).split(n)]
+        permuted = []
+        for member in members:
+            x_index, c_index = member.groups.get(name, ([], []))
+            x_perm, codes_perm = member.x.repeat(repeats, 1), member.codes.repeat(repeats, 1)
+            x_perm[:, x_index] = member.x[:, x_index][order]
+            codes_perm[:, c_index] = member.codes[:, c_index][order]
+            permuted.append((x_perm, codes_perm))
+        drops = [baseline - metric(part, y) for part in scores(permuted).split(n)]
         rows.append(
             {"column": name, "importance": float(np.mean(drops)), "std": float(np.std(drops))}
         )
@@ -102,17 +127,12 @@ def permutation_importance(
 
 
 def write_importance(
-    weights: Weights,
-    split: tuple[Tensor, Tensor, Tensor],
-    meta: Meta,
-    reports: Path,
-    repeats: int,
-    seed: int,
+    members: list[Member], y: Tensor, meta: Meta, reports: Path, repeats: int, seed: int
 ) -> tuple[Path, Path]:
-    """Compute the importance of `split` = (x, codes, y) and write plots/importance.json and
-    figures/importance.png under `reports`; return their paths."""
-    x, codes, y = split
-    rows = permutation_importance(weights, x, codes, y, column_groups(meta), repeats, seed)
+    """Compute the importance of the members (one network, or a fold ensemble's) on a split of
+    targets `y`, and write plots/importance.json and figures/importance.png under `reports`;
+    return their paths."""
+    rows = permutation_importance(members, y, repeats, seed)
     spec = PLOTS["importance"]
     plot = write_plot((reports / spec.file).parent, spec, rows)
     figure = reports / "figures" / "importance.png"

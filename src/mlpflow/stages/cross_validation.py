@@ -13,6 +13,7 @@ fold resumes from its last checkpoint into its run.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from mlpflow.config.schema import CVConfig
 from mlpflow.data.folds import FOLDS_DIR, HELDOUT, HELDOUT_ROWS, Folds, fold_dir
-from mlpflow.data.prepared import PREPARE_HINT, Meta, load_codes, load_split
+from mlpflow.data.prepared import PREPARE_HINT, Meta, load_codes, load_meta, load_split
 from mlpflow.errors import DataError
+from mlpflow.evaluation.importance import Member, column_groups
 from mlpflow.evaluation.scoring import score_metrics, score_split
 from mlpflow.files import read_json, write_json
 from mlpflow.model.checkpoint import best_checkpoint, load_weights
@@ -98,15 +101,15 @@ def run(
     write_json(models / CV_STATE, state)
     results: list[HeldOut] = []
     try:
+        trained = _train_in_parallel(cfg, folds, state, train_fold)
         for index, prepared in enumerate(folds.dirs):
             fold_cfg = fold_config(cfg, index, prepared)
-            fresh = str(index) not in state["finished"]
-            if fresh:
+            if str(index) not in state["finished"]:
                 train_fold(fold_cfg, FoldRun(state["run_id"], index))
-                state["finished"][str(index)] = True
-                write_json(models / CV_STATE, state)
+                _finished(models, state, index)
+                trained.add(index)
             results.append(score_heldout(fold_cfg))
-            if tracked and fresh:
+            if tracked and index in trained:
                 tracked.log_fold(fold_cfg, results[-1])
             _report_to_optuna(cfg, results, index)
     except BaseException as error:
@@ -149,36 +152,86 @@ def _finish(
     return {**fields, "experiment": cfg.tracking.experiment}
 
 
+def test_members(cfg: DictConfig, folds: Folds, target: torch.Tensor) -> list[Member]:
+    """Each fold's network with the test split as its own preprocessing wrote it."""
+    members = []
+    for checkpoint, prepared in fold_members(cfg, folds):
+        x, y = (torch.from_numpy(array) for array in load_split(prepared, "test"))
+        if not torch.equal(y, target):
+            raise DataError(f"{prepared}: its test split is not the data's; {PREPARE_HINT}")
+        codes = torch.from_numpy(load_codes(prepared, "test"))
+        groups = column_groups(load_meta(prepared))
+        members.append(Member(load_weights(checkpoint), x, codes, groups))
+    return members
+
+
 def score_ensemble(
-    cfg: DictConfig, folds: Folds, meta: Meta, target: torch.Tensor
+    cfg: DictConfig, folds: Folds, members: list[Member], meta: Meta, target: torch.Tensor
 ) -> tuple[dict[str, float], torch.Tensor]:
     """The fold ensemble on the test split: its metrics (`test/`), the mean of its members'
     (`test_fold_mean/`: the ensemble's gain over them), and its scores, the mean of the
     members' scores. Each member's test metrics go into its fold's run."""
     from mlpflow.tracking.results import log_results
 
-    threshold, members, scores = cfg.evaluate.threshold, [], []
-    for (checkpoint, prepared), report in zip(
-        fold_members(cfg, folds), fold_reports(cfg, folds), strict=True
-    ):
-        x, y = (torch.from_numpy(array) for array in load_split(prepared, "test"))
-        codes = torch.from_numpy(load_codes(prepared, "test"))
-        if not torch.equal(y, target):
-            raise DataError(f"{prepared}: its test split is not the data's; {PREPARE_HINT}")
+    threshold, member_metrics, scores = cfg.evaluate.threshold, [], []
+    for member, report in zip(members, fold_reports(cfg, folds), strict=True):
         metrics, member_scores = score_split(
-            load_weights(checkpoint), x, codes, y, threshold, "test"
+            member.weights, member.x, member.codes, target, threshold, "test"
         )
-        members.append(metrics)
+        member_metrics.append(metrics)
         scores.append(member_scores.double())
         if cfg.tracking.enabled and report.get("run_id"):
             log_results(report["tracking_uri"], report["run_id"], metrics, {}, report["model_id"])
     ensemble = torch.stack(scores).mean(dim=0).float()
     classes = num_classes(meta.task, meta.n_outputs)
     metrics = score_metrics(meta.task, classes, ensemble, target, threshold, "test")
-    for key in members[0]:
+    for key in member_metrics[0]:
         name = key.removeprefix("test/")
-        metrics[f"test_fold_mean/{name}"] = float(np.mean([m[key] for m in members]))
+        metrics[f"test_fold_mean/{name}"] = float(np.mean([m[key] for m in member_metrics]))
     return metrics, ensemble
+
+
+def _train_in_parallel(
+    cfg: DictConfig,
+    folds: Folds,
+    state: dict[str, Any],
+    train_fold: Callable[[DictConfig, FoldRun], dict[str, Any]],
+) -> set[int]:
+    """With cv.n_jobs > 1, the unfinished folds trained that many at once, each in a worker
+    process of its own (joblib's) with its share of the cores; the folds trained. A fold writes
+    only its own models dir and run; this process alone writes cv.json, as each fold ends."""
+    pending = [index for index in range(len(folds.dirs)) if str(index) not in state["finished"]]
+    n_jobs = min(CVConfig.parse(cfg.get("cv")).n_jobs, len(pending))
+    if n_jobs < 2:
+        return set()
+    from joblib import Parallel, delayed
+
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    jobs = (
+        delayed(_train_in_worker)(
+            train_fold, fold_config(cfg, i, folds.dirs[i]), FoldRun(state["run_id"], i), threads
+        )
+        for i in pending
+    )
+    for index in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+        _finished(Path(cfg.paths.models), state, index)
+    return set(pending)
+
+
+def _train_in_worker(
+    train_fold: Callable[[DictConfig, FoldRun], dict[str, Any]],
+    fold_cfg: DictConfig,
+    fold: FoldRun,
+    threads: int,
+) -> int:
+    torch.set_num_threads(threads)
+    train_fold(fold_cfg, fold)
+    return fold.index
+
+
+def _finished(models: Path, state: dict[str, Any], index: int) -> None:
+    state["finished"][str(index)] = True
+    write_json(models / CV_STATE, state)
 
 
 def _continued_state(models: Path, identity: resume.RunIdentity) -> dict[str, Any]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from mlpflow.data.prepared import Meta
-    from mlpflow.model.checkpoint import Weights
+    from mlpflow.evaluation.importance import Member
 
 METRICS_FILE = "metrics.json"
 
@@ -40,6 +40,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from mlpflow.data.folds import load_folds
     from mlpflow.data.prepared import load_codes, load_meta, load_split
     from mlpflow.evaluation.figures import write_figures
+    from mlpflow.evaluation.importance import Member, column_groups
     from mlpflow.evaluation.plot_specs import write_dvc_plots
     from mlpflow.evaluation.plots import write_plots
     from mlpflow.evaluation.scoring import score_split
@@ -52,11 +53,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
     if folds is None:
         weights = load_weights(best_checkpoint(cfg.paths.models))  # refuses corrupt/foreign files
+        members = [Member(weights, x, codes, column_groups(meta))]
         metrics, scores = score_split(weights, x, codes, y, cfg.evaluate.threshold, "test")
     else:
-        from mlpflow.stages.cross_validation import score_ensemble
+        from mlpflow.stages.cross_validation import score_ensemble, test_members
 
-        metrics, scores = score_ensemble(cfg, folds, meta, y)
+        members = test_members(cfg, folds, y)
+        metrics, scores = score_ensemble(cfg, folds, members, meta, y)
     curve_args = {
         "class_names": meta.classes,
         "threshold": cfg.evaluate.threshold,
@@ -65,8 +68,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     target, score_array = y.numpy(), scores.numpy()
     plots = write_plots(meta.task, target, score_array, reports / "plots", **curve_args)
     figures = write_figures(meta.task, target, score_array, reports / "figures", **curve_args)
-    if cfg.evaluate.importance and folds is None:  # a fold ensemble: no single preprocessing
-        plot, figure = _importance(cfg, weights, (x, codes, y), meta)
+    if cfg.evaluate.importance:
+        plot, figure = _importance(cfg, members, y, meta)
         plots, figures = [*plots, plot], [*figures, figure]
     write_dvc_plots(reports, plots)  # reports/dvc.yaml: what `dvc plots show` renders
     nested = _nested(metrics)
@@ -108,15 +111,13 @@ def _log(
         )
 
 
-def _importance(
-    cfg: DictConfig, weights: Weights, split: tuple[Tensor, Tensor, Tensor], meta: Meta
-) -> tuple[Path, Path]:
+def _importance(cfg: DictConfig, members: list[Member], y: Tensor, meta: Meta) -> tuple[Path, Path]:
     """plots/importance.json and figures/importance.png: permutation importance of the raw
-    columns on the test split (`evaluation/importance.py`)."""
+    columns on the test split, of the network or the fold ensemble (`evaluation/importance.py`)."""
     from mlpflow.evaluation.importance import write_importance
 
     reports, repeats = Path(cfg.paths.reports), cfg.evaluate.importance_repeats
-    return write_importance(weights, split, meta, reports, repeats, cfg.seed)
+    return write_importance(members, y, meta, reports, repeats, cfg.seed)
 
 
 def _nested(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -19,11 +19,13 @@ from mlpflow.data.prepared import META_FILE, Meta, load_meta
 def cache_dir(cfg: DictConfig) -> Path:
     """Where runs outside DVC keep prepared data: one folder per distinct prepare input, the
     table file included (an edited or another file of the same name is prepared anew), the cv
-    config too (cv=kfold's folder holds the folds as well)."""
+    config too (cv=kfold's folder holds the folds as well), but for cv.n_jobs: how many folds
+    train at once."""
     cv = cfg.get("cv")
+    folds = OmegaConf.to_container(cv, resolve=True) if cv is not None else None
     inputs = {
         "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "cv": OmegaConf.to_container(cv, resolve=True) if cv is not None else None,
+        "cv": {k: v for k, v in folds.items() if k != "n_jobs"} if folds else None,
         "seed": cfg.seed,
         "file": file_stamp(cfg.data.get("path")),
     }

@@ -51,12 +51,15 @@ def _evaluate_only(key: str) -> bool:
 
 def config_digest(cfg: DictConfig) -> str:
     """Hash of what determines the result: everything but where files and runs go (paths,
-    tracking, and the callbacks' `dirpath`, which interpolates paths.models). It identifies an
-    interrupted run: the same command finds it again whatever its output directory."""
+    tracking, the callbacks' `dirpath`, which interpolates paths.models, and cv.n_jobs: how many
+    folds train at once). It identifies an interrupted run: the same command finds it again
+    whatever its output directory."""
     keep = {
         key: value
         for key, value in flatten(cfg).items()
-        if not key.startswith(("paths.", "tracking.")) and not key.endswith(".dirpath")
+        if not key.startswith(("paths.", "tracking."))
+        and not key.endswith(".dirpath")
+        and key != "cv.n_jobs"
     }
     return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
 
