@@ -4,6 +4,7 @@ out-of-fold metrics and predictions, and the fold ensemble as the CV run's model
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -209,3 +210,22 @@ def test_an_optuna_sweep_of_cvs_compares_trials_by_the_fold_mean_and_prunes_afte
         assert trial.value == pytest.approx(cv_run.data.metrics["cv/loss_mean"])
         mean = np.mean([r.data.metrics["heldout/loss"] for r in folds])
         assert trial.intermediate_values[2] == pytest.approx(mean)
+
+
+def test_dvc_exp_run_with_folds_shows_the_cv_mean_and_std(tmp_path: Path):
+    """`dvc exp run -S cv=kfold`: prepare cuts the folds, train cross-validates, `dvc exp show`
+    lists the fold mean and std, and `mlpflow report` prints the summary line."""
+    project = copy_project(tmp_path / "project")
+    sh("dvc", "exp", "run", "-S", "cv=kfold", "-S", "cv.folds=3", cwd=project)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", "--no-pager", cwd=project))
+    report = json.loads((project / "reports" / "train.json").read_text())
+    assert report["cv"]["folds"] == 3 and 0.9 < report["cv"]["roc_auc_mean"] <= 1
+    experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
+    metrics = [
+        revision["data"]["metrics"]["reports/train.json"]["data"]["cv"]
+        for experiment in experiments
+        for revision in experiment["revs"]
+    ]
+    assert {"roc_auc_mean": report["cv"]["roc_auc_mean"]}.items() <= metrics[0].items()
+    assert "roc_auc_std" in metrics[0]
+    assert "over 3 folds" in sh("mlpflow", "report", cwd=project)
