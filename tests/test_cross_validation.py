@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -16,14 +17,16 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 from test_interrupted import epoch_of
 from test_real_tables import export_table, write
 
+from mlpflow.stages.cross_validation import HeldOut, oof_table, summarize
+
 from conftest import copy_project, sh, subprocess_env
 
-pytestmark = pytest.mark.slow
 FOLDS = 5
 FOLD_STATE = "outputs/checkpoints/*/folds/{}/resume.json"  # a fold training now
 
@@ -60,6 +63,7 @@ def default_table(tmp_path_factory) -> tuple[Path, str, str]:
     return project, uri, cross_validate(project, uri)
 
 
+@pytest.mark.slow
 def test_one_cv_run_holds_the_fold_mean_std_oof_and_ensemble_metrics(default_table):
     _, uri, output = default_table
     client, cv_run, folds = runs_of(uri)
@@ -81,6 +85,7 @@ def test_one_cv_run_holds_the_fold_mean_std_oof_and_ensemble_metrics(default_tab
     assert {"figures/cv_folds.png", "figures/importance.png", "figures/roc.png"} <= artifacts
 
 
+@pytest.mark.slow
 def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp_path: Path):
     _, uri, _ = default_table
     client, cv_run, _ = runs_of(uri)
@@ -95,6 +100,7 @@ def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp
     assert cv_run.data.metrics["oof/roc_auc"] == pytest.approx(auc, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_fold_ensemble_predicts_the_mean_of_its_fold_models(default_table, tmp_path: Path):
     project, uri, _ = default_table
     mlflow.set_tracking_uri(uri)
@@ -117,6 +123,7 @@ def test_the_fold_ensemble_predicts_the_mean_of_its_fold_models(default_table, t
     np.testing.assert_allclose(predicted[probability].to_numpy(), mean, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_a_mixed_csv_table_cross_validates(tmp_path: Path):
     project = copy_project(tmp_path / "project")
     write(export_table(800), project / "customers.csv")
@@ -133,6 +140,7 @@ def test_a_mixed_csv_table_cross_validates(tmp_path: Path):
     assert set(model.predict(rows)["label"]) <= {"churn", "stay"}
 
 
+@pytest.mark.slow
 def test_a_cv_killed_in_a_fold_resumes_that_fold_and_keeps_the_finished_ones(tmp_path: Path):
     """SIGTERM while fold 1 of 3 trains; the same command again: fold 0 is not trained again,
     fold 1 continues its run from its last checkpoint, fold 2 trains, and the CV run ends with
@@ -174,6 +182,7 @@ def test_a_cv_killed_in_a_fold_resumes_that_fold_and_keeps_the_finished_ones(tmp
         assert resumed.data.metrics[key] == pytest.approx(value, rel=1e-6), key
 
 
+@pytest.mark.slow
 def test_an_optuna_sweep_of_cvs_compares_trials_by_the_fold_mean_and_prunes_after_a_fold(
     tmp_path: Path,
 ):
@@ -212,6 +221,7 @@ def test_an_optuna_sweep_of_cvs_compares_trials_by_the_fold_mean_and_prunes_afte
         assert trial.intermediate_values[2] == pytest.approx(mean)
 
 
+@pytest.mark.slow
 def test_dvc_exp_run_with_folds_shows_the_cv_mean_and_std(tmp_path: Path):
     """`dvc exp run -S cv=kfold`: prepare cuts the folds, train cross-validates, `dvc exp show`
     lists the fold mean and std, and `mlpflow report` prints the summary line."""
@@ -229,3 +239,29 @@ def test_dvc_exp_run_with_folds_shows_the_cv_mean_and_std(tmp_path: Path):
     assert {"roc_auc_mean": report["cv"]["roc_auc_mean"]}.items() <= metrics[0].items()
     assert "roc_auc_std" in metrics[0]
     assert "over 3 folds" in sh("mlpflow", "report", cwd=project)
+
+
+def test_out_of_fold_scores_are_the_mean_over_repeats_and_each_fold_counts_once():
+    """2 folds x 2 repeats of four rows: oof/ scores each row's mean over its two held-out
+    predictions; cv/ averages the four folds' own metrics."""
+    cfg = OmegaConf.create({"evaluate": {"threshold": 0.5}})
+    meta = SimpleNamespace(task="binary", n_outputs=1, classes=["no", "yes"])
+    y = np.array([0, 1, 0, 1])
+    scores = {0: [0.2, 0.9], 1: [0.6, 0.3], 2: [0.1, 0.7], 3: [0.2, 0.8]}  # row: (r0, r1)
+
+    def held_out(rows: list[int], repeat: int) -> HeldOut:
+        metrics = {"heldout/acc": float(repeat + len(rows))}
+        chosen = np.array([scores[row][repeat] for row in rows])
+        return HeldOut(metrics, chosen, y[rows], np.array(rows))
+
+    results = [held_out([0, 1], 0), held_out([2, 3], 0), held_out([1, 3], 1), held_out([0, 2], 1)]
+    summary = summarize(cfg, meta, results)
+    mean = np.array([np.mean(scores[row]) for row in range(4)])
+    assert summary["oof/roc_auc"] == pytest.approx(roc_auc_score(y, mean))
+    assert summary["oof/acc"] == pytest.approx(np.mean((mean > 0.5) == y))
+    assert summary["cv/acc_mean"] == pytest.approx(np.mean([2, 2, 3, 3]))
+    assert summary["cv/acc_std"] == pytest.approx(np.std([2, 2, 3, 3]))
+    folds = SimpleNamespace(repeat=[0, 0, 1, 1], fold=[0, 1, 0, 1])
+    table = oof_table(meta, folds, results)
+    assert len(table) == 8 and list(table["repeat"]) == [0] * 4 + [1] * 4
+    assert list(table.loc[table["repeat"] == 1, "proba_yes"]) == [0.9, 0.3, 0.7, 0.8]

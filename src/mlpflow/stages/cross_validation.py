@@ -273,11 +273,10 @@ def summarize(cfg: DictConfig, meta: Meta, results: list[HeldOut]) -> dict[str, 
     mean = np.zeros((len(rows), *scores.shape[1:]))
     np.add.at(mean, inverse, scores)
     mean /= counts.reshape(-1, *([1] * (scores.ndim - 1)))
-    first = np.zeros(len(rows), dtype=np.int64)
-    first[inverse[::-1]] = np.arange(len(inverse))[::-1]  # a row's target: its first copy's
+    row_target = np.empty(len(rows), dtype=target.dtype)
+    row_target[inverse] = target  # a row's copies (one per repeat) share its target
     classes = num_classes(meta.task, meta.n_outputs)
-    oof_scores = torch.from_numpy(mean).float()
-    oof_target = torch.from_numpy(target[first])
+    oof_scores, oof_target = torch.from_numpy(mean).float(), torch.from_numpy(row_target)
     summary.update(
         score_metrics(meta.task, classes, oof_scores, oof_target, cfg.evaluate.threshold, "oof")
     )
