@@ -13,22 +13,27 @@ fold resumes from its last checkpoint into its run.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
 from omegaconf import DictConfig
 
 from mlpflow.config.schema import CVConfig
 from mlpflow.data.folds import FOLDS_DIR, HELDOUT, HELDOUT_ROWS, Folds, fold_dir
 from mlpflow.data.prepared import PREPARE_HINT, Meta, load_codes, load_meta, load_split
-from mlpflow.errors import DataError
+from mlpflow.errors import DataError, RunInterrupted
 from mlpflow.evaluation.importance import Member, column_groups
 from mlpflow.evaluation.scoring import score_metrics, score_split
 from mlpflow.files import read_json, write_json
@@ -198,24 +203,63 @@ def _train_in_parallel(
     train_fold: Callable[[DictConfig, FoldRun], dict[str, Any]],
 ) -> set[int]:
     """With cv.n_jobs > 1, the unfinished folds trained that many at once, each in a worker
-    process of its own (joblib's) with its share of the cores; the folds trained. A fold writes
-    only its own models dir and run; this process alone writes cv.json, as each fold ends."""
+    process of its own with its share of the cores; the folds trained. A fold writes only its
+    own models dir and run; this process alone writes cv.json, as each fold ends. SIGTERM or
+    SIGINT is passed on to the workers, which stop as a single training does (their folds
+    resumable); a failed fold lets the others finish first."""
     pending = [index for index in range(len(folds.dirs)) if str(index) not in state["finished"]]
     n_jobs = min(CVConfig.parse(cfg.get("cv")).n_jobs, len(pending))
     if n_jobs < 2:
         return set()
-    from joblib import Parallel, delayed
-
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    jobs = (
-        delayed(_train_in_worker)(
-            train_fold, fold_config(cfg, i, folds.dirs[i]), FoldRun(state["run_id"], i), threads
-        )
-        for i in pending
-    )
-    for index in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
-        _finished(Path(cfg.paths.models), state, index)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    failure: Exception | None = None
+    with passed_on_signals() as received, ProcessPoolExecutor(n_jobs, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                _train_in_worker,
+                train_fold,
+                fold_config(cfg, index, folds.dirs[index]),
+                FoldRun(state["run_id"], index),
+                threads,
+            )
+            for index in pending
+        ]
+        for future in as_completed(futures):
+            try:
+                index, signum = future.result()
+            except Exception as error:
+                failure = failure or error
+                continue
+            if signum is None:
+                _finished(Path(cfg.paths.models), state, index)
+    if received:
+        name = signal.Signals(received[0]).name
+        how = f"stopped by {name} while folds trained in parallel; run the same command again"
+        raise RunInterrupted(f"{how} to resume", received[0])
+    if failure is not None:
+        raise failure
     return set(pending)
+
+
+@contextmanager
+def passed_on_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT received in the block, each passed on to this process's children
+    (the fold workers; multiprocessing's resource tracker ignores both)."""
+    received: list[int] = []
+
+    def pass_on(signum: int, frame: Any) -> None:
+        received.append(signum)
+        for child in psutil.Process().children():
+            with suppress(psutil.Error):
+                child.send_signal(signum)
+
+    saved = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _train_in_worker(
@@ -223,10 +267,15 @@ def _train_in_worker(
     fold_cfg: DictConfig,
     fold: FoldRun,
     threads: int,
-) -> int:
+) -> tuple[int, int | None]:
+    """Train one fold in a worker: its index, and the signal that stopped it (None: it
+    finished)."""
     torch.set_num_threads(threads)
-    train_fold(fold_cfg, fold)
-    return fold.index
+    try:
+        train_fold(fold_cfg, fold)
+    except RunInterrupted as error:
+        return fold.index, error.exit_code - 128
+    return fold.index, None
 
 
 def _finished(models: Path, state: dict[str, Any], index: int) -> None:
