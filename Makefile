@@ -23,8 +23,10 @@ run: setup  ## the pipeline on the default dataset, tracked in ./mlflow.db
 	dvc repro
 	mlpflow report
 
+# One compute thread per test process: two workers on two cores, each torch (and every process
+# a test starts) using one, rather than four threads stalling each other at every parallel region.
 test: setup  ## the whole suite, slow tests included
-	$(BIN)/python -m pytest -n 2 -rs --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -rs --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -m "not slow"

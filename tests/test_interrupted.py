@@ -127,7 +127,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     }
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])  # SIGINT: test_cross_validation
 def test_interrupted_run_resumes_to_the_uninterrupted_result(project, uninterrupted, sig):
     uri = store(project, f"{sig.name}.db")
     process = start(project, uri)
@@ -203,12 +203,12 @@ def test_the_same_config_running_elsewhere_is_not_taken_over(project: Path):
 
 
 def test_kills_at_random_instants_lose_and_duplicate_no_metric_point(project: Path):
-    """12 kills (SIGKILL or SIGTERM) anywhere in training, across epoch boundaries."""
+    """8 kills (SIGKILL or SIGTERM) anywhere in training, across epoch boundaries."""
     uri = store(project, "random.db")
     epochs = 80  # ~0.1 s each: a kill lands in every phase of an epoch
     rng = random.Random(0)
     kills, finished = 0, False
-    while kills < 12 and not finished:
+    while kills < 8 and not finished:
         before = owner(project)
         process = start(project, uri, f"trainer.max_epochs={epochs}")
         while owner(project) == before and process.poll() is None:
@@ -220,7 +220,7 @@ def test_kills_at_random_instants_lose_and_duplicate_no_metric_point(project: Pa
         process.communicate(timeout=120)
         kills += 1
         finished = only_run(uri)[1].info.status == "FINISHED"  # the kill came after training
-    assert kills >= 9, "too few kills landed in training"
+    assert kills >= 6, "too few kills landed in training"
     if not finished:
         run_to_end(project, uri, f"trainer.max_epochs={epochs}")
     client, run = only_run(uri)
