@@ -37,7 +37,10 @@ CSV_BLOCK_BYTES = 4 << 20  # bytes of CSV text per record batch (and for type in
 MAX_CSV_BLOCK_BYTES = 1 << 30  # blocks grow (x4) up to this when a single row is longer
 PARQUET_BATCH_ROWS = 65536
 PARQUET_BUFFER_BYTES = 1 << 20
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+)")
+# Arrow names the row when it reads on one thread (one core, or OMP_NUM_THREADS=1), not on several.
+_CONVERSION_ERROR = re.compile(
+    r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+)"
+)
 
 
 def preview(names: list[str], limit: int = 12) -> str:

@@ -213,7 +213,7 @@ def _train_in_parallel(
         return set()
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    failure: Exception | None = None
+    failure: BaseException | None = None
     with passed_on_signals() as received, ProcessPoolExecutor(n_jobs, mp_context=context) as pool:
         futures = [
             pool.submit(
@@ -228,7 +228,7 @@ def _train_in_parallel(
         for future in as_completed(futures):
             try:
                 index, signum = future.result()
-            except Exception as error:
+            except BaseException as error:  # a worker a signal reached before its training
                 failure = failure or error
                 continue
             if signum is None:
