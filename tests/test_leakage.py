@@ -26,10 +26,10 @@ def no_codes(rows: int) -> np.ndarray:
 def test_real_columns_do_not_determine_the_target() -> None:
     x, y = load_breast_cancer(return_X_y=True)
     names = [f"f{i}" for i in range(x.shape[1])]
-    assert determining_columns(x, no_codes(len(y)), y, names, [], 2, seed=0) == []
+    assert determining_columns(x, no_codes(len(y)), y, names, [], 2) == []
     x, y = load_diabetes(return_X_y=True)
     names = [f"f{i}" for i in range(x.shape[1])]
-    assert determining_columns(x, no_codes(len(y)), y, names, [], None, seed=0) == []
+    assert determining_columns(x, no_codes(len(y)), y, names, [], None) == []
 
 
 def test_a_copy_a_threshold_and_a_level_map_of_the_target_are_found() -> None:
@@ -41,7 +41,7 @@ def test_a_copy_a_threshold_and_a_level_map_of_the_target_are_found() -> None:
     features = np.c_[x[:, :3], copy, threshold]
     names = ["f0", "f1", "f2", "copy", "threshold"]
     codes = np.c_[(y + 1) % 3, rng.integers(0, 4, len(y))]  # a relabelled copy; noise
-    found = determining_columns(features, codes, y, names, ["level_map", "noise"], 3, seed=0)
+    found = determining_columns(features, codes, y, names, ["level_map", "noise"], 3)
     assert found == ["copy", "threshold", "level_map"]
 
 
@@ -49,7 +49,7 @@ def test_a_regression_target_computed_from_a_column_is_found() -> None:
     x, y = load_diabetes(return_X_y=True)
     features = np.c_[x, np.log(y), np.log(y) + np.random.default_rng(0).normal(0, 0.3, len(y))]
     names = [*(f"f{i}" for i in range(x.shape[1])), "log_target", "noisy_log_target"]
-    assert determining_columns(features, no_codes(len(y)), y, names, [], None, 0) == ["log_target"]
+    assert determining_columns(features, no_codes(len(y)), y, names, [], None) == ["log_target"]
 
 
 @pytest.mark.slow

@@ -38,8 +38,8 @@ from mlpflow.data.folds import (
     group_ids,
     write_folds,
 )
-from mlpflow.data.leakage import determining_columns
-from mlpflow.data.prepared import HELDOUT, Meta, write_meta, write_prepared, writing
+from mlpflow.data.leakage import determining_columns, sample_rows
+from mlpflow.data.prepared import HELDOUT, Meta, read_rows, write_meta, write_prepared, writing
 from mlpflow.data.scan import Scan, count_duplicates, scan_source
 from mlpflow.data.sources import TableSource, open_table
 from mlpflow.notice import warn
@@ -102,7 +102,7 @@ def _prepare(job: Job) -> Meta:
     if cv.kfold:
         check_folds(target, rows, groups, cv)
     fitted = _write_rows(job, columns, target, rows, job.tmp)
-    report["determines_target"] = _determining_columns(job, fitted, target)
+    report["determines_target"] = _determining_columns(job, fitted, target, rows.counts["train"])
     _warn_determining(report["determines_target"], table.target_name)
     if cv.kfold:
         folds = fold_rows(target, rows, groups, cv, data.val_size, job.seed)
@@ -176,12 +176,13 @@ def _report(scan: Scan, columns: Columns, n_kept: int) -> dict:
     }
 
 
-def _determining_columns(job: Job, fitted: Preprocessor, target: Target) -> list[str]:
+def _determining_columns(job: Job, fitted: Preprocessor, target: Target, n_train: int) -> list[str]:
     """The feature columns whose train values determine the target (`data/leakage.py`)."""
-    x, codes, y = (np.load(job.tmp / f"{kind}_train.npy", mmap_mode="r") for kind in "XCy")
+    rows = sample_rows(n_train, job.seed)
+    x, codes, y = (read_rows(job.tmp / f"{kind}_train.npy", rows) for kind in "XCy")
     n_classes = None if target.classes is None else len(target.classes)
     names = (fitted.numeric_.names, fitted.categorical_.names)
-    return determining_columns(x, codes, y, *names, n_classes, job.seed)
+    return determining_columns(x, codes, y, *names, n_classes)
 
 
 def _warn_determining(names: list[str], target: str) -> None:

@@ -19,6 +19,13 @@ MIN_ROWS = 30  # fewer train rows: a simple rule can fit by chance
 ROWS_PER_LEVEL = 10  # a categorical column with fewer rows per level could fit by memorizing
 
 
+def sample_rows(n_rows: int, seed: int) -> np.ndarray:
+    """Sorted indices of the (up to SAMPLE_ROWS) train rows the rules look at, drawn with the
+    seed."""
+    picked = np.random.default_rng(seed).choice(n_rows, min(n_rows, SAMPLE_ROWS), replace=False)
+    return np.sort(picked)
+
+
 def determining_columns(
     x: np.ndarray,
     codes: np.ndarray,
@@ -26,27 +33,24 @@ def determining_columns(
     numeric_names: list[str],
     categorical_names: list[str],
     n_classes: int | None,
-    seed: int,
 ) -> list[str]:
-    """The raw columns (numeric ones first) whose train values determine the target `y`.
+    """The raw columns (numeric ones first) whose values determine the target `y` on these rows.
 
     `x` holds the numeric columns in `numeric_names` order (missing indicators after them),
     `codes` the categorical level codes; `n_classes` is None for a numeric target.
     """
     if len(y) < MIN_ROWS:
         return []
-    sample = min(len(y), SAMPLE_ROWS)
-    rows = np.sort(np.random.default_rng(seed).choice(len(y), sample, replace=False))
-    target = np.asarray(y[rows])
+    target = np.asarray(y)
     found = [
         name
         for i, name in enumerate(numeric_names)
-        if _numeric_determines(np.asarray(x[rows, i], dtype=np.float64), target, n_classes)
+        if _numeric_determines(np.asarray(x[:, i], dtype=np.float64), target, n_classes)
     ]
     return found + [
         name
         for j, name in enumerate(categorical_names)
-        if _levels_determine(np.asarray(codes[rows, j]), target)
+        if _levels_determine(np.asarray(codes[:, j]), target)
     ]
 
 

@@ -37,6 +37,7 @@ EVAL_CHUNK_ROWS = 65536  # rows per forward pass outside training: bounds activa
 
 PREPARE_HINT = "run the prepare stage first (`mlpflow stage prepare` or `dvc repro prepare`)"
 HASH_BLOCK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 16 << 20  # rows read at once by read_rows
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,28 @@ def load_codes(prepared_dir: str | Path, split: str, mmap: bool = False) -> np.n
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError as error:
         raise DataError(f"no prepared data: {error.filename} is missing; {PREPARE_HINT}") from error
+
+
+def read_rows(path: Path, rows: np.ndarray) -> np.ndarray:
+    """The given rows (sorted indices) of a C-order `.npy` file, read a chunk at a time.
+
+    Plain reads, no memory map: a map read at scattered rows faults in nearly every page of the
+    file (the kernel maps the pages around each one), and they all count as resident."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(file)
+        row_items = int(np.prod(shape[1:]))
+        per_chunk = max(1, READ_CHUNK_BYTES // max(row_items * dtype.itemsize, 1))
+        out = np.empty((len(rows), *shape[1:]), dtype=dtype)
+        for start in range(0, shape[0], per_chunk):
+            first, last = np.searchsorted(rows, (start, start + per_chunk))
+            count = min(per_chunk, shape[0] - start)
+            block = np.fromfile(file, dtype, count * row_items).reshape(count, *shape[1:])
+            out[first:last] = block[rows[first:last] - start]
+    return out
 
 
 # >>> Writing ---------------------------------------------------------------------------------

@@ -63,11 +63,16 @@ def scan_source(table: TableSource, tmp: Path, as_text: set[str]) -> Scan:
         columns = slot_layout(table, as_text)
         raw = RowFile(tmp / RAW_FILE, slot_count(columns))
         try:
-            return scan_table(table, raw, columns)
+            scan = scan_table(table, raw, columns)
         except BaseException as error:
             raw.remove()
             if not isinstance(error, SchemaChanged):
                 raise
+        else:
+            # Arrow's allocator keeps the freed batches' pages for reuse (~100 MB); later phases
+            # would stack their peak on top of them
+            pa.default_memory_pool().release_unused()
+            return scan
 
 
 def slot_layout(table: TableSource, as_text: set[str]) -> dict[str, ColumnStats]:

@@ -33,6 +33,7 @@ class AlreadyRunning(MlpflowError):
 @dataclass(frozen=True)
 class RunIdentity:
     """What an interrupted run must share with a new start to be continued by it."""
+
     config_digest: str
     store: str | None  # the tracking URI (None: tracking off): a run continues in its own store
     data: str  # prepare's fingerprint of the split arrays: the same config on another table
