@@ -1,7 +1,7 @@
 """Quality side by side: mlpflow's default config against scikit-learn, on the same test rows.
 
     python benchmarks/quality.py [--rows N] [--tables a,b,...] [--seed S] [--out results.json]
-        [--contenders mlpflow,mlpflow-cv5,hgb,mlp]
+        [--contenders mlpflow,mlpflow-cv5,hgb,mlp] [--split-seed S]
 
 Tables: scikit-learn's shipped breast_cancer (binary), wine, digits (multiclass) and diabetes
 (regression); the generated kinds of benchmarks/mixed_tables.py (mixed_binary,
@@ -17,7 +17,7 @@ The default set is the shipped and generated tables. For each table, in a temp d
 
 1. The table is exported as a user would export it, `frame.to_csv(path, index=False)`.
 2. mlpflow runs with its DEFAULT config and nothing but the data, in a subprocess:
-   `python -m mlpflow.train data=csv data.path=... data.target=... tracking=none
+   `python -m mlpflow.train data=csv data.path=... data.target=... seed=42 tracking=none
    hydra.run.dir=... callbacks.progress_bar=null`, timed end to end (interpreter start,
    imports, prepare, train, evaluate); its scores are the test metrics of
    `reports/metrics.json`. Contender mlpflow-cv5 is the same command plus `cv=kfold
@@ -27,7 +27,9 @@ The default set is the shipped and generated tables. For each table, in a temp d
    it the project root: the prepared-data cache lands there, not in the checkout's
    data/cache. A failed run shows the last line of its stderr instead of a score.
 3. The contenders get mlpflow's split, reproduced here: scikit-learn's train_test_split with
-   seed 42, test (15%) first, then val (15%) from the rest, stratified on the sorted classes for
+   mlpflow's seed (42, its default; --split-seed S runs mlpflow with seed=S: another split and
+   other initial weights, and the contenders with S as their split and random_state), test
+   (15%) first, then val (15%) from the rest, stratified on the sorted classes for
    classification; rows without a target are left out first; rows keep their order in a split.
    The "split" column checks it against the test targets mlpflow prepared (y_test.npy).
 4. The scikit-learn contenders (benchmarks/quality_contenders.py) read the same CSV with
@@ -64,7 +66,7 @@ from mixed_tables import KINDS, make_table
 from quality_contenders import PRIMARY, hand_cleaned, hgb_fit_score, mlp_fit_score
 
 BIN = Path(sys.executable).parent
-SEED = 42  # mlpflow's default seed: its split, and the contenders' random_state
+DEFAULT_SEED = 42  # mlpflow's default seed: its split, and the contenders' random_state
 VAL_SIZE = TEST_SIZE = 0.15
 SHIPPED = {
     "breast_cancer": "binary",
@@ -106,6 +108,12 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated of {', '.join(CONTENDERS)}",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated tables")
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="mlpflow's seed: the split and the networks' start; the contenders' random_state",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per mlpflow run")
     parser.add_argument(
@@ -145,7 +153,7 @@ def load_table(name: str, rows: int | None, seed: int) -> tuple[pd.DataFrame, st
     return make_table(name, rows or DEFAULT_ROWS.get(name, 5000), seed)
 
 
-def split_like_mlpflow(y: pd.Series, task: str) -> dict[str, np.ndarray]:
+def split_like_mlpflow(y: pd.Series, task: str, seed: int) -> dict[str, np.ndarray]:
     """Frame row positions of mlpflow's train/val/test splits (see the module docstring)."""
     from sklearn.model_selection import train_test_split
 
@@ -155,9 +163,9 @@ def split_like_mlpflow(y: pd.Series, task: str) -> dict[str, np.ndarray]:
         _, codes = np.unique(y.to_numpy()[kept], return_inverse=True)
     n = len(kept)
     n_val, n_test = (math.ceil(size * n - 1e-9) for size in (VAL_SIZE, TEST_SIZE))
-    rest, test = train_test_split(np.arange(n), test_size=n_test, random_state=SEED, stratify=codes)
+    rest, test = train_test_split(np.arange(n), test_size=n_test, random_state=seed, stratify=codes)
     strata = None if codes is None else codes[rest]
-    train, val = train_test_split(rest, test_size=n_val, random_state=SEED, stratify=strata)
+    train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=strata)
     return {
         name: kept[np.sort(rows)] for name, rows in (("train", train), ("val", val), ("test", test))
     }
@@ -178,14 +186,14 @@ def last_error_line(stderr: str) -> str:
 
 
 def run_mlpflow(
-    project: Path, csv: Path, target: str, name: str, timeout: float, overrides: list[str]
+    project: Path, csv: Path, target: str, name: str, seed: int, timeout: float, extra: list[str]
 ) -> dict:
     """The default-config run on csv: {"seconds", "metrics"} or {"seconds", "error"}."""
     run_dir = project / f"run-{name}"
     command = [
         sys.executable, "-m", "mlpflow.train", "data=csv", f"data.path={csv}",
-        f"data.target={target}", "tracking=none", f"hydra.run.dir={run_dir}",
-        "callbacks.progress_bar=null", *overrides,
+        f"data.target={target}", f"seed={seed}", "tracking=none", f"hydra.run.dir={run_dir}",
+        "callbacks.progress_bar=null", *extra,
     ]  # fmt: skip
     start = time.perf_counter()
     try:
@@ -236,14 +244,17 @@ def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict | None:
     csv = project / f"{name}.csv"
     frame.to_csv(csv, index=False)
     print(f"{name}: {len(frame)} rows x {frame.shape[1] - 1} features, {task}", file=sys.stderr)
+    overrides = args.mlpflow.split()
     runs = {
-        key: run_mlpflow(project, csv, target, key, args.timeout, [*args.mlpflow.split(), *extra])
+        key: run_mlpflow(
+            project, csv, target, key, args.split_seed, args.timeout, [*overrides, *extra]
+        )
         for key, extra in (("mlpflow", []), ("mlpflow_cv5", CV5))
         if key in args.contenders
     }
     table = pd.read_csv(csv)  # what the contenders see: the same file, read by pandas
     y = table[target]
-    rows = split_like_mlpflow(y, task)
+    rows = split_like_mlpflow(y, task, args.split_seed)
     fit = np.concatenate([rows["train"], rows["val"]])
     test = rows["test"]
     values = y.to_numpy()
@@ -259,7 +270,7 @@ def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict | None:
         if contender not in args.contenders:
             continue
         _, metrics, seconds = fit_score(
-            x.iloc[fit], values[fit], x.iloc[test], values[test], task, SEED
+            x.iloc[fit], values[fit], x.iloc[test], values[test], task, args.split_seed
         )
         result[contender] = {"seconds": seconds, "metrics": metrics}
     return result
