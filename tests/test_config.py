@@ -103,6 +103,11 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         (["regularization=l1", "regularization.l1=-1"], "regularization.l1"),
         (["monitor.metric=train/loss"], "monitor.metric"),
         (["data.nan_policy=ignore"], "data.nan_policy"),
+        (["model=tabm", "model.k=0"], "model.k"),
+        (["model=tabm", "model.arch_type=tabm-large"], "model.arch_type"),
+        (["model=tabm", "+model.hidden_dims=[64]"], "model.hidden_dims is not an option of"),
+        (["+model.k=8"], "model.k is not an option of model=mlp"),
+        (["model=tabm", "optimizer.clip_grad_norm=0"], "optimizer.clip_grad_norm=0 must be > 0"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(overrides: list[str], names: str) -> None:
@@ -113,6 +118,18 @@ def test_bad_values_raise_config_error_naming_the_key(overrides: list[str], name
 def test_unknown_group_option_lists_the_available_ones() -> None:
     with pytest.raises(ConfigError, match=r"optimizer=rmsprop: .* one of: sgd, adam, adamw, gd"):
         compose(["optimizer=rmsprop"])
+
+
+def test_model_tabm_brings_its_recipe_and_an_override_still_wins() -> None:
+    cfg = compose(["model=tabm"])
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+        "adamw", 2e-3, 3e-4,
+    )  # fmt: skip
+    assert cfg.optimizer.clip_grad_norm == 1.0 and cfg.loader.batch_size == 256
+    assert cfg.callbacks.early_stopping.patience == 16
+    cfg = compose(["model=tabm", "optimizer=adam", "optimizer.lr=0.01", "loader.batch_size=64"])
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.loader.batch_size) == ("adam", 0.01, 64)
+    assert compose([]).optimizer.get("clip_grad_norm") is None  # model=mlp: no recipe
 
 
 def test_experiment_presets_pick_the_loss_of_their_task() -> None:

@@ -39,7 +39,7 @@ def relied_on(adapter: str, what: str) -> Iterator[None]:
 def test_lightning_exposes_the_manual_optimization_step_counter() -> None:
     optimizer = LightningOptimizer(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]))
     with relied_on("mlpflow/model/fast_step.py", "Lightning's optim_step_progress"):
-        progress = DirectStep(pl.Trainer(logger=False), optimizer).progress
+        progress = DirectStep(pl.Trainer(logger=False), optimizer, None).progress
         assert callable(progress.increment_ready) and callable(progress.increment_completed)
 
 

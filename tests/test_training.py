@@ -281,3 +281,19 @@ def test_evaluate_writes_metrics_json_last_after_the_run_holds_its_results(
     logged = client.download_artifacts(run_id, "reports/metrics.json", str(cfg.paths.prepared))
     assert json.loads(Path(logged).read_text()) == written
     assert client.get_run(run_id).data.metrics["test/roc_auc"] == metrics["test/roc_auc"]
+
+
+@pytest.mark.parametrize("clip", [None, 0.01])
+def test_optimizer_clip_grad_norm_bounds_the_step(clip: float | None) -> None:
+    """optimizer.clip_grad_norm (model=tabm's recipe sets 1.0): SGD with lr 1 moves the weights
+    by the gradient, whose norm (10 here) is clipped to the option."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.core.optimizer import LightningOptimizer
+
+    from mlpflow.model.fast_step import DirectStep
+
+    weights = torch.nn.Parameter(torch.zeros(3))
+    optimizer = LightningOptimizer(torch.optim.SGD([weights], lr=1.0))
+    step = DirectStep(pl.Trainer(logger=False), optimizer, clip)
+    step((weights - torch.tensor([3.0, 4.0, 0.0])).pow(2).sum())  # gradient (-6, -8, 0)
+    assert weights.norm().item() == pytest.approx(10.0 if clip is None else clip, rel=1e-5)

@@ -231,8 +231,16 @@ def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
         cfg.loader.batch_size = SMALL_TABLE_BATCH if small else LARGE_BATCH
 
 
+# optimizer.clip_grad_norm: the gradients' global L2 norm is clipped to it before each step
+CLIP_GRAD_NORM = "clip_grad_norm"
+
+
 def build_partial(cfg: Any, **kwargs: Any) -> Any:
-    """Hydra-instantiate a `_target_` group (loss, optimizer...); its `name` only labels runs."""
+    """Hydra-instantiate a `_target_` group (loss, optimizer...); its `name` only labels runs,
+    and `clip_grad_norm` is how the training step uses the optimizer, not one of its
+    arguments."""
     from hydra.utils import instantiate
 
-    return instantiate({k: v for k, v in cfg.items() if k != "name"}, **kwargs)
+    return instantiate(
+        {k: v for k, v in cfg.items() if k not in ("name", CLIP_GRAD_NORM)}, **kwargs
+    )

@@ -37,6 +37,17 @@ AUTO = "auto"
 AUTO_LOSS = AUTO  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
 # loader.batch_size=auto (the default): SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows.
 SMALL_TABLE_ROWS, SMALL_TABLE_BATCH, LARGE_BATCH = 5000, 32, 256
+# model.name -> the options its network takes (`model/network.py` builds it)
+MODEL_OPTIONS = {
+    "mlp": (
+        "hidden_dims", "activation", "dropout", "batch_norm", "categorical", "numeric_embedding",
+    ),
+    "tabm": (
+        "k", "n_blocks", "d_block", "dropout", "activation", "arch_type", "categorical",
+        "numeric_embedding",
+    ),
+}  # fmt: skip
+TABM_ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
 NAN_POLICIES = ("error", "drop", "median")
 NUMERIC_TRANSFORMS = ("standard", "robust", "quantile")
 CV_NAMES = ("none", "kfold")
@@ -321,6 +332,8 @@ def validate(cfg: DictConfig) -> None:
     check_number("regularization.l1", cfg.regularization.l1, 0)
     check_number("regularization.l2", cfg.regularization.l2, 0)
     check_number("optimizer.lr", cfg.optimizer.lr, 0, low_open=True)
+    if (clip := cfg.optimizer.get("clip_grad_norm")) is not None:
+        check_number("optimizer.clip_grad_norm", clip, 0, low_open=True)
     check_number("trainer.max_epochs", cfg.trainer.max_epochs, 1, integer=True)
     interval = cfg.tracking.get("system_metrics_interval", 1.0)
     check_number("tracking.system_metrics_interval", interval, 0, low_open=True)
@@ -335,17 +348,30 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check_model(model: DictConfig) -> None:
-    hidden = model.hidden_dims
-    if (
-        not OmegaConf.is_list(hidden)
-        or len(hidden) == 0
-        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden)
-    ):
-        _fail(
-            "model.hidden_dims",
-            OmegaConf.to_object(hidden) if OmegaConf.is_config(hidden) else hidden,
-            "must be a non-empty list of positive integers, e.g. [128,64]",
+    name = model.get("name", "mlp")
+    check_choice("model.name", name, tuple(MODEL_OPTIONS))
+    options = MODEL_OPTIONS[name]
+    if unknown := [key for key in model if key != "name" and key not in options]:
+        raise ConfigError(
+            f"model.{unknown[0]} is not an option of model={name} (its options: "
+            f"{', '.join(options)})"
         )
+    if name == "mlp":
+        hidden = model.hidden_dims
+        if (
+            not OmegaConf.is_list(hidden)
+            or len(hidden) == 0
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden)
+        ):
+            _fail(
+                "model.hidden_dims",
+                OmegaConf.to_object(hidden) if OmegaConf.is_config(hidden) else hidden,
+                "must be a non-empty list of positive integers, e.g. [128,64]",
+            )
+    else:
+        for key in ("k", "n_blocks", "d_block"):
+            check_number(f"model.{key}", model[key], 1, integer=True)
+        check_choice("model.arch_type", model.arch_type, TABM_ARCH_TYPES)
     check_choice("model.activation", model.activation, tuple(ACTIVATIONS))
     check_number("model.dropout", model.dropout, 0, 1)
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from mlpflow.errors import ModelError, first_line
-from mlpflow.model.mlp import MLP
+from mlpflow.model.network import build_network
 
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
@@ -65,12 +66,12 @@ class Weights:
     spec: NetworkSpec
     state_dict: dict[str, torch.Tensor]
 
-    def network(self) -> MLP:
+    def network(self) -> nn.Module:
         """The network, weights loaded, in eval mode."""
         spec = self.spec
-        net = MLP(
-            spec.n_features, spec.n_outputs, **spec.model,
-            cardinalities=spec.cardinalities or (), n_continuous=spec.n_continuous,
+        net = build_network(
+            spec.model, spec.n_features, spec.n_outputs, spec.task, spec.cardinalities,
+            spec.n_continuous,
         )  # fmt: skip
         net.load_state_dict({k.removeprefix("net."): v for k, v in self.state_dict.items()})
         return net.eval()

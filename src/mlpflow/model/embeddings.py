@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +69,13 @@ class CategoricalInput(nn.Module):
         )
         self.cardinalities = list(cardinalities)
         self._plan_folding()
+
+    def column_widths(self) -> list[int]:
+        """Each column's width in `forward`'s output, in that order (one-hot without UNKNOWN)."""
+        widths = [self.cardinalities[j] - 1 for j in self.one_hot]
+        for columns, embedding in zip(self.embedded, self.embeddings, strict=True):
+            widths += [embedding.embedding_dim] * len(columns)
+        return widths
 
     def _plan_folding(self) -> None:
         """Column order and row offsets of the folded tables (`first_layer_share`), and the
@@ -167,3 +175,58 @@ class PeriodicEmbedding(nn.Module):
         periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
         embedded = torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias
         return torch.relu(embedded).flatten(1)
+
+
+class TabularNetwork(nn.Module):
+    """The input every mlpflow network takes: the numeric features x [N, n_inputs] (the first
+    `n_continuous` continuous, optionally through periodic embeddings in their place) joined
+    with the categorical columns' one-hot vectors or embeddings (level codes [N, k]).
+    Subclasses put their layers on `input_width` features."""
+
+    def __init__(
+        self,
+        n_inputs: int,
+        *,
+        cardinalities: Sequence[int] = (),
+        n_continuous: int = 0,
+        categorical: dict[str, Any] | None = None,
+        numeric_embedding: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        periodic = dict(numeric_embedding or {})
+        kind = periodic.pop("kind", "none")
+        self.periodic = (
+            PeriodicEmbedding(n_continuous, **periodic)
+            if kind == "periodic" and n_continuous
+            else None
+        )
+        self.n_continuous = n_continuous if self.periodic is not None else 0
+        self.categorical = (
+            CategoricalInput(cardinalities, **(categorical or {})) if cardinalities else None
+        )
+        self.n_inputs = n_inputs
+        width = n_inputs - self.n_continuous
+        width += self.periodic.out_features if self.periodic is not None else 0
+        width += self.categorical.out_features if self.categorical is not None else 0
+        self.input_width = width
+
+    def dense_input(self, x: Tensor) -> Tensor:
+        """The numeric part of the input: periodic embeddings of the continuous features (when
+        on), then the other numeric features."""
+        if self.periodic is None:
+            return x
+        continuous = self.periodic(x[:, : self.n_continuous])
+        return torch.cat([continuous, x[:, self.n_continuous :]], dim=1)
+
+    def joined_input(self, x: Tensor, codes: Tensor | None) -> Tensor:
+        """The whole input [N, input_width]."""
+        dense = self.dense_input(x)
+        if self.categorical is None:
+            return dense
+        return torch.cat([dense, self.categorical(codes)], dim=1)
+
+    def input_chunks(self) -> list[int]:
+        """Each raw feature's width in the input, in order (they sum to `input_width`)."""
+        embedded = self.periodic.out_features // self.n_continuous if self.periodic else 1
+        chunks = [embedded] * self.n_continuous + [1] * (self.n_inputs - self.n_continuous)
+        return chunks + (self.categorical.column_widths() if self.categorical else [])

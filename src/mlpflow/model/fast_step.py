@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor
 
 
@@ -22,22 +23,26 @@ def steps_directly(trainer: pl.Trainer) -> bool:
 
 
 class DirectStep:
-    """zero_grad, backward, step on the torch optimizer; one optimizer step counted.
+    """zero_grad, backward, [clip the gradients' norm], step on the torch optimizer; one
+    optimizer step counted.
 
     The gradients are dropped by setting them to None, which is what `zero_grad(set_to_none=True)`
     does, without the profiler context that `zero_grad` opens on every call (benchmarks/README.md).
     """
 
-    def __init__(self, trainer: pl.Trainer, optimizer: Any) -> None:
+    def __init__(self, trainer: pl.Trainer, optimizer: Any, clip_norm: float | None) -> None:
         loop = trainer.fit_loop.epoch_loop.manual_optimization
         self.progress = loop.optim_step_progress
         self.optimizer = optimizer.optimizer  # the torch optimizer inside LightningOptimizer
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.clip_norm = clip_norm
 
     def __call__(self, loss: Tensor) -> None:
         for parameter in self.parameters:
             parameter.grad = None
         loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         self.optimizer.step()
         self.progress.increment_ready()
         self.progress.increment_completed()

@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from mlpflow.config.choices import ACTIVATIONS
-from mlpflow.model.embeddings import CategoricalInput, PeriodicEmbedding
+from mlpflow.model.embeddings import TabularNetwork
 
 
 def hidden_layers(
@@ -39,7 +38,7 @@ def hidden_layers(
     return nn.Sequential(*layers)
 
 
-class MLP(nn.Module):
+class MLP(TabularNetwork):
     """The network: input embeddings (when there is anything to embed), then the layers.
 
     The head has one output for binary (a logit) and regression, K logits for K classes.
@@ -53,40 +52,17 @@ class MLP(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         batch_norm: bool = False,
-        *,
-        cardinalities: Sequence[int] = (),
-        n_continuous: int = 0,
-        categorical: dict[str, Any] | None = None,
-        numeric_embedding: dict[str, Any] | None = None,
+        **inputs: Any,
     ) -> None:
-        super().__init__()
-        periodic = dict(numeric_embedding or {})
-        kind = periodic.pop("kind", "none")
-        self.periodic = (
-            PeriodicEmbedding(n_continuous, **periodic)
-            if kind == "periodic" and n_continuous
-            else None
+        super().__init__(n_inputs, **inputs)
+        self.layers = hidden_layers(
+            self.input_width, n_outputs, hidden_dims, activation, dropout, batch_norm
         )
-        self.n_continuous = n_continuous if self.periodic is not None else 0
-        self.categorical = (
-            CategoricalInput(cardinalities, **(categorical or {})) if cardinalities else None
-        )
-        width = n_inputs - self.n_continuous
-        width += self.periodic.out_features if self.periodic is not None else 0
-        width += self.categorical.out_features if self.categorical is not None else 0
-        self.layers = hidden_layers(width, n_outputs, hidden_dims, activation, dropout, batch_norm)
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
-        if self.periodic is None and self.categorical is None:
-            return self.layers(x)
-        parts = [x[:, self.n_continuous :]]
-        if self.periodic is not None:
-            parts.insert(0, self.periodic(x[:, : self.n_continuous]))
         if self.categorical is not None and self.categorical.folds(len(codes)):
-            return self._folded(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1), codes)
-        if self.categorical is not None:
-            parts.append(self.categorical(codes))
-        return self.layers(torch.cat(parts, dim=1))
+            return self._folded(self.dense_input(x), codes)
+        return self.layers(self.joined_input(x, codes))
 
     def _folded(self, dense: Tensor, codes: Tensor) -> Tensor:
         """The same layers, the first one split by its input columns: W [dense, h_cat] + b as

@@ -1,4 +1,4 @@
-"""The LightningModule: MLP + data loss + penalty, trained with manual optimization.
+"""The LightningModule: network + data loss + penalty, trained with manual optimization.
 
 The data module hands each training step a *chunk* of `batches_per_step` minibatches; the
 step takes one optimizer step per minibatch (`model.fast_step`). The math is plain minibatch
@@ -15,11 +15,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from mlpflow.config.compose import build_partial
+from mlpflow.config.compose import CLIP_GRAD_NORM, build_partial
 from mlpflow.errors import TrainingDiverged
 from mlpflow.model.fast_step import DirectStep, steps_directly
 from mlpflow.model.metrics import build_metrics
-from mlpflow.model.mlp import MLP
+from mlpflow.model.network import build_network
 from mlpflow.model.outputs import loss_target, num_classes, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
 
@@ -50,10 +50,7 @@ class MLPModule(pl.LightningModule):
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.task = task
-        self.net = MLP(
-            n_features, n_outputs, **model, cardinalities=cardinalities or (),
-            n_continuous=n_continuous,
-        )  # fmt: skip
+        self.net = build_network(model, n_features, n_outputs, task, cardinalities, n_continuous)
         self.loss_fn = build_partial(loss, task=task)
         self.penalty_strengths = (regularization["l1"], regularization["l2"])
         self.penalized = penalized_parameters(self.net, regularization["include_bias"])
@@ -100,7 +97,11 @@ class MLPModule(pl.LightningModule):
         penalize = any(self.penalty_strengths)
         data_losses, penalties = [], []
         for x, codes, target in zip(xs, cs, targets, strict=True):
-            data_loss = self.loss_fn(squeeze_head(self.net(x, codes)), target)
+            outputs = self.net(x, codes)
+            if outputs.ndim == 3:  # an ensemble's members [N, k, d]: the mean of their losses
+                target = target.repeat_interleave(outputs.shape[1])
+                outputs = outputs.flatten(0, 1)
+            data_loss = self.loss_fn(squeeze_head(outputs), target)
             data_losses.append(data_loss.detach())
             if penalize:
                 penalty = weight_penalty(self.penalized, *self.penalty_strengths)
@@ -121,15 +122,18 @@ class MLPModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         optimizer = self.optimizers()
+        clip = self.hparams.optimizer.get(CLIP_GRAD_NORM)
         self._step_optimizer = (
-            DirectStep(self.trainer, optimizer)
+            DirectStep(self.trainer, optimizer, clip)
             if steps_directly(self.trainer)
-            else partial(self._lightning_step, optimizer)
+            else partial(self._lightning_step, optimizer, clip)
         )
 
-    def _lightning_step(self, optimizer: Any, loss: Tensor) -> None:
+    def _lightning_step(self, optimizer: Any, clip: float | None, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
     def on_validation_epoch_start(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,11 +42,17 @@ ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
 # What the model's import chain (model_code.py) needs, all of it: scikit-learn rebuilds the fitted
 # numeric transform; no Hydra, Lightning, torchmetrics or rich (tests/test_model_env.py).
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn")
+# ...and what a network other than the MLP builds its layers with (model/network.py)
+NETWORK_REQUIREMENTS = {"tabm": ("tabm", "rtdl_num_embeddings")}
 
 
-def requirements() -> list[str]:
-    """Pinned to what is installed; local build tags (torch's +cpu) dropped, pip matches them."""
-    return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
+def requirements(networks: Iterable[str] = ()) -> list[str]:
+    """The packages that serve networks of these `model.name`s, pinned to what is installed;
+    local build tags (torch's +cpu) dropped, pip matches them."""
+    names = [*REQUIREMENTS]
+    for network in sorted(set(networks)):
+        names += NETWORK_REQUIREMENTS.get(network, ())
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
 def raw_example(meta: Meta) -> pd.DataFrame:
@@ -98,7 +105,7 @@ def _model_kwargs(members: list[Member], workdir: Path) -> dict:
         "code_paths": [str(PACKAGE_DIR)],
         "signature": ModelSignature(Schema(specs), signature.outputs),
         "input_example": example,
-        "pip_requirements": requirements(),
+        "pip_requirements": requirements(p.spec.model.get("name", "mlp") for p in predictors),
     }
 
 

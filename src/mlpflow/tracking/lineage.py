@@ -70,12 +70,17 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """Readable and explicit: mlp128x64-relu-bce-l2-adam-1a2b3c (MLflow's random names collide)."""
+    """Readable and explicit: mlp128x64-relu-bce-l2-adam-1a2b3c, tabm32x3x512-relu-... (k
+    members x blocks x width); MLflow's random names collide."""
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
-    dims = "x".join(str(w) for w in cfg.model.hidden_dims)
+    model = cfg.model
+    if model.get("name", "mlp") == "tabm":
+        network = f"tabm{model.k}x{model.n_blocks}x{model.d_block}"
+    else:
+        network = "mlp" + "x".join(str(w) for w in model.hidden_dims)
     parts = [
-        f"mlp{dims}",
+        network,
         cfg.model.activation,
         cfg.loss.name,
         cfg.regularization.name,
