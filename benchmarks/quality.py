@@ -20,7 +20,8 @@ The default set is the shipped and generated tables. For each table, in a temp d
    `python -m mlpflow.train data=csv data.path=... data.target=... seed=42 tracking=none
    hydra.run.dir=... callbacks.progress_bar=null`, timed end to end (interpreter start,
    imports, prepare, train, evaluate); its scores are the test metrics of
-   `reports/metrics.json`. Contender mlpflow-cv5 is the same command plus `cv=kfold
+   `reports/metrics.json`. Contender mlpflow-tabm is the same command plus `model=tabm`
+   (TabM with its recipe); mlpflow-cv5 is the same command plus `cv=kfold
    cv.folds=5`: five fold networks, scored as their ensemble (metrics.json `test`, the mean of
    the members' probabilities or predictions), with the members' mean score
    (`test_fold_mean`) recorded next to it. The temp dir holds an empty dvc.yaml, which makes
@@ -91,11 +92,23 @@ DEFAULT_TABLES = (*SHIPPED, *KINDS)
 CONTENDERS = {
     "mlpflow": "mlpflow",
     "mlpflow-cv5": "mlpflow_cv5",
+    "mlpflow-tabm": "mlpflow_tabm",
     "hgb": "hgb",
     "mlp": "sklearn_mlp",
 }
-CV5 = ["cv=kfold", "cv.folds=5"]
-LABELS = {"mlpflow": "mlpflow", "mlpflow_cv5": "cv5", "hgb": "HGB", "sklearn_mlp": "sk-MLP"}
+# mlpflow's variants: the overrides each adds to the default run
+VARIANTS = {
+    "mlpflow": [],
+    "mlpflow_cv5": ["cv=kfold", "cv.folds=5"],
+    "mlpflow_tabm": ["model=tabm"],
+}
+LABELS = {
+    "mlpflow": "mlpflow",
+    "mlpflow_cv5": "cv5",
+    "mlpflow_tabm": "tabm",
+    "hgb": "HGB",
+    "sklearn_mlp": "sk-MLP",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -249,7 +262,7 @@ def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict | None:
         key: run_mlpflow(
             project, csv, target, key, args.split_seed, args.timeout, [*overrides, *extra]
         )
-        for key, extra in (("mlpflow", []), ("mlpflow_cv5", CV5))
+        for key, extra in VARIANTS.items()
         if key in args.contenders
     }
     table = pd.read_csv(csv)  # what the contenders see: the same file, read by pandas
@@ -286,11 +299,11 @@ def fmt(value: float | None, width: int = 8) -> str:
 
 def pairs(contenders: list[str]) -> list[tuple[str, str]]:
     """(mlpflow variant, other contender) for every difference printed: each mlpflow run minus
-    the scikit-learn contenders, and the ensemble minus the single run."""
-    ours = [c for c in ("mlpflow", "mlpflow_cv5") if c in contenders]
-    return [
-        (a, b) for a in ours for b in contenders if b != a and (a, b) != ("mlpflow", "mlpflow_cv5")
-    ]
+    the scikit-learn contenders, and each variant minus the default run."""
+    ours = [c for c in VARIANTS if c in contenders]
+    others = [c for c in contenders if c not in VARIANTS]
+    default = ["mlpflow"] if "mlpflow" in contenders else []
+    return [(a, b) for a in ours for b in others] + [(a, b) for a in ours[1:] for b in default]
 
 
 def report(results: dict[str, dict], contenders: list[str]) -> None:
@@ -352,7 +365,7 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         print(f"\nwrote {args.out}")
-    ran = [r[c] for r in results.values() for c in ("mlpflow", "mlpflow_cv5") if c in r]
+    ran = [r[c] for r in results.values() for c in VARIANTS if c in r]
     return int(any("error" in run for run in ran))
 
 
