@@ -69,6 +69,16 @@ CSV_CASES = {
         ["cv.group='b' has", "distinct groups", "fewer than cv.folds=10"],
     ),
     "cv.group is the target": (GOOD, ["cv=kfold", "cv.group=y"], ["cv.group='y' is the target"]),
+    "log1p of a target <= -1": (
+        rows(40, lambda i: f"{i * 0.5 + 3},{i % 7},{i * 1.5},{i * 0.37 - 2}\n"),
+        ["data.target_transform=log1p"],
+        ["data.target_transform=log1p needs every target > -1", "'y' has 3 values <= -1"],
+    ),
+    "target transform of classes found by task auto": (
+        GOOD,
+        ["data.target_transform=quantile"],
+        ["data.target_transform=quantile", "task is binary", "data.target_transform=none"],
+    ),
 }
 CONFIG_CASES = {
     "unknown group option": (["optimizer=rmsprop"], ["optimizer=rmsprop", "sgd, adam, adamw, gd"]),
@@ -85,6 +95,14 @@ CONFIG_CASES = {
             "data.categorical=[a]",
         ],
         ["data.categorical and data.numeric both list a"],
+    ),
+    "unknown target transform": (
+        ["data.target_transform=log"],
+        ["data.target_transform='log'", "none, log1p, quantile"],
+    ),
+    "target transform of classes": (
+        ["data=digits", "data.target_transform=log1p"],
+        ["data.target_transform=log1p", "task is multiclass", "data.target_transform=none"],
     ),
     "min_category_count below 1": (["data.min_category_count=0"], ["data.min_category_count=0"]),
     "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),

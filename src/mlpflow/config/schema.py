@@ -50,6 +50,7 @@ MODEL_OPTIONS = {
 TABM_ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
 NAN_POLICIES = ("error", "drop", "median")
 NUMERIC_TRANSFORMS = ("standard", "robust", "quantile")
+TARGET_TRANSFORMS = ("none", "log1p", "quantile")
 CV_NAMES = ("none", "kfold")
 MIN_SYNTHETIC_ROWS = 10  # 15 % val and test of fewer rows leave train a handful of rows
 MISSING = (None, "", "???")  # "???" is OmegaConf's mark for a mandatory value not given
@@ -111,6 +112,7 @@ class DataConfig:
     max_categories: int
     numeric_transform: str
     soft_clip: float | None
+    target_transform: str
     csv: dict[str, str | None]  # delimiter, decimal, thousands: marks; None: read from the file
 
     @classmethod
@@ -146,6 +148,10 @@ class DataConfig:
         check_choice("data.task", self.task, [*TASKS, "auto"])
         if self.name == "synthetic":
             self._check_synthetic()
+        check_choice("data.target_transform", self.target_transform, TARGET_TRANSFORMS)
+        task = fixed or self.task
+        if task in ("binary", "multiclass"):
+            check_target_transform_fits(self.target_transform, task)
 
     def _check_synthetic(self) -> None:
         if self.task == "auto":
@@ -280,6 +286,15 @@ class CVConfig:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_target_transform_fits(transform: str, task: str) -> None:
+    """A target transform is for a regression target: a ConfigError for one on classes."""
+    if transform != "none" and task != "regression":
+        raise ConfigError(
+            f"data.target_transform={transform} transforms a regression target, but the task "
+            f"is {task}: use data.target_transform=none"
+        )
 
 
 def data_task(cfg: DictConfig) -> str | None:

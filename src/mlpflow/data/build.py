@@ -24,6 +24,7 @@ from mlpflow.data.fit import (
     Preprocessor,
     Rows,
     assign_splits,
+    check_target_transform,
     class_counts,
     kept_rows,
     split_sizes,
@@ -96,6 +97,7 @@ def _prepare(job: Job) -> Meta:
     report = _report(scan, columns, int(keep.sum()))
     n_val, n_test = split_sizes(int(keep.sum()), report["dropped_rows"], data)
     target = encode_target(scan.target, keep, data.task, table.task)
+    check_target_transform(data.target_transform, target, table.target_name)
     scan.target = None  # type: ignore[assignment]  # encoded: free 8 bytes a row
     groups = None if cv.group is None else group_ids(scan, cv.group)[keep]
     rows = assign_splits(target, keep, n_val, n_test, job.seed, groups)
@@ -113,9 +115,9 @@ def _prepare(job: Job) -> Meta:
 
 def _write_rows(job: Job, columns: Columns, target: Target, rows: Rows, out: Path) -> Preprocessor:
     """The preprocessing fitted on the train rows of `rows`; each split's X, C and y in `out`."""
-    fitted = Preprocessor(columns, job.data, job.seed).fit(rows.train)
-    fitted.write(rows, out)
     labels = rows.row_split[rows.row_split >= 0]
+    fitted = Preprocessor(columns, job.data, job.seed).fit(rows.train, target.y[labels == 0])
+    fitted.write(rows, out)
     for k, split in enumerate(rows.splits):
         np.save(out / f"y_{split}.npy", target.y[labels == k], allow_pickle=False)
     return fitted
@@ -157,6 +159,7 @@ def _meta(job: Job, fitted: Preprocessor, target: Target, rows: Rows, report: di
         test_size=float(data.test_size),
         example={p.name: scan.example[p.name] for p in plans if p.role != "drop"},
         text_format=table.text_format,
+        target_transform=fitted.target_,
     )
 
 

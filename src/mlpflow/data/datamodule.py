@@ -133,10 +133,11 @@ class TabularDataModule(pl.LightningDataModule):
                 self.splits[split] = (x, codes, target_tensor(y, self.meta.task))
 
     def target_stats(self) -> tuple[float, float]:
-        """Mean and std of the train target (regression), which the model learns standardized."""
+        """Mean and std of the train target (regression) after data.target_transform: the
+        model learns the transformed target standardized."""
         if self.meta.task != "regression":
             return 0.0, 1.0
-        y = self.splits["train"][2]
+        y = self.meta.target_transform.forward(self.splits["train"][2])
         return float(y.mean()), float(y.std()) or 1.0
 
     def _current_epoch(self) -> int:

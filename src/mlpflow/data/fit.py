@@ -29,6 +29,7 @@ from mlpflow.data.transforms import (
     UNKNOWN,
     CategoricalColumns,
     NumericColumns,
+    TargetTransform,
     make_estimator,
 )
 from mlpflow.errors import DataError
@@ -83,6 +84,23 @@ def kept_rows(columns: Columns, target: TargetValues, policy: str) -> np.ndarray
         for start, numbers, _ in columns.chunks():
             keep[start : start + len(numbers)] &= ~np.isnan(numbers).any(axis=1)
     return keep
+
+
+def check_target_transform(transform: str, target: Target, name: str) -> None:
+    """data.target_transform fits the target: a regression one (task auto is resolved only
+    now), and for log1p every value in its domain, > -1 (val and test rows too: their loss)."""
+    from mlpflow.config.schema import check_target_transform_fits
+
+    check_target_transform_fits(transform, target.task)
+    if transform != "log1p":
+        return
+    outside = target.y <= -1
+    if outside.any():
+        raise DataError(
+            f"data.target_transform=log1p needs every target > -1, but {name!r} has "
+            f"{int(outside.sum())} values <= -1 (min {float(target.y.min()):g}): use "
+            "data.target_transform=quantile or none, or shift the target"
+        )
 
 
 def split_sizes(n_kept: int, dropped: int, data: DataConfig) -> tuple[int, int]:
@@ -204,15 +222,17 @@ def class_counts(target: Target, rows: np.ndarray) -> np.ndarray:
 class Preprocessor:
     """The preprocessing of the planned columns: `fit` learns it on the train rows
     (`numeric_`: medians, missing indicators and the numeric transform, `estimator_` the
-    transform itself; `categorical_`: the vocabularies), `write` applies it to every split."""
+    transform itself; `categorical_`: the vocabularies; `target_`: the target's transform),
+    `write` applies it to every split (the targets are written as they are)."""
 
     def __init__(self, columns: Columns, data: DataConfig, seed: int) -> None:
         self.columns, self.data, self.seed = columns, data, seed
 
-    def fit(self, train: np.ndarray) -> Preprocessor:
-        """Fit on the rows where `train` is true."""
+    def fit(self, train: np.ndarray, y_train: np.ndarray) -> Preprocessor:
+        """Fit on the rows where `train` is true, whose targets are `y_train`."""
         self.numeric_, self.estimator_ = self.fit_numeric(train)
         self.categorical_, self.capped_ = self.fit_vocabularies(train)
+        self.target_ = TargetTransform.fit(self.data.target_transform, y_train, self.seed)
         return self
 
     # --- numeric and boolean columns

@@ -16,14 +16,14 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
-from mlpflow.data.transforms import CategoricalColumns, NumericColumns
+from mlpflow.data.transforms import CategoricalColumns, NumericColumns, TargetTransform
 from mlpflow.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -80,6 +80,8 @@ class Meta:
     # How the table wrote its cells (CSV: delimiter, decimal mark, thousands separator): the
     # served model and `mlpflow predict` read text cells the same way.
     text_format: TextFormat = DEFAULT_FORMAT
+    # data.target_transform, fitted on the train targets (regression; `none` otherwise).
+    target_transform: TargetTransform = field(default_factory=TargetTransform)
 
     @property
     def n_features(self) -> int:
@@ -103,6 +105,7 @@ class Meta:
                 "numeric": NumericColumns(**fields["numeric"]),
                 "categorical": CategoricalColumns(**fields["categorical"]),
                 "text_format": TextFormat(**fields.get("text_format", {})),
+                "target_transform": TargetTransform(**fields.get("target_transform", {})),
             }
         )
 

@@ -2,15 +2,21 @@
 
 prepare applies it to every split, the served model to raw rows: one implementation. The numeric
 transform is scikit-learn's own (StandardScaler, RobustScaler, QuantileTransformer), rebuilt
-from its fitted attributes rather than unpickled.
+from its fitted attributes rather than unpickled. The regression target's transform is applied
+in torch, by training, evaluation and serving (torch imported there: prepare never needs it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import statistics
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # What each transform learns on train: the attributes its `transform` reads.
 FITTED_ATTRIBUTES = {
@@ -111,3 +117,99 @@ class CategoricalColumns:
             index = self.level_codes(j)
             codes[:, j] = [MISSING if cell is None else index.get(cell, UNKNOWN) for cell in cells]
         return codes
+
+
+# QuantileTransformer's bounds (sklearn.preprocessing._data.BOUNDS_THRESHOLD): a probability
+# within it of 0 or 1 is an end of the fitted range; the normal output is clipped to match.
+BOUNDS = 1e-7
+NORMAL_CLIP = statistics.NormalDist().inv_cdf(1 - (BOUNDS - np.spacing(1)))
+
+
+@dataclass(frozen=True)
+class TargetTransform:
+    """A regression target's transform (data.target_transform), fitted on the train targets:
+    `none`, `log1p`, or `quantile`: QuantileTransformer(output_distribution="normal") kept as its
+    fitted `quantiles_` and `references_`. `forward` maps targets to what the network learns
+    (before standardization), `inverse` maps its predictions back: torch, as in
+    QuantileTransformer's own transform and inverse_transform (`docs/math.md`, section 3)."""
+
+    name: str = "none"
+    quantiles: list[float] = field(default_factory=list)
+    references: list[float] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, name: str, y_train: np.ndarray, seed: int) -> TargetTransform:
+        if name != "quantile":
+            return cls(name)
+        n_quantiles = min(1000, len(y_train))
+        estimator = make_estimator("quantile", n_quantiles, seed)
+        estimator.fit(np.asarray(y_train, dtype=np.float64).reshape(-1, 1))
+        return cls(name, estimator.quantiles_[:, 0].tolist(), estimator.references_.tolist())
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any] | None) -> TargetTransform:
+        """From `as_hparams` (a checkpoint's plain containers); None: none."""
+        return cls(**hparams) if hparams else cls()
+
+    def as_hparams(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def forward(self, y: Tensor) -> Tensor:
+        import torch
+
+        if self.name == "log1p":
+            return torch.log1p(y)
+        if self.name == "none":
+            return y
+        x = y.double()
+        quantiles, references = self._tables(x)
+        # Interpolated upwards and downwards, averaged: a run of equal quantiles (a repeated
+        # target value) maps to the middle of its references, not to one end.
+        up = _interp(x, quantiles, references)
+        down = _interp(-x, -quantiles.flip(0), -references.flip(0))
+        p = 0.5 * (up - down)
+        p = torch.where(x + BOUNDS > quantiles[-1], 1.0, p)
+        p = torch.where(x - BOUNDS < quantiles[0], 0.0, p)
+        return torch.special.ndtri(p).clamp(-NORMAL_CLIP, NORMAL_CLIP).to(y.dtype)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        import torch
+
+        if self.name == "log1p":
+            return torch.expm1(z)
+        if self.name == "none":
+            return z
+        quantiles, references = self._tables(z)
+        p = torch.special.ndtr(z.double())
+        y = _interp(p, references, quantiles)
+        y = torch.where(p + BOUNDS > 1.0, quantiles[-1], y)
+        y = torch.where(p - BOUNDS < 0.0, quantiles[0], y)
+        return y.to(z.dtype)
+
+    def _tables(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The quantiles and references on `like`'s device, float64."""
+        quantiles, references = self._cpu_tables
+        return quantiles.to(like.device), references.to(like.device)
+
+    @cached_property
+    def _cpu_tables(self) -> tuple[Tensor, Tensor]:
+        """Built once per instance: training maps every chunk's targets."""
+        import torch
+
+        return (
+            torch.tensor(self.quantiles, dtype=torch.float64),
+            torch.tensor(self.references, dtype=torch.float64),
+        )
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """np.interp(x, xp, fp) in torch: xp non-decreasing; fp's ends beyond xp's."""
+    import torch
+
+    right = torch.searchsorted(xp, x, right=True).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[right - 1], xp[right], fp[right - 1], fp[right]
+    width = x1 - x0
+    weight = torch.where(width > 0, (x - x0) / torch.where(width > 0, width, 1.0), 0.0)
+    y = f0 + weight * (f1 - f0)
+    y = torch.where(x >= xp[-1], fp[-1], y)
+    return torch.where(x < xp[0], fp[0], y)

@@ -12,7 +12,13 @@ from mlpflow.config.compose import build_partial
 from mlpflow.errors import ModelError
 from mlpflow.model.checkpoint import Weights
 from mlpflow.model.metrics import build_metrics
-from mlpflow.model.outputs import loss_target, network_outputs, network_scores, num_classes
+from mlpflow.model.outputs import (
+    loss_target,
+    network_outputs,
+    network_scores,
+    num_classes,
+    target_mapping,
+)
 
 
 @torch.no_grad()
@@ -31,7 +37,7 @@ def score_split(
         )
     outputs = network_outputs(weights.network(), x, codes)
     loss_fn = build_partial(spec.loss, task=spec.task)
-    loss = loss_fn(outputs, loss_target(y, spec.task, spec.target_mean, spec.target_scale))
+    loss = loss_fn(outputs, loss_target(y, spec.task, *target_mapping(spec)))
     scores = network_scores(outputs, spec)
     classes = num_classes(spec.task, spec.n_outputs)
     metrics = {f"{split}/loss": float(loss)}

@@ -48,6 +48,7 @@ class NetworkSpec:
     cardinalities: list[int] | None = None  # per categorical column: its level codes
     n_continuous: int = 0  # features that periodic embeddings may take (the first ones)
     loss: dict[str, Any] | None = None
+    target_transform: dict[str, Any] | None = None  # TargetTransform.as_hparams; None: none
 
     @classmethod
     def from_hparams(cls, hparams: dict[str, Any]) -> NetworkSpec:
@@ -55,7 +56,7 @@ class NetworkSpec:
         return cls(**{key: hparams[key] for key in NETWORK_HPARAMS}, **optional)
 
 
-OPTIONAL_HPARAMS = ("cardinalities", "n_continuous", "loss")
+OPTIONAL_HPARAMS = ("cardinalities", "n_continuous", "loss", "target_transform")
 NETWORK_HPARAMS = tuple(n for n in NetworkSpec.__dataclass_fields__ if n not in OPTIONAL_HPARAMS)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mlpflow.config.compose import CLIP_GRAD_NORM, build_partial
+from mlpflow.data.transforms import TargetTransform
 from mlpflow.errors import TrainingDiverged
 from mlpflow.model.fast_step import DirectStep, steps_directly
 from mlpflow.model.metrics import build_metrics
@@ -44,12 +45,14 @@ class MLPModule(pl.LightningModule):
         target_scale: float = 1.0,
         cardinalities: list[int] | None = None,
         n_continuous: int = 0,
+        target_transform: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Plain containers only: the checkpoint then loads with torch.load(weights_only=True).
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.task = task
+        self.target_transform = TargetTransform.from_hparams(target_transform)
         self.net = build_network(model, n_features, n_outputs, task, cardinalities, n_continuous)
         self.loss_fn = build_partial(loss, task=task)
         self.penalty_strengths = (regularization["l1"], regularization["l2"])
@@ -72,8 +75,8 @@ class MLPModule(pl.LightningModule):
         return loss_target(y, self.task, *self._target_stats)
 
     @property
-    def _target_stats(self) -> tuple[float, float]:
-        return self.hparams.target_mean, self.hparams.target_scale
+    def _target_stats(self) -> tuple[float, float, TargetTransform]:
+        return self.hparams.target_mean, self.hparams.target_scale, self.target_transform
 
     def _evaluate(self, batch: Batch, metrics: Any) -> Tensor:
         """One evaluation forward pass: `metrics` updated with its scores; its mean data loss."""

@@ -1,7 +1,8 @@
 """What the network's raw outputs mean, per task: shared by training, evaluation and serving.
 
 Scores follow one convention everywhere: binary -> probability of the positive class [N];
-multiclass -> class probabilities [N, K]; regression -> predictions in target units [N].
+multiclass -> class probabilities [N, K]; regression -> predictions in target units [N] (the
+network learns the target transformed by data.target_transform, then standardized).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mlpflow.data.prepared import EVAL_CHUNK_ROWS
+from mlpflow.data.transforms import TargetTransform
 
 if TYPE_CHECKING:
     from mlpflow.model.checkpoint import NetworkSpec
@@ -23,20 +25,35 @@ def squeeze_head(out: Tensor) -> Tensor:
     return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
-def output_scores(outputs: Tensor, task: str, target_mean: float, target_scale: float) -> Tensor:
+NO_TRANSFORM = TargetTransform()
+
+
+def output_scores(
+    outputs: Tensor,
+    task: str,
+    target_mean: float,
+    target_scale: float,
+    target_transform: TargetTransform = NO_TRANSFORM,
+) -> Tensor:
     if task == "binary":
         return torch.sigmoid(outputs)
     if task == "multiclass":
         return torch.softmax(outputs, dim=-1)
-    return outputs * target_scale + target_mean
+    return target_transform.inverse(outputs * target_scale + target_mean)
 
 
-def loss_target(y: Tensor, task: str, target_mean: float, target_scale: float) -> Tensor:
-    """What the loss compares the outputs with: the standardized target (regression, train
-    mean/std), the 0/1 labels as floats (binary: every binary loss takes them so) or the class
-    indices (multiclass)."""
+def loss_target(
+    y: Tensor,
+    task: str,
+    target_mean: float,
+    target_scale: float,
+    target_transform: TargetTransform = NO_TRANSFORM,
+) -> Tensor:
+    """What the loss compares the outputs with: the transformed target standardized
+    (regression, train mean/std of the transformed target), the 0/1 labels as floats (binary:
+    every binary loss takes them so) or the class indices (multiclass)."""
     if task == "regression":
-        return (y - target_mean) / target_scale
+        return (target_transform.forward(y) - target_mean) / target_scale
     return y.to(torch.float32) if task == "binary" else y
 
 
@@ -49,7 +66,13 @@ def network_outputs(net: nn.Module, x: Tensor, codes: Tensor) -> Tensor:
 
 def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:
     """A saved network's outputs as scores, in the one convention above."""
-    return output_scores(outputs, spec.task, spec.target_mean, spec.target_scale)
+    return output_scores(outputs, spec.task, *target_mapping(spec))
+
+
+def target_mapping(spec: NetworkSpec) -> tuple[float, float, TargetTransform]:
+    """A saved network's target mean, scale and transform (`output_scores`, `loss_target`)."""
+    transform = TargetTransform.from_hparams(spec.target_transform)
+    return spec.target_mean, spec.target_scale, transform
 
 
 def num_classes(task: str, n_outputs: int) -> int:

@@ -146,6 +146,7 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
         target_scale=target_scale,
         cardinalities=meta.categorical.cardinalities,
         n_continuous=meta.numeric.n_continuous,
+        target_transform=meta.target_transform.as_hparams(),
     )
 
 
