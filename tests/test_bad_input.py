@@ -105,6 +105,14 @@ CONFIG_CASES = {
         ["data.target_transform=log1p", "task is multiclass", "data.target_transform=none"],
     ),
     "min_category_count below 1": (["data.min_category_count=0"], ["data.min_category_count=0"]),
+    "class weights of a regression": (
+        ["data=diabetes", "loss.class_weight=balanced"],
+        ["loss.class_weight", "regression", "drop it"],
+    ),
+    "class weight that is not a weight": (
+        ["loss.class_weight=heavy"],
+        ["loss.class_weight='heavy'", "none, balanced or {class: weight}"],
+    ),
     "no train data": (["data.val_size=0.5", "data.test_size=0.5"], ["leaves no train data"]),
     "unknown cv.name": (["cv=kfold", "cv.name=loo"], ["cv.name='loo'", "none, kfold"]),
     "a single fold": (["cv=kfold", "cv.folds=1"], ["cv.folds=1", ">= 2", "cv.folds=5"]),
@@ -133,6 +141,15 @@ HYDRA_CASES = {
     "sweep without -m": (["optimizer.lr=0.1,0.01"], ["is a sweep", "-m"]),
     "a single fold": (["cv=kfold", "cv.folds=1"], ["cv.folds=1", ">= 2"]),
 }
+
+
+def test_a_class_weight_for_a_class_the_target_lacks_stops_before_training(tmp_path: Path):
+    result = python_module(
+        "mlpflow.train", "loss.class_weight={benign: 1, cancer: 3}", "tracking=none", cwd=tmp_path
+    )
+    assert_one_clear_line(result, ["loss.class_weight", "'cancer'", "malignant, benign"])
+    assert result.returncode == 2
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize("case", HYDRA_CASES)

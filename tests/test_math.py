@@ -97,6 +97,31 @@ def test_cross_entropy_equals_formula_and_functional() -> None:
     )
 
 
+def test_class_weights_make_the_loss_a_class_weighted_mean() -> None:
+    """c_y-weighted mean of the rows' losses: (Σ c_{y_i} ℓ_i) / Σ c_{y_i}, for both losses."""
+    weights = [1.0, 4.0]
+    loss = losses.BinaryCrossEntropy("binary", class_weight=weights)(LOGITS, LABELS)
+    rows = F.binary_cross_entropy_with_logits(LOGITS, LABELS.float(), reduction="none")
+    c = torch.tensor(weights)[LABELS]
+    assert loss.item() == pytest.approx(((c * rows).sum() / c.sum()).item(), rel=1e-6)
+    assert loss.item() != pytest.approx(rows.mean().item(), rel=1e-3)
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0], [1.0, 1.0, 0.0]])
+    target = torch.tensor([0, 1, 1])
+    loss = losses.CrossEntropy("multiclass", class_weight=[3.0, 1.0, 2.0])(logits, target)
+    rows = -torch.log_softmax(logits, dim=1)[torch.arange(3), target]
+    c = torch.tensor([3.0, 1.0, 2.0])[target]
+    assert loss.item() == pytest.approx(((c * rows).sum() / c.sum()).item(), rel=1e-6)
+
+
+def test_balanced_class_weights_are_n_over_k_n_c_and_a_map_names_classes() -> None:
+    counts = {"no": 90, "yes": 10}
+    balanced = losses.class_weights("balanced", ["no", "yes"], counts)
+    assert balanced == pytest.approx([100 / (2 * 90), 100 / (2 * 10)])
+    assert losses.class_weights({"yes": 5}, ["no", "yes"], counts) == [1.0, 5.0]
+    assert losses.class_weights({1: 2.5}, ["0", "1"], {"0": 3, "1": 4}) == [1.0, 2.5]
+    assert losses.class_weights("none", ["no", "yes"], counts) is None
+
+
 def test_mse_on_probability_for_binary_and_on_values_for_regression() -> None:
     binary = losses.MeanSquaredError("binary")(LOGITS, LABELS)
     assert binary.item() == pytest.approx(((torch.sigmoid(LOGITS) - LABELS) ** 2).mean().item())

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -297,3 +298,34 @@ def test_optimizer_clip_grad_norm_bounds_the_step(clip: float | None) -> None:
     step = DirectStep(pl.Trainer(logger=False), optimizer, clip)
     step((weights - torch.tensor([3.0, 4.0, 0.0])).pow(2).sum())  # gradient (-6, -8, 0)
     assert weights.norm().item() == pytest.approx(10.0 if clip is None else clip, rel=1e-5)
+
+
+def test_balanced_class_weights_come_from_the_train_rows_and_reach_the_evaluated_loss(
+    cfg_factory,
+):
+    """loss=auto loss.class_weight=balanced: the checkpoint's loss weighs each class
+    n / (K n_c) of the train split (scikit-learn's 'balanced'), and evaluate's test loss is
+    that weighted loss."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from mlpflow.data.prepared import load_split
+    from mlpflow.evaluation.scoring import score_split
+    from mlpflow.model.checkpoint import load_weights
+
+    cfg = cfg_factory("loss.class_weight=balanced", "trainer.max_epochs=2", tracking=False)
+    prepare.run(cfg)
+    train.run(cfg)
+    weights = load_weights(Path(cfg.paths.models) / "best.ckpt")
+    _, y_train = load_split(cfg.paths.prepared, "train")
+    expected = compute_class_weight("balanced", classes=np.unique(y_train), y=y_train)
+    assert weights.spec.loss["class_weight"] == pytest.approx(expected.tolist())
+    assert expected.min() < 0.9 < 1.1 < expected.max()  # breast_cancer's classes are unequal
+    metrics = evaluate.run(cfg)
+    x, y = load_split(cfg.paths.prepared, "test")
+    codes = torch.zeros(len(y), 0, dtype=torch.long)
+    _, p = score_split(weights, torch.from_numpy(x), codes, torch.from_numpy(y), 0.5, "test")
+    p, y = p.double().numpy(), y.astype(float)
+    rows = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    c = expected[y.astype(int)]
+    assert metrics["test/loss"] == pytest.approx((c * rows).sum() / c.sum(), rel=1e-4)
+    assert metrics["test/loss"] != pytest.approx(rows.mean(), rel=1e-3)

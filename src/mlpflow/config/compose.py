@@ -18,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from mlpflow.config.schema import (
     AUTO,
     AUTO_LOSS,
+    CLASS_WEIGHT,
     LARGE_BATCH,
     LOSS_FOR_TASK,
     MOVED_KEYS,
     SMALL_TABLE_BATCH,
     SMALL_TABLE_ROWS,
+    check_class_weight_fits,
     moved_key_error,
 )
 from mlpflow.errors import ConfigError
@@ -225,7 +227,11 @@ def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
     option from conf/loss/, loader.batch_size=auto a batch that gives a small table enough
     optimizer steps (SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows, else LARGE_BATCH)."""
     if cfg.loss.name == AUTO_LOSS:
+        class_weight = cfg.loss.get(CLASS_WEIGHT)
         cfg.loss = OmegaConf.load(conf_dir() / "loss" / f"{LOSS_FOR_TASK[task]}.yaml")
+        check_class_weight_fits(class_weight, task)
+        if class_weight is not None:
+            cfg.loss[CLASS_WEIGHT] = class_weight
     if cfg.loader.batch_size == AUTO:
         small = n_train < SMALL_TABLE_ROWS
         cfg.loader.batch_size = SMALL_TABLE_BATCH if small else LARGE_BATCH

@@ -34,6 +34,9 @@ LOSS_TASKS = {
 }
 LOSS_FOR_TASK = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse"}
 AUTO = "auto"
+NONE, BALANCED = "none", "balanced"
+CLASS_WEIGHT = "class_weight"  # loss.class_weight, resolved per class by model/losses.py
+CLASS_WEIGHT_KEY = f"loss.{CLASS_WEIGHT}"
 AUTO_LOSS = AUTO  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
 # loader.batch_size=auto (the default): SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows.
 SMALL_TABLE_ROWS, SMALL_TABLE_BATCH, LARGE_BATCH = 5000, 32, 256
@@ -312,6 +315,21 @@ def check_loss_fits(loss: str, task: str, data_name: str) -> None:
         )
 
 
+def check_class_weight(option: Any) -> None:
+    """loss.class_weight: none, balanced, or a positive weight per named class."""
+    if option in (None, NONE, BALANCED):
+        return
+    if not isinstance(option, Mapping) or not option:
+        _fail(CLASS_WEIGHT_KEY, option, "must be none, balanced or {class: weight}")
+    for name, weight in option.items():
+        check_number(f"{CLASS_WEIGHT_KEY}.{name}", weight, 0, low_open=True)
+
+
+def check_class_weight_fits(option: Any, task: str) -> None:
+    if option not in (None, NONE) and task == "regression":
+        raise ConfigError(f"{CLASS_WEIGHT_KEY} weighs classes, but the task is regression: drop it")
+
+
 def moved_key_error(key: str) -> ConfigError:
     new = MOVED_KEYS[key]
     return ConfigError(f"{key} is now {new}: pass {new}=... (or `mlpflow compose` params.yaml)")
@@ -336,14 +354,17 @@ def validate(cfg: DictConfig) -> None:
     check_number("loader.batches_per_step", cfg.loader.batches_per_step, 1, integer=True)
     _check_model(cfg.model)
     check_choice("loss.name", cfg.loss.name, [AUTO_LOSS, *LOSS_TASKS])
-    if cfg.loss.name == AUTO_LOSS and (options := [key for key in cfg.loss if key != "name"]):
+    auto_options = ("name", CLASS_WEIGHT)
+    if cfg.loss.name == AUTO_LOSS and (options := [k for k in cfg.loss if k not in auto_options]):
         raise ConfigError(
-            f"loss=auto takes no options (got loss.{options[0]}): choose the loss that has it, "
-            "e.g. loss=bce loss.pos_weight=..."
+            f"loss=auto takes no options but class_weight (got loss.{options[0]}): choose the "
+            "loss that has it, e.g. loss=bce loss.pos_weight=..."
         )
+    check_class_weight(cfg.loss.get(CLASS_WEIGHT))
     task = data_task(cfg)
     if task is not None:
         check_loss_fits(cfg.loss.name, task, cfg.data.name)
+        check_class_weight_fits(cfg.loss.get(CLASS_WEIGHT), task)
     check_number("regularization.l1", cfg.regularization.l1, 0)
     check_number("regularization.l2", cfg.regularization.l2, 0)
     check_number("optimizer.lr", cfg.optimizer.lr, 0, low_open=True)

@@ -7,34 +7,85 @@ multiclass, predictions [N] for regression. Which loss fits which task is checke
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlpflow.errors import ConfigError
+
+
+def class_weights(option: Any, classes: Sequence[str], train_counts: Mapping[str, int]) -> Any:
+    """loss.class_weight as one weight per class, in `classes` order (None: unweighted).
+
+    balanced: scikit-learn's n / (K n_c) over the train rows; {class: weight}: the classes it
+    does not name weigh 1 (keys match the class labels as text)."""
+    if option is None or option == "none":
+        return None
+    if option == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        labels = np.repeat(np.arange(len(classes)), [train_counts[c] for c in classes])
+        return compute_class_weight("balanced", classes=np.arange(len(classes)), y=labels).tolist()
+    named = {str(name): float(weight) for name, weight in option.items()}
+    if unknown := sorted(set(named) - set(classes)):
+        raise ConfigError(
+            f"loss.class_weight names class {unknown[0]!r}, which the target does not have; "
+            f"its classes: {', '.join(classes)}"
+        )
+    return [named.get(name, 1.0) for name in classes]
+
+
+def _weight_buffer(class_weight: Sequence[float] | None) -> Tensor | None:
+    return None if class_weight is None else torch.tensor(class_weight, dtype=torch.float32)
+
 
 class BinaryCrossEntropy(nn.Module):
-    """-[w y log σ(z) + (1 - y) log(1 - σ(z))], on the logit z for numerical stability."""
+    """-[w y log σ(z) + (1 - y) log(1 - σ(z))], on the logit z for numerical stability; with
+    class weights c, the c_y-weighted mean over the rows (as cross_entropy's `weight`)."""
 
-    def __init__(self, task: str, pos_weight: float | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        pos_weight: float | None = None,
+        class_weight: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         weight = None if pos_weight is None else torch.tensor(float(pos_weight))
         self.register_buffer("pos_weight", weight)
+        self.register_buffer("class_weight", _weight_buffer(class_weight))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(
-            logits, target.to(logits.dtype), pos_weight=self.pos_weight
+        target = target.to(logits.dtype)
+        if self.class_weight is None:
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+        losses = F.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=self.pos_weight, reduction="none"
         )
+        weights = self.class_weight.to(logits.dtype)[target.long()]
+        return (weights * losses).sum() / weights.sum()
 
 
 class CrossEntropy(nn.Module):
-    """-log softmax(z)_y, optionally against label-smoothed targets."""
+    """-log softmax(z)_y, optionally against label-smoothed targets; with class weights c, the
+    c_y-weighted mean over the rows (torch's `weight`)."""
 
-    def __init__(self, task: str, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        task: str,
+        label_smoothing: float = 0.0,
+        class_weight: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
+        self.register_buffer("class_weight", _weight_buffer(class_weight))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
 
 
 class MeanSquaredError(nn.Module):

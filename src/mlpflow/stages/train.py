@@ -131,15 +131,24 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
+    """The LightningModule of cfg on this prepared data; loss.class_weight becomes one weight
+    per class, from the train rows' class counts."""
+    from mlpflow.model.losses import class_weights
     from mlpflow.model.module import MLPModule
 
     target_mean, target_scale = datamodule.target_stats()
     sections = ("model", "loss", "regularization", "optimizer", "scheduler", "monitor")
+    hparams = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections}
+    if hparams["loss"].get("class_weight") is not None:
+        counts = meta.class_counts["train"]
+        hparams["loss"]["class_weight"] = class_weights(
+            hparams["loss"]["class_weight"], meta.classes, counts
+        )
     return MLPModule(
         n_features=meta.n_features,
         n_outputs=meta.n_outputs,
         task=meta.task,
-        **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections},
+        **hparams,
         batch_size=datamodule.train_batch_size,
         threshold=cfg.evaluate.threshold,
         target_mean=target_mean,
