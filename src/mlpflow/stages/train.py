@@ -131,22 +131,29 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
+    """The module to train; a piecewise-linear embedding's bins are fitted here, on the train
+    split's continuous features (of the fold, under cross-validation), and travel in its hparams."""
+    from mlpflow.model.embeddings import fit_bins
     from mlpflow.model.module import MLPModule
 
     target_mean, target_scale = datamodule.target_stats()
     sections = ("model", "loss", "regularization", "optimizer", "scheduler", "monitor")
+    hparams = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections}
+    n_continuous = meta.numeric.n_continuous
+    x_train = datamodule.splits["train"][0][:, :n_continuous]
     return MLPModule(
         n_features=meta.n_features,
         n_outputs=meta.n_outputs,
         task=meta.task,
-        **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections},
+        **hparams,
         batch_size=datamodule.train_batch_size,
         threshold=cfg.evaluate.threshold,
         target_mean=target_mean,
         target_scale=target_scale,
         cardinalities=meta.categorical.cardinalities,
-        n_continuous=meta.numeric.n_continuous,
+        n_continuous=n_continuous,
         target_transform=meta.target_transform.as_hparams(),
+        bins=fit_bins(hparams["model"].get("numeric_embedding") or {}, x_train),
     )
 
 
