@@ -172,7 +172,7 @@ def fit_bins(options: dict[str, Any], x: np.ndarray) -> list[list[float]] | None
     if len(x) > QUANTILE_ROWS:
         rows = np.random.default_rng(0).choice(len(x), QUANTILE_ROWS, replace=False)
         x = np.take(x, np.sort(rows), axis=0)
-    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    x = torch.tensor(np.asarray(x), dtype=torch.float32)  # a copy: a memory map is read-only
     constant = (x == x[0]).all(dim=0)
     n_bins = min(options.get("n_bins", 48), len(x) - 1)
     with _one_bin_allowed():
