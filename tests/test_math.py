@@ -230,15 +230,16 @@ def test_a_periodic_state_dict_under_the_old_names_loads_into_the_same_tensors()
     assert torch.equal(fresh(x), net(x))
 
 
-def test_piecewise_linear_encoding_follows_the_formula_on_its_bins() -> None:
+@pytest.mark.parametrize("activation", [False, True])
+def test_piecewise_linear_encoding_follows_the_formula_on_its_bins(activation: bool) -> None:
     """x in bin t of edges b_0 < ... < b_T: e_s = 1 left of it, (x - b_{t-1}) / (b_t - b_{t-1})
     in it, 0 right of it (the first and last bins reach beyond the edges); then version B:
-    a linear term x w_j + b_j plus W_j e, the map W_j zero at the start."""
+    a linear term x w_j + b_j plus W_j e (ReLU(W_j e) with activation), W_j zero at the start."""
     from mlpflow.model.embeddings import fit_bins
 
     torch.manual_seed(0)
     bins = [[-1.0, 0.0, 0.5, 2.0], [0.0, 1.0]]  # three bins; one
-    options = {"kind": "piecewise_linear", "d_embedding": 3, "activation": False}
+    options = {"kind": "piecewise_linear", "d_embedding": 3, "activation": activation}
     net = MLP(3, 1, [2], n_continuous=2, numeric_embedding=options, bins=bins)
     layer = net.numeric_embedding
     assert not layer.linear.weight.any()  # version B: starts as a linear embedding
@@ -262,7 +263,8 @@ def test_piecewise_linear_encoding_follows_the_formula_on_its_bins() -> None:
         weight, count = layer.linear.weight[j], len(edges) - 1  # rtdl: each last bin last
         w = torch.cat([weight[: count - 1], weight[-1:]])
         linear = x[:, j : j + 1] * layer.linear0.weight[j] + layer.linear0.bias[j]
-        torch.testing.assert_close(dense[:, 3 * j : 3 * (j + 1)], linear + e @ w)
+        mapped = torch.relu(e @ w) if activation else e @ w
+        torch.testing.assert_close(dense[:, 3 * j : 3 * (j + 1)], linear + mapped)
     assert torch.equal(dense[:, 6], x[:, 2])
     assert fit_bins({"kind": "periodic"}, x.numpy()) is None  # nothing to fit
 

@@ -192,7 +192,8 @@ def _numeric_embedding(
 
     periodic: PLR, ReLU(Linear_i([cos(2π c_i x_i), sin(2π c_i x_i)])), the frequencies trained.
     piecewise_linear: PLE on the fitted `bins` (`fit_bins`), version B (a linear term plus a
-    per-feature linear map of the encoding, that map zero at the start), ReLU if `activation`.
+    per-feature linear map of the encoding, that map zero at the start; ReLU on that map if
+    `activation`).
     """
     kind = options.get("kind", "none")
     if kind == "none" or not n_features:
@@ -267,6 +268,7 @@ class TabularNetwork(nn.Module):
         width = n_inputs + self.n_continuous * (self.d_embedding - 1)
         width += self.categorical.out_features if self.categorical is not None else 0
         self.input_width = width
+        self.register_load_state_dict_pre_hook(_own_periodic_names)
 
     def dense_input(self, x: Tensor) -> Tensor:
         """The numeric part of the input: the continuous features' embeddings (when on),
@@ -288,10 +290,12 @@ class TabularNetwork(nn.Module):
         chunks = [self.d_embedding] * self.n_continuous + [1] * (self.n_inputs - self.n_continuous)
         return chunks + (self.categorical.column_widths() if self.categorical else [])
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """A state dict that names the periodic embedding's tensors periodic.frequencies,
-        periodic.weight and periodic.bias loads too: they are rtdl's tensors, the same math."""
-        for old, new in OWN_PERIODIC_NAMES.items():
-            if prefix + old in state_dict:
-                state_dict[prefix + new] = state_dict.pop(prefix + old)
-        super()._load_from_state_dict(state_dict, prefix, *args)
+
+def _own_periodic_names(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """A state dict that names the periodic embedding's tensors periodic.frequencies,
+    periodic.weight and periodic.bias loads too: they are rtdl's tensors, the same math."""
+    for old, new in OWN_PERIODIC_NAMES.items():
+        if prefix + old in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
