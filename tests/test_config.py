@@ -108,6 +108,34 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         (["model=tabm", "+model.hidden_dims=[64]"], "model.hidden_dims is not an option of"),
         (["+model.k=8"], "model.k is not an option of model=mlp"),
         (["model=tabm", "optimizer.clip_grad_norm=0"], "optimizer.clip_grad_norm=0 must be > 0"),
+        (
+            ["model.numeric_embedding.kind=ple"],
+            "model.numeric_embedding.kind='ple' is not one of: none, periodic, piecewise_linear",
+        ),
+        (
+            ["model.numeric_embedding.kind=piecewise_linear", "model.numeric_embedding.n_bins=1"],
+            "model.numeric_embedding.n_bins=1 must be >= 2",
+        ),
+        (
+            [
+                "model.numeric_embedding.kind=piecewise_linear",
+                "model.numeric_embedding.activation=maybe",
+            ],
+            "numeric_embedding.activation='maybe'",
+        ),
+        (
+            [
+                "model=tabm",
+                "model.numeric_embedding.kind=periodic",
+                "model.numeric_embedding.frequency_scale=0",
+            ],
+            "frequency_scale=0 must be > 0",
+        ),
+        (
+            ["model.numeric_embedding.kind=periodic", "model.numeric_embedding.d_embedding=0"],
+            "model.numeric_embedding.d_embedding=0 must be >= 1",
+        ),
+        (["+model.numeric_embedding.bins=[1,2]"], "model.numeric_embedding.bins is not an option"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(overrides: list[str], names: str) -> None:

@@ -137,7 +137,7 @@ def test_huber_is_quadratic_inside_delta_and_linear_outside() -> None:
     assert loss.item() == pytest.approx(F.huber_loss(output, target, delta=1.0).item())
 
 
-# --- categorical and periodic embeddings (docs/math.md, section 2) ------------------------------
+# --- categorical and numeric embeddings (docs/math.md, section 2) ------------------------------
 
 
 def test_embedding_width_follows_fastais_rule() -> None:
@@ -209,7 +209,8 @@ def test_outside_autograd_a_large_batch_folds_the_categorical_blocks_into_the_fi
     codes = torch.stack([torch.randint(0, c, (3000,)) for c in cardinalities], dim=1)
     codes[0] = UNKNOWN
     with torch.no_grad():
-        joined = torch.cat([net.periodic(x[:, :2]), x[:, 2:], layer(codes)], dim=1)
+        periodic = net.numeric_embedding(x[:, :2]).flatten(1)
+        joined = torch.cat([periodic, x[:, 2:], layer(codes)], dim=1)
         expected = net.layers(joined)
         assert layer.folds(3000) and not layer.folds(1)
         assert torch.allclose(net(x, codes), expected, atol=1e-5)
@@ -217,19 +218,80 @@ def test_outside_autograd_a_large_batch_folds_the_categorical_blocks_into_the_fi
     assert not layer.folds(3000)  # autograd on: training builds the joined input
 
 
+PERIODIC = {"kind": "periodic", "n_frequencies": 4, "frequency_scale": 0.5, "d_embedding": 5}
+
+
 def test_periodic_embedding_is_relu_of_a_linear_map_of_cos_and_sin() -> None:
-    from mlpflow.model.embeddings import PeriodicEmbedding
+    """Feature j's block of the input: ReLU(W_j [cos(2π c_j x_j), sin(2π c_j x_j)] + b_j),
+    with its own frequencies c_j (trained, N(0, frequency_scale²) at the start), W_j and b_j."""
+    torch.manual_seed(0)
+    net = MLP(4, 1, [2], n_continuous=3, numeric_embedding=PERIODIC)
+    frequencies = net.numeric_embedding.periodic.weight  # [3, 4]
+    weight, bias = net.numeric_embedding.linear.weight, net.numeric_embedding.linear.bias
+    assert frequencies.shape == (3, 4) and weight.shape == (3, 8, 5) and bias.shape == (3, 5)
+    assert 0.2 < float(frequencies.detach().std()) < 1.0  # frequency_scale 0.5, not rtdl's 0.01
+    x = torch.randn(7, 4)
+    dense = net.dense_input(x)
+    assert dense.shape == (7, 3 * 5 + 1) and net.input_width == 16
+    for j in range(3):
+        angles = 2 * torch.pi * frequencies[j] * x[:, j : j + 1]
+        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+        expected = torch.relu(periodic @ weight[j] + bias[j])
+        torch.testing.assert_close(dense[:, 5 * j : 5 * (j + 1)], expected)
+    assert torch.equal(dense[:, 15], x[:, 3])  # not continuous: as it is
+
+
+def test_a_periodic_state_dict_under_the_old_names_loads_into_the_same_tensors() -> None:
+    torch.manual_seed(0)
+    net = MLP(4, 1, [2], n_continuous=3, numeric_embedding=PERIODIC)
+    renamed = {"numeric_embedding.periodic.weight": "periodic.frequencies",
+               "numeric_embedding.linear.weight": "periodic.weight",
+               "numeric_embedding.linear.bias": "periodic.bias"}  # fmt: skip
+    old = {renamed.get(k, k): v.clone() for k, v in net.state_dict().items()}
+    assert set(renamed.values()) <= set(old)
+    fresh = MLP(4, 1, [2], n_continuous=3, numeric_embedding=PERIODIC)
+    fresh.load_state_dict(old)  # strict: every tensor found its place
+    x = torch.randn(9, 4)
+    assert torch.equal(fresh(x), net(x))
+
+
+@pytest.mark.parametrize("activation", [False, True])
+def test_piecewise_linear_encoding_follows_the_formula_on_its_bins(activation: bool) -> None:
+    """x in bin t of edges b_0 < ... < b_T: e_s = 1 left of it, (x - b_{t-1}) / (b_t - b_{t-1})
+    in it, 0 right of it (the first and last bins reach beyond the edges); then version B:
+    a linear term x w_j + b_j plus W_j e (ReLU(W_j e) with activation), W_j zero at the start."""
+    from mlpflow.model.embeddings import fit_bins
 
     torch.manual_seed(0)
-    layer = PeriodicEmbedding(n_features=3, n_frequencies=4, frequency_scale=0.5, d_embedding=5)
-    x = torch.randn(7, 3)
-    out = layer(x)
-    assert out.shape == (7, 15)
-    for j in range(3):
-        angles = 2 * torch.pi * layer.frequencies[j] * x[:, j : j + 1]
-        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-        expected = torch.relu(periodic @ layer.weight[j] + layer.bias[j])
-        assert torch.allclose(out[:, 5 * j : 5 * (j + 1)], expected, atol=1e-6)
+    bins = [[-1.0, 0.0, 0.5, 2.0], [0.0, 1.0]]  # three bins; one
+    options = {"kind": "piecewise_linear", "d_embedding": 3, "activation": activation}
+    net = MLP(3, 1, [2], n_continuous=2, numeric_embedding=options, bins=bins)
+    layer = net.numeric_embedding
+    assert not layer.linear.weight.any()  # version B: starts as a linear embedding
+    torch.nn.init.normal_(layer.linear.weight)
+    values = torch.tensor([-3.0, -1.0, -0.5, 0.0, 0.2, 0.5, 1.0, 2.0, 5.0])
+    x = torch.stack([values, values, torch.ones_like(values)], dim=1)
+
+    def encoding(value: float, edges: list[float]) -> list[float]:
+        count = len(edges) - 1
+        bin_of = next((t for t in range(count - 1) if value < edges[t + 1]), count - 1)
+        codes = []
+        for t in range(count):
+            ratio = (value - edges[t]) / (edges[t + 1] - edges[t])
+            codes.append(1.0 if t < bin_of else ratio if t == bin_of else 0.0)
+        return codes
+
+    assert encoding(0.2, bins[0]) == [1.0, pytest.approx(0.4), 0.0]
+    dense = net.dense_input(x)
+    for j, edges in enumerate(bins):
+        e = torch.tensor([encoding(float(v), edges) for v in values])
+        weight, count = layer.linear.weight[j], len(edges) - 1  # rtdl: each last bin last
+        w = torch.cat([weight[: count - 1], weight[-1:]])
+        linear = x[:, j : j + 1] * layer.linear0.weight[j] + layer.linear0.bias[j]
+        mapped = torch.relu(e @ w) if activation else e @ w
+        torch.testing.assert_close(dense[:, 3 * j : 3 * (j + 1)], linear + mapped)
+    assert torch.equal(dense[:, 6], x[:, 2])
+    assert fit_bins({"kind": "periodic"}, x.numpy()) is None  # nothing to fit
 
 
 def test_penalty_covers_embedding_tables_and_linear_maps_not_frequencies() -> None:
@@ -238,13 +300,14 @@ def test_penalty_covers_embedding_tables_and_linear_maps_not_frequencies() -> No
     names = {name for name, p in net.named_parameters()}
     penalized = {id(p) for p in penalized_parameters(net)}
     chosen = {name for name, p in net.named_parameters() if id(p) in penalized}
+    frequencies = "numeric_embedding.periodic.weight"
     assert chosen == {
-        "periodic.weight",
+        "numeric_embedding.linear.weight",
         "categorical.embeddings.0.weight",
         "layers.0.weight",
         "layers.2.weight",
     }
-    assert "periodic.frequencies" in names and "periodic.frequencies" not in chosen
+    assert frequencies in names and frequencies not in chosen
     with_bias = {name for name, p in net.named_parameters() if id(p) in
                  {id(q) for q in penalized_parameters(net, include_bias=True)}}  # fmt: skip
-    assert with_bias == names - {"periodic.frequencies"}
+    assert with_bias == names - {frequencies}

@@ -11,3 +11,11 @@ ACTIVATIONS = {
     "leaky_relu": "LeakyReLU",
     "selu": "SELU",
 }
+
+# model.numeric_embedding.kind -> the options it takes besides `kind` (`model/embeddings.py`
+# builds it; n_bins is what train fits the piecewise-linear bins with).
+NUMERIC_EMBEDDINGS = {
+    "none": (),
+    "periodic": ("d_embedding", "n_frequencies", "frequency_scale"),
+    "piecewise_linear": ("d_embedding", "n_bins", "activation"),
+}

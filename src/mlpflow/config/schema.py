@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlpflow.config.choices import ACTIVATIONS
+from mlpflow.config.choices import ACTIVATIONS, NUMERIC_EMBEDDINGS
 from mlpflow.errors import ConfigError
 
 TASKS = ("binary", "multiclass", "regression")
@@ -410,6 +410,31 @@ def _check_model(model: DictConfig) -> None:
         check_choice("model.arch_type", model.arch_type, TABM_ARCH_TYPES)
     check_choice("model.activation", model.activation, tuple(ACTIVATIONS))
     check_number("model.dropout", model.dropout, 0, 1)
+    _check_numeric_embedding(model.get("numeric_embedding"))
+
+
+def _check_numeric_embedding(options: Any) -> None:
+    """model.numeric_embedding: a kind and valid options (every kind's options may be there,
+    each kind reads its own); absent: none."""
+    key = "model.numeric_embedding"
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        _fail(key, options, "must be a mapping with kind: none, periodic or piecewise_linear")
+    kind = options.get("kind", "none")
+    check_choice(f"{key}.kind", kind, tuple(NUMERIC_EMBEDDINGS))
+    known = ["kind", *dict.fromkeys(o for opts in NUMERIC_EMBEDDINGS.values() for o in opts)]
+    if unknown := [name for name in options if name not in known]:
+        raise ConfigError(f"{key}.{unknown[0]} is not an option (its options: {', '.join(known)})")
+    for name in ("d_embedding", "n_frequencies"):
+        if name in options:
+            check_number(f"{key}.{name}", options[name], 1, integer=True)
+    if "frequency_scale" in options:
+        check_number(f"{key}.frequency_scale", options["frequency_scale"], 0, low_open=True)
+    if "n_bins" in options:
+        check_number(f"{key}.n_bins", options["n_bins"], 2, integer=True)
+    if not isinstance(options.get("activation", False), bool):
+        _fail(f"{key}.activation", options["activation"], "must be true or false")
 
 
 def _check_validation_runs(cfg: DictConfig) -> None:

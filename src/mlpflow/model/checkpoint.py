@@ -46,9 +46,10 @@ class NetworkSpec:
     target_mean: float
     target_scale: float
     cardinalities: list[int] | None = None  # per categorical column: its level codes
-    n_continuous: int = 0  # features that periodic embeddings may take (the first ones)
+    n_continuous: int = 0  # features that a numeric embedding may take (the first ones)
     loss: dict[str, Any] | None = None
     target_transform: dict[str, Any] | None = None  # TargetTransform.as_hparams; None: none
+    bins: list[list[float]] | None = None  # piecewise-linear bin edges, fitted on train
 
     @classmethod
     def from_hparams(cls, hparams: dict[str, Any]) -> NetworkSpec:
@@ -56,7 +57,7 @@ class NetworkSpec:
         return cls(**{key: hparams[key] for key in NETWORK_HPARAMS}, **optional)
 
 
-OPTIONAL_HPARAMS = ("cardinalities", "n_continuous", "loss", "target_transform")
+OPTIONAL_HPARAMS = ("cardinalities", "n_continuous", "loss", "target_transform", "bins")
 NETWORK_HPARAMS = tuple(n for n in NetworkSpec.__dataclass_fields__ if n not in OPTIONAL_HPARAMS)
 
 
@@ -72,7 +73,7 @@ class Weights:
         spec = self.spec
         net = build_network(
             spec.model, spec.n_features, spec.n_outputs, spec.task, spec.cardinalities,
-            spec.n_continuous,
+            spec.n_continuous, spec.bins,
         )  # fmt: skip
         net.load_state_dict({k.removeprefix("net."): v for k, v in self.state_dict.items()})
         return net.eval()

@@ -1,24 +1,31 @@
 """How the columns that are not plain numbers enter the network (docs/math.md, section 1).
 
 Categorical level codes become one-hot vectors (few levels) or learned embeddings (many levels);
-continuous features may pass through periodic embeddings (Gorishniy et al., "On Embeddings for
-Numerical Features in Tabular Deep Learning", 2022: PLR).
+continuous features may pass through the numeric embeddings of Gorishniy et al., "On Embeddings
+for Numerical Features in Tabular Deep Learning" (2022), from the authors' `rtdl_num_embeddings`:
+periodic (PLR) or piecewise-linear (PLE, on bins fitted to the train split).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
+from rtdl_num_embeddings import PeriodicEmbeddings, PiecewiseLinearEmbeddings, compute_bins
 from torch import Tensor, nn
 
 from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
+from mlpflow.errors import ModelError
 
 # What `folds` weighs, in multiply-adds of the first layer's matrix product: a summed lookup's
 # element costs about 8, a table entry built about 2 (benchmarks/README.md, "Facts measured here").
 LOOKUP_COST, TABLE_COST = 8, 2
+QUANTILE_ROWS = 2**24  # the most rows torch.quantile takes (the bins' quantiles)
 
 
 def embedding_size(cardinality: int) -> int:
@@ -150,36 +157,91 @@ def _embedding(cardinalities: list[int], dim: int) -> nn.Embedding:
     return embedding
 
 
-class PeriodicEmbedding(nn.Module):
-    """x [N, n] -> ReLU(Linear_i([cos(2π c_i x_i), sin(2π c_i x_i)])) per feature i, flattened
-    to [N, n * d_embedding]; the frequencies c_i ~ N(0, frequency_scale²) are trained too."""
+def fit_bins(options: dict[str, Any], x: np.ndarray) -> list[list[float]] | None:
+    """The piecewise-linear embedding's bin edges per column of `x` (the train split's
+    continuous features), at `n_bins` quantiles, as plain lists (they travel in the checkpoint's
+    hparams); None for a numeric embedding that fits nothing.
 
-    def __init__(
-        self,
-        n_features: int,
-        n_frequencies: int = 48,
-        frequency_scale: float = 0.01,
-        d_embedding: int = 24,
-    ) -> None:
-        super().__init__()
-        self.frequencies = nn.Parameter(torch.randn(n_features, n_frequencies) * frequency_scale)
-        bound = 1 / math.sqrt(2 * n_frequencies)
-        self.weight = nn.Parameter(
-            torch.empty(n_features, 2 * n_frequencies, d_embedding).uniform_(-bound, bound)
+    Edges that coincide are merged, so a column with few distinct values has fewer bins. A
+    column constant on train (`compute_bins` refuses one) gets the single bin [v - 1, v + 1]:
+    its encoding is linear in x. Above 2^24 rows (torch.quantile's limit) the quantiles are
+    those of a seeded random 2^24 rows.
+    """
+    if options.get("kind") != "piecewise_linear" or x.shape[1] == 0:
+        return None
+    if len(x) > QUANTILE_ROWS:
+        rows = np.random.default_rng(0).choice(len(x), QUANTILE_ROWS, replace=False)
+        x = np.take(x, np.sort(rows), axis=0)
+    x = torch.tensor(np.asarray(x), dtype=torch.float32)  # a copy: a memory map is read-only
+    constant = (x == x[0]).all(dim=0)
+    n_bins = min(options.get("n_bins", 48), len(x) - 1)
+    with _one_bin_allowed():
+        fitted = iter(compute_bins(x[:, ~constant], n_bins) if not constant.all() else [])
+    return [
+        [float(x[0, j]) - 1, float(x[0, j]) + 1] if constant[j] else next(fitted).tolist()
+        for j in range(x.shape[1])
+    ]
+
+
+def _numeric_embedding(
+    n_features: int, options: dict[str, Any], bins: list[list[float]] | None = None
+) -> nn.Module | None:
+    """The continuous features' embedding [N, n_features] -> [N, n_features, d_embedding] that
+    `options` (the `numeric_embedding` config) names, from the authors' `rtdl_num_embeddings`;
+    None for kind none or no continuous feature.
+
+    periodic: PLR, ReLU(Linear_i([cos(2π c_i x_i), sin(2π c_i x_i)])), the frequencies trained.
+    piecewise_linear: PLE on the fitted `bins` (`fit_bins`), version B (a linear term plus a
+    per-feature linear map of the encoding, that map zero at the start; ReLU on that map if
+    `activation`).
+    """
+    kind = options.get("kind", "none")
+    if kind == "none" or not n_features:
+        return None
+    d_embedding = options.get("d_embedding", 24)
+    if kind == "periodic":
+        return PeriodicEmbeddings(
+            n_features,
+            d_embedding,
+            n_frequencies=options.get("n_frequencies", 48),
+            frequency_init_scale=options.get("frequency_scale", 0.01),
+            activation=True,
+            lite=False,
         )
-        self.bias = nn.Parameter(torch.empty(n_features, d_embedding).uniform_(-bound, bound))
-        self.out_features = n_features * d_embedding
+    if bins is None or len(bins) != n_features:
+        raise ModelError(
+            f"numeric_embedding.kind={kind} needs bin edges for each of the {n_features} "
+            "continuous features, fitted on the train split (the checkpoint has none)"
+        )
+    with _one_bin_allowed():
+        return PiecewiseLinearEmbeddings(
+            [torch.tensor(edges) for edges in bins],
+            d_embedding,
+            activation=options.get("activation", False),
+            version="B",
+        )
 
-    def forward(self, x: Tensor) -> Tensor:
-        angles = 2 * math.pi * self.frequencies * x[..., None]
-        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-        embedded = torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias
-        return torch.relu(embedded).flatten(1)
+
+@contextmanager
+def _one_bin_allowed() -> Iterator[None]:
+    """Without rtdl's warning for a column of one bin (two distinct values, or constant on
+    train): its encoding is linear in x, which is fine."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*has just two bin edges")
+        yield
+
+
+# The names mlpflow's own PLR module gave the same tensors (the same math), in a checkpoint: rtdl's
+OWN_PERIODIC_NAMES = {
+    "periodic.frequencies": "numeric_embedding.periodic.weight",
+    "periodic.weight": "numeric_embedding.linear.weight",
+    "periodic.bias": "numeric_embedding.linear.bias",
+}
 
 
 class TabularNetwork(nn.Module):
     """The input every mlpflow network takes: the numeric features x [N, n_inputs] (the first
-    `n_continuous` continuous, optionally through periodic embeddings in their place) joined
+    `n_continuous` continuous, optionally through a numeric embedding in their place) joined
     with the categorical columns' one-hot vectors or embeddings (level codes [N, k]).
     Subclasses put their layers on `input_width` features."""
 
@@ -191,31 +253,29 @@ class TabularNetwork(nn.Module):
         n_continuous: int = 0,
         categorical: dict[str, Any] | None = None,
         numeric_embedding: dict[str, Any] | None = None,
+        bins: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
-        periodic = dict(numeric_embedding or {})
-        kind = periodic.pop("kind", "none")
-        self.periodic = (
-            PeriodicEmbedding(n_continuous, **periodic)
-            if kind == "periodic" and n_continuous
-            else None
-        )
-        self.n_continuous = n_continuous if self.periodic is not None else 0
+        self.numeric_embedding = _numeric_embedding(n_continuous, numeric_embedding or {}, bins)
+        self.n_continuous = n_continuous if self.numeric_embedding is not None else 0
         self.categorical = (
             CategoricalInput(cardinalities, **(categorical or {})) if cardinalities else None
         )
         self.n_inputs = n_inputs
-        width = n_inputs - self.n_continuous
-        width += self.periodic.out_features if self.periodic is not None else 0
+        self.d_embedding = (
+            self.numeric_embedding.get_output_shape()[-1] if self.numeric_embedding else 1
+        )
+        width = n_inputs + self.n_continuous * (self.d_embedding - 1)
         width += self.categorical.out_features if self.categorical is not None else 0
         self.input_width = width
+        self.register_load_state_dict_pre_hook(_own_periodic_names)
 
     def dense_input(self, x: Tensor) -> Tensor:
-        """The numeric part of the input: periodic embeddings of the continuous features (when
-        on), then the other numeric features."""
-        if self.periodic is None:
+        """The numeric part of the input: the continuous features' embeddings (when on),
+        flattened, then the other numeric features."""
+        if self.numeric_embedding is None:
             return x
-        continuous = self.periodic(x[:, : self.n_continuous])
+        continuous = self.numeric_embedding(x[:, : self.n_continuous]).flatten(1)
         return torch.cat([continuous, x[:, self.n_continuous :]], dim=1)
 
     def joined_input(self, x: Tensor, codes: Tensor | None) -> Tensor:
@@ -227,6 +287,15 @@ class TabularNetwork(nn.Module):
 
     def input_chunks(self) -> list[int]:
         """Each raw feature's width in the input, in order (they sum to `input_width`)."""
-        embedded = self.periodic.out_features // self.n_continuous if self.periodic else 1
-        chunks = [embedded] * self.n_continuous + [1] * (self.n_inputs - self.n_continuous)
+        chunks = [self.d_embedding] * self.n_continuous + [1] * (self.n_inputs - self.n_continuous)
         return chunks + (self.categorical.column_widths() if self.categorical else [])
+
+
+def _own_periodic_names(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """A state dict that names the periodic embedding's tensors periodic.frequencies,
+    periodic.weight and periodic.bias loads too: they are rtdl's tensors, the same math."""
+    for old, new in OWN_PERIODIC_NAMES.items():
+        if prefix + old in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)

@@ -46,6 +46,7 @@ class MLPModule(pl.LightningModule):
         cardinalities: list[int] | None = None,
         n_continuous: int = 0,
         target_transform: dict[str, Any] | None = None,
+        bins: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         # Plain containers only: the checkpoint then loads with torch.load(weights_only=True).
@@ -53,7 +54,9 @@ class MLPModule(pl.LightningModule):
         self.automatic_optimization = False
         self.task = task
         self.target_transform = TargetTransform.from_hparams(target_transform)
-        self.net = build_network(model, n_features, n_outputs, task, cardinalities, n_continuous)
+        self.net = build_network(
+            model, n_features, n_outputs, task, cardinalities, n_continuous, bins
+        )
         self.loss_fn = build_partial(loss, task=task)
         self.penalty_strengths = (regularization["l1"], regularization["l2"])
         self.penalized = penalized_parameters(self.net, regularization["include_bias"])

@@ -17,10 +17,12 @@ def build_network(
     task: str,
     cardinalities: Sequence[int] | None = None,
     n_continuous: int = 0,
+    bins: list[list[float]] | None = None,
 ) -> nn.Module:
-    """The untrained network of `model` (a config without `name`: an MLP)."""
+    """The untrained network of `model` (a config without `name`: an MLP); `bins`: the
+    piecewise-linear embedding's fitted bin edges (`embeddings.fit_bins`)."""
     options = {key: value for key, value in model.items() if key != "name"}
-    inputs = {"cardinalities": cardinalities or (), "n_continuous": n_continuous}
+    inputs = {"cardinalities": cardinalities or (), "n_continuous": n_continuous, "bins": bins}
     if model.get("name", "mlp") == "tabm":
         from mlpflow.model.tabm import TabM  # the `tabm` package, imported only for TabM
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from rtdl_num_embeddings import PeriodicEmbeddings
 from torch import Tensor, nn
 
 
@@ -10,11 +11,14 @@ def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[
     """Weight matrices (ndim >= 2, not a bias: linear layers, embedding tables); with
     include_bias, every parameter (BatchNorm's too). Never the periodic embeddings' frequencies:
     shrinking them would flatten the embedding, not simplify the model (docs/math.md)."""
+    frequencies = {
+        id(m.periodic.weight) for m in module.modules() if isinstance(m, PeriodicEmbeddings)
+    }
     return [
         p
         for name, p in module.named_parameters()
         if (include_bias or (p.ndim >= 2 and not name.endswith("bias")))
-        and not name.endswith("frequencies")
+        and id(p) not in frequencies
     ]
 
 

@@ -45,7 +45,8 @@ class TabM(TabularNetwork):
         packed = arch_type == "tabm-packed"
         # the first adapter r starts as one random sign per raw feature (one normal draw per
         # feature with embeddings), as the `tabm` package's TabM.make chooses
-        start = None if packed else "normal" if self.periodic is not None else "random-signs"
+        embedded = self.numeric_embedding is not None
+        start = None if packed else "normal" if embedded else "random-signs"
         self.backbone = tabm.make_tabm_backbone(
             d_in=self.input_width,
             n_blocks=n_blocks,

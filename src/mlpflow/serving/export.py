@@ -40,10 +40,11 @@ EXAMPLE_ROWS = 5
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mlpflow package, shipped with the model
 ENTRY_FILE = PACKAGE_DIR / "serving" / "model_code.py"
 # What the model's import chain (model_code.py) needs, all of it: scikit-learn rebuilds the fitted
-# numeric transform; no Hydra, Lightning, torchmetrics or rich (tests/test_model_env.py).
-REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn")
+# numeric transform, rtdl_num_embeddings builds the numeric embeddings; no Hydra, Lightning,
+# torchmetrics or rich (tests/test_model_env.py).
+REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "scikit-learn", "rtdl_num_embeddings")
 # ...and what a network other than the MLP builds its layers with (model/network.py)
-NETWORK_REQUIREMENTS = {"tabm": ("tabm", "rtdl_num_embeddings")}
+NETWORK_REQUIREMENTS = {"tabm": ("tabm",)}
 
 
 def requirements(networks: Iterable[str] = ()) -> list[str]:

@@ -131,8 +131,11 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
-    """The LightningModule of cfg on this prepared data; loss.class_weight becomes one weight
-    per class, from the train rows' class counts."""
+    """The module to train on this prepared data (a fold's, under cross-validation), with what
+    it fits on the train split and carries in its hparams: loss.class_weight as one weight per
+    class, from the class counts; a piecewise-linear embedding's bins, on the continuous
+    features."""
+    from mlpflow.model.embeddings import fit_bins
     from mlpflow.model.losses import class_weights
     from mlpflow.model.module import MLPModule
 
@@ -144,6 +147,8 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
         hparams["loss"]["class_weight"] = class_weights(
             hparams["loss"]["class_weight"], meta.classes, counts
         )
+    n_continuous = meta.numeric.n_continuous
+    x_train = datamodule.splits["train"][0][:, :n_continuous]
     return MLPModule(
         n_features=meta.n_features,
         n_outputs=meta.n_outputs,
@@ -154,8 +159,9 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
         target_mean=target_mean,
         target_scale=target_scale,
         cardinalities=meta.categorical.cardinalities,
-        n_continuous=meta.numeric.n_continuous,
+        n_continuous=n_continuous,
         target_transform=meta.target_transform.as_hparams(),
+        bins=fit_bins(hparams["model"].get("numeric_embedding") or {}, x_train),
     )
 
 
