@@ -1,7 +1,7 @@
 """Multilayer perceptron: the forward pass h_{l+1} = act(W_l h_l + b_l), a linear head on top.
 
 Its input is the numeric features, joined with the categorical columns' one-hot vectors or
-embeddings and, optionally, with periodic embeddings of the continuous features in their place.
+embeddings and, optionally, with numeric embeddings of the continuous features in their place.
 """
 
 from __future__ import annotations
