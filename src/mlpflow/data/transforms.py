@@ -2,13 +2,13 @@
 
 prepare applies it to every split, the served model to raw rows: one implementation. The numeric
 transform is scikit-learn's own (StandardScaler, RobustScaler, QuantileTransformer), rebuilt
-from its fitted attributes rather than unpickled. The regression target's transform is applied
-in torch, by training, evaluation and serving (torch imported there: prepare never needs it).
+from its fitted attributes rather than unpickled; so is the regression target's quantile
+transform, which training, evaluation and serving apply to tensors (torch imported there:
+prepare never needs it).
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -119,19 +119,13 @@ class CategoricalColumns:
         return codes
 
 
-# QuantileTransformer's bounds (sklearn.preprocessing._data.BOUNDS_THRESHOLD): a probability
-# within it of 0 or 1 is an end of the fitted range; the normal output is clipped to match.
-BOUNDS = 1e-7
-NORMAL_CLIP = statistics.NormalDist().inv_cdf(1 - (BOUNDS - np.spacing(1)))
-
-
 @dataclass(frozen=True)
 class TargetTransform:
     """A regression target's transform (data.target_transform), fitted on the train targets:
     `none`, `log1p`, or `quantile`: QuantileTransformer(output_distribution="normal") kept as its
     fitted `quantiles_` and `references_`. `forward` maps targets to what the network learns
-    (before standardization), `inverse` maps its predictions back: torch, as in
-    QuantileTransformer's own transform and inverse_transform (`docs/math.md`, section 3)."""
+    (before standardization), `inverse` maps its predictions back; quantile through the
+    QuantileTransformer rebuilt from them, on the CPU (`docs/math.md`, section 3)."""
 
     name: str = "none"
     quantiles: list[float] = field(default_factory=list)
@@ -161,16 +155,7 @@ class TargetTransform:
             return torch.log1p(y)
         if self.name == "none":
             return y
-        x = y.double()
-        quantiles, references = self._tables(x)
-        # Interpolated upwards and downwards, averaged: a run of equal quantiles (a repeated
-        # target value) maps to the middle of its references, not to one end.
-        up = _interp(x, quantiles, references)
-        down = _interp(-x, -quantiles.flip(0), -references.flip(0))
-        p = 0.5 * (up - down)
-        p = torch.where(x + BOUNDS > quantiles[-1], 1.0, p)
-        p = torch.where(x - BOUNDS < quantiles[0], 0.0, p)
-        return torch.special.ndtri(p).clamp(-NORMAL_CLIP, NORMAL_CLIP).to(y.dtype)
+        return self._apply(self._estimator.transform, y)
 
     def inverse(self, z: Tensor) -> Tensor:
         import torch
@@ -179,37 +164,21 @@ class TargetTransform:
             return torch.expm1(z)
         if self.name == "none":
             return z
-        quantiles, references = self._tables(z)
-        p = torch.special.ndtr(z.double())
-        y = _interp(p, references, quantiles)
-        y = torch.where(p + BOUNDS > 1.0, quantiles[-1], y)
-        y = torch.where(p - BOUNDS < 0.0, quantiles[0], y)
-        return y.to(z.dtype)
+        return self._apply(self._estimator.inverse_transform, z)
 
-    def _tables(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """The quantiles and references on `like`'s device, float64."""
-        quantiles, references = self._cpu_tables
-        return quantiles.to(like.device), references.to(like.device)
-
-    @cached_property
-    def _cpu_tables(self) -> tuple[Tensor, Tensor]:
-        """Built once per instance: training maps every chunk's targets."""
+    @staticmethod
+    def _apply(method: Any, values: Tensor) -> Tensor:
         import torch
 
-        return (
-            torch.tensor(self.quantiles, dtype=torch.float64),
-            torch.tensor(self.references, dtype=torch.float64),
-        )
+        column = values.detach().cpu().double().numpy().reshape(-1, 1)
+        return torch.from_numpy(method(column)[:, 0]).to(values.device, values.dtype)
 
-
-def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
-    """np.interp(x, xp, fp) in torch: xp non-decreasing; fp's ends beyond xp's."""
-    import torch
-
-    right = torch.searchsorted(xp, x, right=True).clamp(1, len(xp) - 1)
-    x0, x1, f0, f1 = xp[right - 1], xp[right], fp[right - 1], fp[right]
-    width = x1 - x0
-    weight = torch.where(width > 0, (x - x0) / torch.where(width > 0, width, 1.0), 0.0)
-    y = f0 + weight * (f1 - f0)
-    y = torch.where(x >= xp[-1], fp[-1], y)
-    return torch.where(x < xp[0], fp[0], y)
+    @cached_property
+    def _estimator(self) -> Any:
+        """Built once per instance: training maps every chunk's targets."""
+        estimator = make_estimator("quantile", len(self.quantiles))
+        estimator.quantiles_ = np.asarray(self.quantiles, dtype=np.float64).reshape(-1, 1)
+        estimator.references_ = np.asarray(self.references, dtype=np.float64)
+        estimator.n_features_in_ = 1
+        estimator.n_quantiles_ = len(self.quantiles)
+        return estimator
