@@ -22,8 +22,11 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from mlpflow.data import prepared
+from mlpflow.data.columns import names_a_code
 from mlpflow.data.prepared import ARRAY_FILES, SPLITS, Meta, load_codes, load_meta, load_split
+from mlpflow.data.transforms import RARE
 from mlpflow.errors import ConfigError, DataError, MlpflowError
+from mlpflow.serving.raw_rows import network_inputs
 
 from conftest import DATA_DEFAULTS, prepare_data
 
@@ -57,12 +60,12 @@ def write_csv(directory: Path, frame: pd.DataFrame, name: str = "table.csv") -> 
 
 
 def rng_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Row id `rid` (to find rows again after splitting; offset, so that it is no row-number
+    """A serial number (to find rows again after splitting; offset, so that it is no row-number
     column), numeric features, a boolean, a 3-class target."""
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         {
-            "rid": np.arange(n) + RID_OFFSET,
+            "serial": np.arange(n) + RID_OFFSET,
             "a": rng.normal(5.0, 3.0, n),
             "b": rng.integers(0, 100, n),
             "flag": rng.random(n) < 0.3,
@@ -78,9 +81,9 @@ def raw_rows(meta: Meta, X: np.ndarray) -> np.ndarray:
 
 
 def split_ids(out: Path, meta: Meta, split: str) -> np.ndarray:
-    """The row numbers (`rid` - RID_OFFSET) of the rows in a split."""
+    """The row numbers (`serial` - RID_OFFSET) of the rows in a split."""
     X, _ = load_split(out, split)
-    column = raw_rows(meta, X)[:, meta.numeric.names.index("rid")]
+    column = raw_rows(meta, X)[:, meta.numeric.names.index("serial")]
     return np.rint(column).astype(int) - RID_OFFSET
 
 
@@ -182,13 +185,13 @@ def test_scaler_is_fitted_on_train_rows_only(tmp_path):
     out = tmp_path / "out"
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame)), 0, out)
     X_train, _ = load_split(out, "train")
-    assert meta.numeric.names == ["rid", "a", "b", "flag"] and meta.numeric.n_continuous == 3
+    assert meta.numeric.names == ["serial", "a", "b", "flag"] and meta.numeric.n_continuous == 3
     np.testing.assert_allclose(X_train[:, :3].mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(X_train[:, :3].std(axis=0), 1, atol=1e-4)
     assert set(np.unique(X_train[:, 3])) == {0.0, 1.0}  # the boolean as 0/1
 
     features = frame.drop(columns=["y", "flag"]).astype(float)
-    train = features.set_index("rid").loc[split_ids(out, meta, "train") + RID_OFFSET]
+    train = features.set_index("serial").loc[split_ids(out, meta, "train") + RID_OFFSET]
     train = train.reset_index()
     mean, scale = meta.numeric.fitted["mean_"], meta.numeric.fitted["scale_"]
     np.testing.assert_allclose(mean, train.mean().to_numpy(), rtol=1e-6)
@@ -199,7 +202,7 @@ def test_scaler_is_fitted_on_train_rows_only(tmp_path):
     for split in ("val", "test"):
         X, _ = load_split(out, split)
         ids = split_ids(out, meta, split) + RID_OFFSET
-        expected = features.set_index("rid").loc[ids, ["a", "b"]].to_numpy()
+        expected = features.set_index("serial").loc[ids, ["a", "b"]].to_numpy()
         np.testing.assert_allclose(raw_rows(meta, X)[:, 1:3], expected, rtol=1e-5, atol=1e-4)
 
 
@@ -209,7 +212,7 @@ def test_constant_and_empty_columns_are_dropped_and_reported(tmp_path):
     roles = {column.name: (column.role, column.action) for column in meta.columns}
     assert roles["const"] == roles["label"] == ("drop", "dropped: constant")
     assert roles["empty"] == ("drop", "dropped: empty")
-    assert meta.numeric.names == ["rid", "a", "b", "flag"] and not meta.categorical.names
+    assert meta.numeric.names == ["serial", "a", "b", "flag"] and not meta.categorical.names
 
 
 def test_fingerprint_tracks_data_seed_and_split(tmp_path):
@@ -254,7 +257,7 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
     meta = prepare_data(csv_cfg(path), 0, tmp_path / "out")
     columns = {c.name: (c.role, c.dtype) for c in meta.columns}
     assert columns == {
-        "rid": ("numeric", "int64"),
+        "serial": ("numeric", "int64"),
         "a": ("numeric", "double"),
         "b": ("numeric", "int64"),
         "flag": ("boolean", "bool"),
@@ -262,6 +265,59 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
     assert meta.target == "y" and meta.classes == ["cat", "dog", "eel"]
     assert meta.source == {"name": "csv", "path": str(path)}
     assert meta.task == "multiclass" and meta.n_outputs == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("school_id", True), ("StoreID", True), ("schid", True), ("nr", True), ("fcode", True),
+        ("countyfips", True), ("zip", True), ("schoolid1", True), ("NumCompaniesWorked", False),
+        ("idlnchld", False), ("age", False), ("kids", False), ("number_of_rooms", False),
+    ],
+)  # fmt: skip
+def test_a_name_reads_as_an_identifier_by_its_last_word(name, code):
+    assert names_a_code(name) is code
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_whole_numbers_named_as_codes_are_embedded_and_unique_ones_dropped(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "school_id": rng.integers(1000, 1030, n),  # 30 schools, repeated: codes
+            "person_id": rng.permutation(n) + 5000,  # unique: an ID
+            "StoreID": rng.choice([1, 2, 7], n).astype(float),  # 1.0, 2.0, 7.0: codes too
+            "site_code": rng.normal(size=n),  # not whole numbers: numeric
+            "NumVisits": rng.integers(0, 12, n),  # a count, not a code
+            "is_valid": rng.integers(0, 2, n),  # named like a code, but 0/1
+            "y": rng.normal(size=n),
+        }
+    )
+    path = tmp_path / f"table{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    meta = prepare_data(csv_cfg(path, task="regression"), 0, tmp_path / "out")
+    plans = {c.name: (c.role, c.action.split(";")[0]) for c in meta.columns}
+    assert plans == {
+        "school_id": ("categorical", "categorical: integer codes, by its name"),
+        "person_id": ("drop", "dropped: ID, by its name (300 distinct)"),
+        "StoreID": ("categorical", "categorical: integer codes, by its name"),
+        "site_code": ("numeric", "numeric"),
+        "NumVisits": ("numeric", "numeric"),
+        "is_valid": ("boolean", "boolean: 0/1"),
+    }
+    assert meta.categorical.names == ["school_id", "StoreID"]
+    # the served model reads a code however a frame stores it: int, float or text
+    served = [frame.head(5), frame.head(5).astype({"school_id": float, "StoreID": str})]
+    codes = [network_inputs(meta, rows, meta.numeric.estimator())[1] for rows in served]
+    np.testing.assert_array_equal(codes[0], codes[1])
+    assert (codes[0] > RARE).all()  # each code a train level of its own: none unknown or rare
+
+    # data.numeric keeps a code column a number
+    meta = prepare_data(
+        csv_cfg(path, task="regression", numeric=["school_id"]), 0, tmp_path / "numeric"
+    )
+    assert {c.name: c.role for c in meta.columns}["school_id"] == "numeric"
 
 
 @pytest.mark.parametrize(
@@ -317,7 +373,7 @@ def test_nan_policy_median_imputes_with_train_medians(tmp_path):
     frame = frame_with_gaps()
     meta = prepare_data(csv_cfg(write_csv(tmp_path, frame), nan_policy="median"), 0, out)
     assert meta.schema["dropped_rows"] == 0 and sum(meta.rows.values()) == 100
-    train = frame.set_index("rid").loc[split_ids(out, meta, "train") + RID_OFFSET]
+    train = frame.set_index("serial").loc[split_ids(out, meta, "train") + RID_OFFSET]
     medians = [np.nanmedian(train[c].replace([np.inf, -np.inf], np.nan)) for c in ("a", "b")]
     np.testing.assert_allclose(meta.numeric.medians[1:3], medians)
     assert meta.numeric.medians[1] != frame["a"].median()  # not the all-rows median
@@ -326,7 +382,7 @@ def test_nan_policy_median_imputes_with_train_medians(tmp_path):
     for split in SPLITS:
         X, _ = load_split(out, split)
         assert np.isfinite(X).all()
-        raw = frame.set_index("rid").loc[split_ids(out, meta, split) + RID_OFFSET]
+        raw = frame.set_index("serial").loc[split_ids(out, meta, split) + RID_OFFSET]
         gaps = ~np.isfinite(raw["a"].to_numpy())
         np.testing.assert_allclose(raw_rows(meta, X)[gaps, 1], medians[0], rtol=1e-5)
         assert (X[:, meta.numeric.features.index("a_na")] == gaps).all()
@@ -420,13 +476,13 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
     "header only": (raw_file_case("t.csv", b"a,y\n"), ["no rows"]),
     "unreadable parquet": (raw_file_case("t.parquet", b"not parquet at all"), ["cannot read"]),
     "no columns": (no_column_parquet, ["no columns"]),
-    "target missing": (table_case(GOOD, target="label"), ["'label'", "rid, a, b, flag, y"]),
+    "target missing": (table_case(GOOD, target="label"), ["'label'", "serial, a, b, flag, y"]),
     "no features": (table_case(GOOD[["y"]]), ["no feature columns"]),
     "every column dropped": (
         table_case(
-            GOOD.assign(rid=range(60), a=1.0, b=np.nan, flag="x", i=[f"u{k}" for k in range(60)])
+            GOOD.assign(serial=range(60), a=1.0, b=np.nan, flag="x", i=[f"u{k}" for k in range(60)])
         ),
-        ["no usable feature column", "rid (dropped: row number)", "a (dropped: constant)"],
+        ["no usable feature column", "serial (dropped: row number)", "a (dropped: constant)"],
     ),
     "one class left once rows without a target go": (
         table_case(GOOD.assign(y=["cat"] * 30 + [None] * 30)),
@@ -434,7 +490,7 @@ ERROR_CASES: dict[str, tuple[Case, list[str]]] = {
     ),
     "categorical names no column": (
         table_case(GOOD, categorical=["colour"]),
-        ["data.categorical names no column of the table: colour", "rid, a, b, flag"],
+        ["data.categorical names no column of the table: colour", "serial, a, b, flag"],
     ),
     "numeric and categorical at once": (
         table_case(GOOD, categorical=["a"], numeric=["a", "b"]),

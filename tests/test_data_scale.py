@@ -37,7 +37,7 @@ def mixed_table(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame(
         {
-            "rid": np.arange(n) + RID_OFFSET,
+            "serial": np.arange(n) + RID_OFFSET,
             "a": rng.normal(5.0, 3.0, n),
             "b": rng.integers(0, 100, n),
             "flag": rng.random(n) < 0.3,
@@ -137,7 +137,7 @@ def test_csv_and_parquet_of_one_table_give_the_same_splits(tmp_path, small_chunk
     same = ("columns", "numeric", "categorical", "rows", "class_counts", "schema", "example")
     assert {k: getattr(metas[0], k) for k in same} == {k: getattr(metas[1], k) for k in same}
     assert {c.name: c.dtype for c in metas[0].columns} == {
-        "rid": "int64",
+        "serial": "int64",
         "a": "double",
         "b": "int64",
         "flag": "bool",
@@ -149,14 +149,14 @@ def test_rows_keep_the_source_order_within_each_split(tmp_path):
     frame = mixed_table(500).drop(columns=["a", "big"])
     frame.to_csv(tmp_path / "t.csv", index=False)
     meta = prepare_data(csv_cfg(tmp_path / "t.csv"), 0, tmp_path / "out")
-    j = meta.numeric.names.index("rid")
+    j = meta.numeric.names.index("serial")
     ids = []
     for split in SPLITS:
         X, _ = load_split(tmp_path / "out", split)
         continuous = X[:, : meta.numeric.n_continuous].astype(np.float64)
-        rid = np.rint(meta.numeric.estimator().inverse_transform(continuous)[:, j])
-        assert np.all(np.diff(rid) > 0), split
-        ids.append(rid - RID_OFFSET)
+        serial = np.rint(meta.numeric.estimator().inverse_transform(continuous)[:, j])
+        assert np.all(np.diff(serial) > 0), split
+        ids.append(serial - RID_OFFSET)
     assert sorted(np.concatenate(ids).astype(int).tolist()) == list(range(500))
 
 

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlpflow.data.columns import Columns, Target, encode_target, plan_columns
+from mlpflow.data.columns import (
+    Columns,
+    Target,
+    encode_target,
+    plan_columns,
+    scanned_as_text,
+)
 from mlpflow.data.fit import (
     Preprocessor,
     Rows,
@@ -65,7 +71,7 @@ def prepare_dataset(
     check_group(cv, table.feature_names, table.target_name)
     out = Path(out_dir).expanduser().absolute()
     with writing(out) as tmp:
-        scan = scan_source(table, tmp, set(data.categorical))
+        scan = scan_source(table, tmp, scanned_as_text(table.feature_names, data))
         try:
             meta = _prepare(Job(table, scan, data, cv, seed, tmp))
         finally:

@@ -2,16 +2,19 @@
 
 A column's role is numeric, boolean, categorical, or dropped; inferred from the scan, then
 overridden. Text that reads as numbers (but for a few stray cells) is numeric, two boolean words
-are boolean, other text categorical; a row number, an ID (unique on nearly every row), a
-date/time as unique, a constant or an empty column is dropped. `data.categorical`, `data.numeric`
-and `data.drop` override the inference; the `cv.group` column is dropped. `Columns` reads the
-planned columns' values back out of the scratch file, by role. The target decides the task
+are boolean, other text categorical; whole numbers in a column whose name reads as an
+identifier's (`school_id`, `StoreID`, `nr`) are codes of an entity: categorical, or an ID when
+unique. A row number, an ID (unique on nearly every row), a date/time as unique, a constant or
+an empty column is dropped. `data.categorical`, `data.numeric` and `data.drop` override the
+inference; the `cv.group` column is dropped. `Columns` reads the planned columns' values back
+out of the scratch file, by role. The target decides the task
 (`data.task=auto`: numbers with few whole values are classes) and its classes, 0..K-1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from mlpflow.data.prepared import ColumnPlan
 from mlpflow.data.scan import NumericStats, Scan, TargetValues, TextStats
-from mlpflow.data.text import boolean_value, is_boolean_text, is_temporal
+from mlpflow.data.text import boolean_value, is_boolean_text, is_number_type, is_temporal
 from mlpflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -31,10 +34,31 @@ ID_MIN_LEVELS = 20
 ROW_NUMBER_NAMES = ("", "Unnamed: 0")  # the index column pandas' to_csv writes first
 # A timestamp on nearly every row is no ID, but the network cannot use it as it is either.
 TIMESTAMP = "date/time, add its parts (month, weekday, hour) as columns to use it"
+# A name whose last word ends so names an entity (school_id, StoreID, schid, countyfips, fcode)
+CODE_ENDINGS = ("id", "code", "fips")
+CODE_WORDS = frozenset({"nr", "no", "key", "zip", "zipcode"})  # or is one of these
+WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+(\.0*)?\s*")
 MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many values is classes
 
 
 # >>> Roles
+
+
+def names_a_code(name: str) -> bool:
+    """Whether a column's name reads as an identifier's: its last word (words split at
+    non-letters and at camelCase, digits ignored) ends in id, code or fips, or is nr, no, key or
+    zip. An integer column so named holds codes (a school, a person, a store) whose size means
+    nothing: embedded, each code can carry its own effect, which a standardized number cannot."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+", name)
+    last = words[-1].lower() if words else ""
+    return last.endswith(CODE_ENDINGS) or last in CODE_WORDS
+
+
+def scanned_as_text(names: Iterable[str], data: DataConfig) -> set[str]:
+    """The columns the scan reads as text whatever their type: data.categorical, and those
+    named as codes (`names_a_code`) that data.numeric or data.drop do not claim."""
+    claimed = {*data.numeric, *data.drop}
+    return {*data.categorical, *(n for n in names if names_a_code(n) and n not in claimed)}
 
 
 def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Columns:
@@ -124,6 +148,11 @@ def _infer_text(name: str, stats: TextStats, first: bool) -> ColumnPlan:
         return _plan(name, stats, "drop", "dropped: row number")
     if stats.dtype != "dictionary" and is_boolean_text(stats.names) and not stats.overflow_rows:
         return _plan(name, stats, "boolean", f"boolean: {'/'.join(sorted(stats.names))}")
+    if names_a_code(name) and len(stats.levels) > 2 and _whole_numbers(stats, present):
+        return _code_plan(name, stats, present)
+    if is_number_type(stats.dtype):  # numbers scanned as text for their name, not codes
+        zero_one = set(stats.names) <= {"0", "1"}
+        return _plan(name, stats, *(("boolean", "boolean: 0/1") if zero_one else ("numeric",) * 2))
     if stats.dtype != "dictionary" and stats.number_cells >= NUMBER_SHARE * present:
         strays = present - stats.number_cells
         return _plan(name, stats, "numeric", f"numeric: text, {strays} stray cells missing")
@@ -133,6 +162,20 @@ def _infer_text(name: str, stats: TextStats, first: bool) -> ColumnPlan:
             return _plan(name, stats, "drop", f"dropped: {TIMESTAMP} ({distinct} distinct)")
         return _plan(name, stats, "drop", f"dropped: ID ({distinct} distinct of {present})")
     return _plan(name, stats, "categorical", "categorical")
+
+
+def _code_plan(name: str, stats: TextStats, present: int) -> ColumnPlan:
+    """Whole numbers in a column named as codes: an ID when unique on nearly every row, else
+    categorical, one level per code."""
+    distinct = len(stats.levels) + stats.overflow_rows
+    if distinct >= ID_SHARE * present and len(stats.levels) >= ID_MIN_LEVELS:
+        return _plan(name, stats, "drop", f"dropped: ID, by its name ({distinct} distinct)")
+    return _plan(name, stats, "categorical", "categorical: integer codes, by its name")
+
+
+def _whole_numbers(stats: TextStats, present: int) -> bool:
+    """Every present cell a whole number (`12`, `012`, `12.0`)."""
+    return stats.number_cells == present and all(map(WHOLE_NUMBER.fullmatch, stats.names))
 
 
 # >>> The planned columns' values, read back from the scratch file
@@ -167,7 +210,7 @@ class Columns:
         """(slot, lookup by code or None)."""
         if isinstance(stats, NumericStats):
             return stats.slot, None
-        if role == "numeric":
+        if role == "numeric" or is_number_type(stats.dtype):  # text cells read as numbers
             return stats.slot + 1, None
         return stats.slot, np.array([boolean_value(level) for level in stats.names] + [np.nan])
 

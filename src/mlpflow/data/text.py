@@ -128,6 +128,11 @@ def boolean_value(text: str | None) -> float:
     return BOOLEAN_WORDS.get(text.strip().lower(), math.nan)
 
 
+def is_number_type(dtype: str) -> bool:
+    """Whether a column's dtype as read (meta.json's) is an Arrow integer or float type."""
+    return dtype.startswith(("int", "uint", "float", "double", "halffloat"))
+
+
 def is_temporal(dtype: str) -> bool:
     """Whether a column's dtype as read (meta.json's) is an Arrow date/time type."""
     return dtype.split("[")[0] in TEMPORAL_TYPES

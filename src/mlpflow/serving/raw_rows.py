@@ -23,6 +23,7 @@ from mlpflow.data.text import (
     DEFAULT_FORMAT,
     TextFormat,
     boolean_value,
+    is_number_type,
     is_temporal,
     level_text,
     parse_number,
@@ -90,7 +91,7 @@ def column_levels(column: pd.Series, dtype: str, fmt: TextFormat = DEFAULT_FORMA
         read = _temporal_level
     elif dtype == "bool":
         read = _boolean_level
-    elif dtype.startswith(("int", "uint", "float", "double", "halffloat")):
+    elif is_number_type(dtype):
         read = lambda cell: _number_level(cell, fmt)  # noqa: E731
     else:
         read = level_text
