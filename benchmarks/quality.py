@@ -55,6 +55,7 @@ measures, it does not gate on the scores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -62,12 +63,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mixed_tables import KINDS, make_table
-from quality_contenders import PRIMARY, hand_cleaned, hgb_fit_score, mlp_fit_score
+from quality_contenders import (
+    PRIMARY,
+    hand_cleaned,
+    hgb_fit_score,
+    mlp_fit_score,
+    pytabkit_fit_score,
+)
 
 BIN = Path(sys.executable).parent
 DEFAULT_SEED = 42  # mlpflow's default seed: its split, and the contenders' random_state
@@ -103,7 +111,10 @@ CONTENDERS = {
     "mlpflow-tabm": "mlpflow_tabm",
     "hgb": "hgb",
     "mlp": "sklearn_mlp",
+    "realmlp": "realmlp",
+    "pytabkit-tabm": "pytabkit_tabm",
 }
+PYTABKIT = ("realmlp", "pytabkit_tabm")  # pytabkit's tuned defaults, from the bench extra
 # mlpflow's variants: the overrides each adds to the default run
 VARIANTS = {
     "mlpflow": [],
@@ -116,6 +127,8 @@ LABELS = {
     "mlpflow_tabm": "tabm",
     "hgb": "HGB",
     "sklearn_mlp": "sk-MLP",
+    "realmlp": "RealMLP",
+    "pytabkit_tabm": "pk-TabM",
 }
 
 
@@ -287,8 +300,17 @@ def bench_table(name: str, args: argparse.Namespace, root: Path) -> dict | None:
     result["features"] = {"raw": frame.shape[1] - 1, "hand_cleaned": x.shape[1]}
     result["split"] = check_split(project, expected, task) if runs else "n/a"
     result.update(runs)
-    for contender, fit_score in (("hgb", hgb_fit_score), ("sklearn_mlp", mlp_fit_score)):
+    fit_scores = {
+        "hgb": hgb_fit_score,
+        "sklearn_mlp": mlp_fit_score,
+        "realmlp": partial(pytabkit_fit_score, "realmlp"),
+        "pytabkit_tabm": partial(pytabkit_fit_score, "tabm"),
+    }
+    for contender, fit_score in fit_scores.items():
         if contender not in args.contenders:
+            continue
+        if contender in PYTABKIT and importlib.util.find_spec("pytabkit") is None:
+            result[contender] = {"error": "needs pytabkit (pip install -e .[bench])"}
             continue
         _, metrics, seconds = fit_score(
             x.iloc[fit], values[fit], x.iloc[test], values[test], task, args.split_seed

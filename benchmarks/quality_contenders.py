@@ -152,3 +152,33 @@ def mlp_fit_score(x_train, y_train, x_test, y_test, task: str, seed: int):
     seconds = time.perf_counter() - start
     metrics = scores(task, y_test, predicted)
     return metrics[PRIMARY[task]], metrics, seconds
+
+
+def pytabkit_fit_score(model: str, x_train, y_train, x_test, y_test, task: str, seed: int):
+    """pytabkit's tuned defaults, `model` "realmlp" (RealMLP-TD) or "tabm" (TabM-D), on CPU:
+    (primary score, every score, fit + predict seconds). They take pandas categories as they
+    are and hold out their own validation fifth; missing numbers get the train median first
+    (neither takes NaN)."""
+    import pytabkit
+
+    kinds = {
+        ("realmlp", False): pytabkit.RealMLP_TD_Classifier,
+        ("realmlp", True): pytabkit.RealMLP_TD_Regressor,
+        ("tabm", False): pytabkit.TabM_D_Classifier,
+        ("tabm", True): pytabkit.TabM_D_Regressor,
+    }
+    y_train, y_test = _codes(np.asarray(y_train), np.asarray(y_test), task)
+    start = time.perf_counter()
+    numeric = x_train.select_dtypes("number").columns
+    medians = x_train[numeric].median()
+    x_train, x_test = x_train.fillna(medians), x_test.fillna(medians)
+    estimator = kinds[model, task == "regression"](device="cpu", random_state=seed, verbosity=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(x_train, y_train)
+        predicted = (
+            estimator.predict(x_test) if task == "regression" else estimator.predict_proba(x_test)
+        )
+    seconds = time.perf_counter() - start
+    metrics = scores(task, y_test, np.asarray(predicted))
+    return metrics[PRIMARY[task]], metrics, seconds

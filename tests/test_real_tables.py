@@ -87,13 +87,13 @@ def test_every_kind_of_column_gets_its_role(tmp_path: Path):
         "member": ("boolean", "boolean: no/yes"),
         "active": ("boolean", "boolean: 0/1"),
         "city": ("categorical", "categorical"),
-        "zip": ("numeric", "numeric"),
+        "zip": ("categorical", "categorical: integer codes, by its name"),
         "noise": ("numeric", "numeric"),
     }
-    assert meta.numeric.names == ["age", "income", "zip", "noise", "member", "active"]
+    assert meta.numeric.names == ["age", "income", "noise", "member", "active"]
     assert meta.numeric.indicators == ["income"]
     assert meta.numeric.features[-1] == "income_na"
-    assert meta.categorical.names == ["city"]
+    assert meta.categorical.names == ["city", "zip"]
     assert meta.schema["nan_counts"] == {"notes": 1200, "income": 30, "city": 48}
 
 
@@ -159,7 +159,8 @@ def test_vocabularies_come_from_train_rows_only(tmp_path: Path):
     frame.loc[rows["val"][:4], "city"] = "city-rare"
     meta = prepare_data(csv_data(write(frame, tmp_path / "t.csv")), 0, tmp_path / "out")
     assert meta.rows["test"] == len(rows["test"])
-    (vocabulary,), (rare,) = meta.categorical.vocabularies, meta.categorical.rare
+    assert meta.categorical.names[0] == "city"
+    vocabulary, rare = meta.categorical.vocabularies[0], meta.categorical.rare[0]
     assert "city-new" not in vocabulary + rare and rare == ["city-rare"]
     train_counts = frame.loc[rows["train"], "city"].value_counts()
     assert vocabulary == list(train_counts[train_counts >= 5].index)  # by train frequency
@@ -319,7 +320,7 @@ def test_a_mixed_table_trains_through_the_hydra_entry_and_dvc_repro(tmp_path: Pa
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("mlpflow").experiment_id])
     assert run.data.params["loss.name"] == "bce" and run.data.params["loader.batch_size"] == "32"
-    assert run.data.tags["data.categorical"] == "city"
+    assert run.data.tags["data.categorical"] == "city, zip"
     assert "customer (ID)" in run.data.tags["data.drop"]
     assert run.data.metrics["test/roc_auc"] > 0.7
     assert "data/columns.json" in [a.path for a in client.list_artifacts(run.info.run_id, "data")]
