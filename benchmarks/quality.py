@@ -42,7 +42,10 @@ The default set is the shipped and generated tables. For each table, in a temp d
    fit on train + val, holding out their own early-stopping fraction: HistGradientBoosting with
    native categories, and a ColumnTransformer + MLP (128, 64) pipeline. Their time is fit +
    predict, in process. (HGB takes at most 255 levels natively: wider categories are
-   target-encoded for it. The MLP regresses on the standardized target.)
+   target-encoded for it. The MLP regresses on the standardized target.) RealMLP and TabM from
+   pytabkit (its tuned defaults, RealMLP-TD and TabM-D, on CPU; `pip install -e .[bench]`)
+   get the same columns, missing numbers filled with the train median, and hold out their own
+   validation fifth.
 
 Scores: binary ROC AUC (positive class: the second of the sorted classes), multiclass accuracy,
 regression R². Prints one table, then mlpflow (and mlpflow-cv5) minus each other contender per
