@@ -4,9 +4,10 @@ A column's role is numeric, boolean, categorical, or dropped; inferred from the 
 overridden. Text that reads as numbers (but for a few stray cells) is numeric, two boolean words
 are boolean, other text categorical; a row number, an ID (unique on nearly every row), a
 date/time as unique, a constant or an empty column is dropped. `data.categorical`, `data.numeric`
-and `data.drop` override the inference; the `cv.group` column is dropped. `Columns` reads the
-planned columns' values back out of the scratch file, by role. The target decides the task
-(`data.task=auto`: numbers with few whole values are classes) and its classes, 0..K-1.
+and `data.drop` override the inference; the `cv.group` and `data.weight` columns are dropped.
+`Columns` reads the planned columns' values back out of the scratch file, by role. The target
+decides the task (`data.task=auto`: numbers with few whole values are classes) and its classes,
+0..K-1.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from mlpflow.data.prepared import ColumnPlan
 from mlpflow.data.scan import NumericStats, Scan, TargetValues, TextStats
 from mlpflow.data.text import boolean_value, is_boolean_text, is_temporal
+from mlpflow.data.weights import WEIGHT_ACTION
 from mlpflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -40,7 +42,8 @@ MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many val
 def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Columns:
     """Every column's plan; a DataError names an override that names no column, or a forced
     numeric column that is mostly text, or a table left with no feature. The `group` column
-    (cv.group) is dropped: a held-out fold's groups are unseen by construction."""
+    (cv.group) is dropped: a held-out fold's groups are unseen by construction; so is the
+    data.weight column, which weighs rows and is not known when predicting."""
     categorical, numeric, drop = data.categorical, data.numeric, data.drop
     for key, names in (("categorical", categorical), ("numeric", numeric), ("drop", drop)):
         unknown = [name for name in names if name not in scan.columns]
@@ -54,6 +57,8 @@ def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Colu
     for name, stats in scan.columns.items():
         if name == group:
             plans.append(_plan(name, stats, "drop", "dropped: cv.group (rows grouped by it)"))
+        elif name == data.weight:
+            plans.append(_plan(name, stats, "drop", WEIGHT_ACTION))
         elif name in drop:
             plans.append(_plan(name, stats, "drop", "dropped: data.drop"))
         elif name in categorical:
@@ -197,6 +202,7 @@ class Target:
     task: str  # binary, multiclass or regression
     y: np.ndarray  # int64 class indices or float32 values
     classes: list[str] | None
+    weight: np.ndarray | None = None  # float32 data.weight per kept row (data/weights.py)
 
 
 def encode_target(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import resolve_data_defaults
-from mlpflow.config.schema import check_loss_fits, validate
+from mlpflow.config.schema import check_loss_fits, check_threshold_fits, validate
 from mlpflow.notice import warn
 from mlpflow.stages import resume
 
@@ -32,6 +32,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
 
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
+    check_threshold_fits(cfg.evaluate.threshold, meta.task)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
     if fold is None and (folds := load_folds(cfg.paths.prepared)) is not None:
         from mlpflow.stages import cross_validation
