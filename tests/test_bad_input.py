@@ -69,6 +69,11 @@ CSV_CASES = {
         ["cv.group='b' has", "distinct groups", "fewer than cv.folds=10"],
     ),
     "cv.group is the target": (GOOD, ["cv=kfold", "cv.group=y"], ["cv.group='y' is the target"]),
+    "a row weight missing": (
+        rows(40, lambda i: f"{i * 0.5},{'' if i == 5 else i % 7},{i * 1.5},{i % 2}\n"),
+        ["data.weight=b"],
+        ["data.weight='b' is missing on 1 of the 40 rows", "fill in their weights"],
+    ),
     "log1p of a target <= -1": (
         rows(40, lambda i: f"{i * 0.5 + 3},{i % 7},{i * 1.5},{i * 0.37 - 2}\n"),
         ["data.target_transform=log1p"],
@@ -81,6 +86,10 @@ CSV_CASES = {
     ),
 }
 CONFIG_CASES = {
+    "auto threshold of a multiclass task": (
+        ["data=wine", "evaluate.threshold=auto"],
+        ["evaluate.threshold=auto", "the task is multiclass", "evaluate.threshold=0.5"],
+    ),
     "unknown group option": (["optimizer=rmsprop"], ["optimizer=rmsprop", "sgd, adam, adamw, gd"]),
     "wrong type": (["optimizer.lr=fast"], ["optimizer.lr", "number"]),
     "negative lr": (["optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),

@@ -260,10 +260,13 @@ def test_out_of_fold_scores_are_the_mean_over_repeats_and_each_fold_counts_once(
     y = np.array([0, 1, 0, 1])
     scores = {0: [0.2, 0.9], 1: [0.6, 0.3], 2: [0.1, 0.7], 3: [0.2, 0.8]}  # row: (r0, r1)
 
-    def held_out(rows: list[int], repeat: int) -> HeldOut:
+    row_weight = np.array([1.0, 3.0, 0.5, 2.0], dtype=np.float32)
+
+    def held_out(rows: list[int], repeat: int, weighted: bool = False) -> HeldOut:
         metrics = {"heldout/acc": float(repeat + len(rows))}
         chosen = np.array([scores[row][repeat] for row in rows])
-        return HeldOut(metrics, chosen, y[rows], np.array(rows))
+        weight = row_weight[rows] if weighted else None
+        return HeldOut(metrics, chosen, y[rows], np.array(rows), weight, 0.5)
 
     results = [held_out([0, 1], 0), held_out([2, 3], 0), held_out([1, 3], 1), held_out([0, 2], 1)]
     summary = summarize(cfg, meta, results)
@@ -272,6 +275,10 @@ def test_out_of_fold_scores_are_the_mean_over_repeats_and_each_fold_counts_once(
     assert summary["oof/acc"] == pytest.approx(np.mean((mean > 0.5) == y))
     assert summary["cv/acc_mean"] == pytest.approx(np.mean([2, 2, 3, 3]))
     assert summary["cv/acc_std"] == pytest.approx(np.std([2, 2, 3, 3]))
+    weighted = [held_out(r.rows.tolist(), k // 2, weighted=True) for k, r in enumerate(results)]
+    correct = (mean > 0.5) == y  # each row's weight counts once, not once per repeat
+    weighted_acc = summarize(cfg, meta, weighted)["oof/acc"]
+    assert weighted_acc == pytest.approx(np.average(correct, weights=row_weight))
     folds = SimpleNamespace(repeat=[0, 0, 1, 1], fold=[0, 1, 0, 1])
     table = oof_table(meta, folds, results)
     assert len(table) == 8 and list(table["repeat"]) == [0] * 4 + [1] * 4

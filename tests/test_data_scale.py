@@ -324,15 +324,16 @@ def test_prepare_memory_does_not_grow_with_the_table(tmp_path):
 # --- training on memory-mapped splits ------------------------------------------------------------
 
 
-def reference_chunks(x, c, y, rows, seed, epoch, shuffle=True, shard=(0, 1)):
+def reference_chunks(x, c, y, w, rows, seed, epoch, shuffle=True, shard=(0, 1)):
     """What ShuffledChunks yielded before: slices of a permuted copy, x[order][a:b]."""
     rank, world = shard
     if shuffle or world > 1:
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + epoch))
         if world > 1:
             order = order[rank : (len(y) // world) * world : world]
-        x, c, y = x[order], c[order], y[order]
-    return [(x[a : a + rows], c[a : a + rows], y[a : a + rows]) for a in range(0, len(y), rows)]
+        x, c, y, w = x[order], c[order], y[order], w[order]
+    parts = (x, c, y, w)
+    return [tuple(p[a : a + rows] for p in parts) for a in range(0, len(y), rows)]
 
 
 @pytest.mark.parametrize(
@@ -343,6 +344,7 @@ def test_shuffled_chunks_are_the_chunks_of_a_permuted_copy(tmp_path, shuffle, sh
     x = torch.randn(1003, 5)
     c = torch.randint(0, 9, (1003, 2))
     y = torch.arange(1003)
+    w = torch.rand(1003)  # row weights travel with their rows
     source, codes = x, c
     if mapped:
         np.save(tmp_path / "x.npy", x.numpy())
@@ -350,14 +352,17 @@ def test_shuffled_chunks_are_the_chunks_of_a_permuted_copy(tmp_path, shuffle, sh
         source = np.load(tmp_path / "x.npy", mmap_mode="r")
         codes = np.load(tmp_path / "c.npy", mmap_mode="r")
     for epoch in (0, 3):
-        chunks = ShuffledChunks(source, codes, y, 128, 42, lambda e=epoch: e, shuffle, shard)
+        chunks = ShuffledChunks(
+            source, codes, y, 128, 42, lambda e=epoch: e, shuffle, shard, weight=w
+        )
         got = list(chunks)
-        expected = reference_chunks(x, c, y, 128, 42, epoch, shuffle, shard)
+        expected = reference_chunks(x, c, y, w, 128, 42, epoch, shuffle, shard)
         assert len(got) == len(expected) == len(chunks)
-        for (gx, gc, gy), (ex, ec, ey) in zip(got, expected, strict=True):
+        for (gx, gc, gy, gw), (ex, ec, ey, ew) in zip(got, expected, strict=True):
             assert isinstance(gx, torch.Tensor) and gx.dtype == torch.float32
             assert gc.dtype == torch.int64
             assert torch.equal(gx, ex) and torch.equal(gc, ec) and torch.equal(gy, ey)
+            assert torch.equal(gw, ew)
 
 
 def test_datamodule_memory_maps_the_features_and_loads_the_targets(tmp_path):
@@ -370,8 +375,9 @@ def test_datamodule_memory_maps_the_features_and_loads_the_targets(tmp_path):
     assert codes.shape == (len(y), 0)  # wine: no categorical column
     assert isinstance(y, torch.Tensor) and y.dtype == torch.int64
     np.testing.assert_array_equal(x, load_split(tmp_path / "p", "train")[0])
-    chunk_x, _, chunk_y = next(iter(data.train_dataloader()))
+    chunk_x, _, chunk_y, chunk_w = next(iter(data.train_dataloader()))
     assert chunk_x.shape == (32, 13) and chunk_x.dtype == torch.float32 and len(chunk_y) == 32
+    assert chunk_w is None  # no data.weight: unweighted rows
     assert isinstance(next(iter(data.val_dataloader()))[0], torch.Tensor)
     # ddp_spawn pickles the datamodule: the workers map the files themselves
     copy = pickle.loads(pickle.dumps(data))

@@ -89,7 +89,7 @@ def test_training_minimizes_the_mean_of_the_members_losses(tmp_path: Path) -> No
     seen = []
     module._step_optimizer = seen.append  # the loss handed to the optimizer
     module._epoch_sums = torch.zeros(3)
-    module.training_step((x, torch.zeros(64, 0, dtype=torch.long), y), 0)
+    module.training_step((x, torch.zeros(64, 0, dtype=torch.long), y, None), 0)
     members = module.net.train()(x, None).squeeze(-1)  # lr 0: the weights did not move
     bce = BinaryCrossEntropy("binary")
     per_member = torch.stack([bce(members[:, m], y.float()) for m in range(4)])

@@ -111,6 +111,7 @@ class DataConfig:
     categorical: list[str]
     numeric: list[str]
     drop: list[str]
+    weight: str | None  # the column of row weights (loss and metrics), never a feature
     min_category_count: int
     max_categories: int
     numeric_transform: str
@@ -193,6 +194,10 @@ class DataConfig:
                     f"data.{first} and data.{second} both list {', '.join(both)}: "
                     "give each column one role"
                 )
+        if self.weight is not None and (not isinstance(self.weight, str) or self.weight in MISSING):
+            _fail("data.weight", self.weight, "must be a column name or null: e.g. data.weight=w")
+        if self.weight is not None and self.weight == self.target:
+            _fail("data.weight", self.weight, "is the target: weigh rows by another column")
         check_number("data.min_category_count", self.min_category_count, 1, integer=True)
         check_number("data.max_categories", self.max_categories, 1, integer=True)
         check_choice("data.numeric_transform", self.numeric_transform, NUMERIC_TRANSFORMS)
@@ -330,6 +335,16 @@ def check_class_weight_fits(option: Any, task: str) -> None:
         raise ConfigError(f"{CLASS_WEIGHT_KEY} weighs classes, but the task is regression: drop it")
 
 
+def check_threshold_fits(threshold: Any, task: str) -> None:
+    """evaluate.threshold=auto picks a binary classifier's threshold: a ConfigError on
+    another task (multiclass predicts the argmax, regression no class)."""
+    if threshold == AUTO and task != "binary":
+        raise ConfigError(
+            f"evaluate.threshold=auto picks the F1-optimal threshold of a binary classifier, "
+            f"but the task is {task}: set evaluate.threshold=0.5 (binary tasks read it only)"
+        )
+
+
 def moved_key_error(key: str) -> ConfigError:
     new = MOVED_KEYS[key]
     return ConfigError(f"{key} is now {new}: pass {new}=... (or `mlpflow compose` params.yaml)")
@@ -377,7 +392,10 @@ def validate(cfg: DictConfig) -> None:
     if not str(cfg.monitor.metric).startswith("val/"):
         _fail("monitor.metric", cfg.monitor.metric, "must be a val/ metric, e.g. val/loss")
     _check_validation_runs(cfg)
-    check_number("evaluate.threshold", cfg.evaluate.threshold, 0, 1, low_open=True)
+    if cfg.evaluate.threshold != AUTO:
+        check_number("evaluate.threshold", cfg.evaluate.threshold, 0, 1, low_open=True)
+    if task is not None:
+        check_threshold_fits(cfg.evaluate.threshold, task)
     if not isinstance(cfg.evaluate.importance, bool):
         _fail("evaluate.importance", cfg.evaluate.importance, "must be true or false")
     check_number("evaluate.importance_repeats", cfg.evaluate.importance_repeats, 1, integer=True)

@@ -49,6 +49,7 @@ from mlpflow.data.leakage import determining_columns, sample_rows
 from mlpflow.data.prepared import HELDOUT, Meta, read_rows, write_meta, write_prepared, writing
 from mlpflow.data.scan import Scan, count_duplicates, scan_source
 from mlpflow.data.sources import TableSource, open_table
+from mlpflow.data.weights import check_split_weights, check_weight_column, row_weights
 from mlpflow.notice import warn
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def prepare_dataset(
     cv = cv or CVConfig("none")
     table = open_table(data, seed)
     check_group(cv, table.feature_names, table.target_name)
+    check_weight_column(data.weight, table.feature_names)
     out = Path(out_dir).expanduser().absolute()
     with writing(out) as tmp:
         scan = scan_source(table, tmp, scanned_as_text(table.feature_names, data))
@@ -104,6 +106,8 @@ def _prepare(job: Job) -> Meta:
     n_val, n_test = split_sizes(int(keep.sum()), report["dropped_rows"], data)
     target = encode_target(scan.target, keep, data.task, table.task)
     check_target_transform(data.target_transform, target, table.target_name)
+    if data.weight is not None:
+        target.weight = row_weights(scan, data.weight, keep)
     scan.target = None  # type: ignore[assignment]  # encoded: free 8 bytes a row
     groups = None if cv.group is None else group_ids(scan, cv.group)[keep]
     rows = assign_splits(target, keep, n_val, n_test, job.seed, groups)
@@ -120,12 +124,18 @@ def _prepare(job: Job) -> Meta:
 
 
 def _write_rows(job: Job, columns: Columns, target: Target, rows: Rows, out: Path) -> Preprocessor:
-    """The preprocessing fitted on the train rows of `rows`; each split's X, C and y in `out`."""
+    """The preprocessing fitted on the train rows of `rows`; each split's X, C and y in `out`,
+    and its row weights w (data.weight)."""
     labels = rows.row_split[rows.row_split >= 0]
+    if target.weight is not None:
+        for k, split in enumerate(rows.splits):
+            check_split_weights(job.data.weight, split, target.weight[labels == k])
     fitted = Preprocessor(columns, job.data, job.seed).fit(rows.train, target.y[labels == 0])
     fitted.write(rows, out)
     for k, split in enumerate(rows.splits):
         np.save(out / f"y_{split}.npy", target.y[labels == k], allow_pickle=False)
+        if target.weight is not None:
+            np.save(out / f"w_{split}.npy", target.weight[labels == k], allow_pickle=False)
     return fitted
 
 
@@ -166,6 +176,7 @@ def _meta(job: Job, fitted: Preprocessor, target: Target, rows: Rows, report: di
         example={p.name: scan.example[p.name] for p in plans if p.role != "drop"},
         text_format=table.text_format,
         target_transform=fitted.target_,
+        weight=data.weight,
     )
 
 

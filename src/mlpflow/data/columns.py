@@ -6,8 +6,8 @@ are boolean, other text categorical; whole numbers in a column whose name reads 
 identifier's (`school_id`, `StoreID`, `nr`) are codes of an entity: categorical, or an ID when
 unique. A row number, an ID (unique on nearly every row), a date/time as unique, a constant or
 an empty column is dropped. `data.categorical`, `data.numeric` and `data.drop` override the
-inference; the `cv.group` column is dropped. `Columns` reads the planned columns' values back
-out of the scratch file, by role. The target decides the task
+inference; the `cv.group` and `data.weight` columns are dropped. `Columns` reads the planned
+columns' values back out of the scratch file, by role. The target decides the task
 (`data.task=auto`: numbers with few whole values are classes) and its classes, 0..K-1.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 from mlpflow.data.prepared import ColumnPlan
 from mlpflow.data.scan import NumericStats, Scan, TargetValues, TextStats
 from mlpflow.data.text import boolean_value, is_boolean_text, is_number_type, is_temporal
+from mlpflow.data.weights import WEIGHT_ACTION
 from mlpflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -56,15 +57,16 @@ def names_a_code(name: str) -> bool:
 
 def scanned_as_text(names: Iterable[str], data: DataConfig) -> set[str]:
     """The columns the scan reads as text whatever their type: data.categorical, and those
-    named as codes (`names_a_code`) that data.numeric or data.drop do not claim."""
-    claimed = {*data.numeric, *data.drop}
+    named as codes (`names_a_code`) that data.numeric, data.drop or data.weight do not claim."""
+    claimed = {*data.numeric, *data.drop, data.weight}
     return {*data.categorical, *(n for n in names if names_a_code(n) and n not in claimed)}
 
 
 def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Columns:
     """Every column's plan; a DataError names an override that names no column, or a forced
     numeric column that is mostly text, or a table left with no feature. The `group` column
-    (cv.group) is dropped: a held-out fold's groups are unseen by construction."""
+    (cv.group) is dropped: a held-out fold's groups are unseen by construction; so is the
+    data.weight column, which weighs rows and is not known when predicting."""
     categorical, numeric, drop = data.categorical, data.numeric, data.drop
     for key, names in (("categorical", categorical), ("numeric", numeric), ("drop", drop)):
         unknown = [name for name in names if name not in scan.columns]
@@ -78,6 +80,8 @@ def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Colu
     for name, stats in scan.columns.items():
         if name == group:
             plans.append(_plan(name, stats, "drop", "dropped: cv.group (rows grouped by it)"))
+        elif name == data.weight:
+            plans.append(_plan(name, stats, "drop", WEIGHT_ACTION))
         elif name in drop:
             plans.append(_plan(name, stats, "drop", "dropped: data.drop"))
         elif name in categorical:
@@ -240,6 +244,7 @@ class Target:
     task: str  # binary, multiclass or regression
     y: np.ndarray  # int64 class indices or float32 values
     classes: list[str] | None
+    weight: np.ndarray | None = None  # float32 data.weight per kept row (data/weights.py)
 
 
 def encode_target(

@@ -2,7 +2,8 @@
 
 A per-sample Dataset + DataLoader pays for __getitem__ and collate on every row; gathering a
 chunk of a seeded permutation at once costs next to nothing. The features stay memory-mapped,
-so a split larger than memory trains and setup copies nothing; targets are loaded.
+so a split larger than memory trains and setup copies nothing; targets (and row weights,
+with data.weight) are loaded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from mlpflow.data.prepared import EVAL_CHUNK_ROWS, load_codes, load_meta, load_split
+from mlpflow.data.prepared import (
+    EVAL_CHUNK_ROWS,
+    load_codes,
+    load_meta,
+    load_row_weights,
+    load_split,
+)
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
@@ -45,8 +52,8 @@ def slice_rows(x: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
 
 
 class ShuffledChunks:
-    """Iterable of (x, codes, y) chunks of `rows_per_chunk` rows; a fresh permutation every
-    epoch.
+    """Iterable of (x, codes, y, w) chunks of `rows_per_chunk` rows; a fresh permutation every
+    epoch. w: the chunk's row weights, None when the data is unweighted.
 
     The permutation is drawn from `seed + epoch()`, so an epoch's order does not depend on how
     many epochs ran before in this process (a resumed run sees the same batches). `x` and `codes`
@@ -63,8 +70,9 @@ class ShuffledChunks:
         epoch: Callable[[], int],
         shuffle: bool = True,
         shard: tuple[int, int] = (0, 1),
+        weight: Tensor | None = None,
     ) -> None:
-        self.x, self.codes, self.y = x, codes, y
+        self.x, self.codes, self.y, self.weight = x, codes, y, weight
         self.rows_per_chunk = rows_per_chunk
         self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
         self.rank, self.world_size = shard
@@ -76,12 +84,18 @@ class ShuffledChunks:
         """Rows this process sees: under data parallelism, an equal 1/world_size share."""
         return len(self.y) // self.world_size if self.world_size > 1 else len(self.y)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        x, codes, y, step = self.x, self.codes, self.y, self.rows_per_chunk
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor | None]]:
+        x, codes, y, w, step = self.x, self.codes, self.y, self.weight, self.rows_per_chunk
         if not (self.shuffle or self.world_size > 1):
             for start in range(0, len(y), step):
                 stop = start + step
-                yield slice_rows(x, start, stop), slice_rows(codes, start, stop), y[start:stop]
+                weight = None if w is None else w[start:stop]
+                yield (
+                    slice_rows(x, start, stop),
+                    slice_rows(codes, start, stop),
+                    y[start:stop],
+                    weight,
+                )
             return
         generator = torch.Generator().manual_seed(self.seed + self.epoch())
         order = torch.randperm(len(y), generator=generator)
@@ -89,7 +103,12 @@ class ShuffledChunks:
             order = order[self.rank : self._rows() * self.world_size : self.world_size]
         for start in range(0, len(order), step):
             rows = order[start : start + step]
-            yield take_rows(x, rows), take_rows(codes, rows), y[rows]
+            yield (
+                take_rows(x, rows),
+                take_rows(codes, rows),
+                y[rows],
+                None if w is None else w[rows],
+            )
 
 
 class TabularDataModule(pl.LightningDataModule):
@@ -109,11 +128,12 @@ class TabularDataModule(pl.LightningDataModule):
         self.seed = seed
         self.full_batch = full_batch
         self.splits: dict[str, tuple[np.ndarray, np.ndarray, Tensor]] = {}
+        self.weights: dict[str, Tensor | None] = {}  # row weights per split; None: unweighted
 
     def __getstate__(self) -> dict:
         """Pickled (ddp_spawn's workers) without the splits: each process maps them itself
         in setup, rather than receiving a copy of the data."""
-        return {**self.__dict__, "splits": {}}
+        return {**self.__dict__, "splits": {}, "weights": {}}
 
     @property
     def train_batch_size(self) -> int:
@@ -123,14 +143,16 @@ class TabularDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Open the splits the stage uses: evaluate never reads the (largest) train split.
 
-        Features and codes stay memory-mapped (read-only, through the page cache); targets are
-        loaded.
+        Features and codes stay memory-mapped (read-only, through the page cache); targets and
+        row weights are loaded.
         """
         for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             if split not in self.splits:
                 x, y = load_split(self.prepared_dir, split, mmap=True)
                 codes = load_codes(self.prepared_dir, split, mmap=True)
                 self.splits[split] = (x, codes, target_tensor(y, self.meta.task))
+                weight = load_row_weights(self.prepared_dir, split)
+                self.weights[split] = None if weight is None else torch.from_numpy(weight)
 
     def target_stats(self) -> tuple[float, float]:
         """Mean and std of the train target (regression) after data.target_transform: the
@@ -150,11 +172,26 @@ class TabularDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ShuffledChunks:
         rows = self.train_batch_size * (1 if self.full_batch else self.batches_per_step)
         return ShuffledChunks(
-            *self.splits["train"], rows, self.seed, self._current_epoch, shard=self._shard()
+            *self.splits["train"],
+            rows,
+            self.seed,
+            self._current_epoch,
+            shard=self._shard(),
+            weight=self.weights["train"],
         )
 
     def val_dataloader(self) -> ShuffledChunks:
-        return ShuffledChunks(*self.splits["val"], EVAL_CHUNK_ROWS, self.seed, int, shuffle=False)
+        return self._in_order("val")
 
     def test_dataloader(self) -> ShuffledChunks:
-        return ShuffledChunks(*self.splits["test"], EVAL_CHUNK_ROWS, self.seed, int, shuffle=False)
+        return self._in_order("test")
+
+    def _in_order(self, split: str) -> ShuffledChunks:
+        return ShuffledChunks(
+            *self.splits[split],
+            EVAL_CHUNK_ROWS,
+            self.seed,
+            int,
+            shuffle=False,
+            weight=self.weights[split],
+        )

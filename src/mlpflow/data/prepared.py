@@ -1,4 +1,5 @@
-"""The prepared directory: `{X,C,y}_{train,val,test}.npy` and `meta.json`, read and written.
+"""The prepared directory: `{X,C,y}_{train,val,test}.npy` (and `w_<split>.npy`, the row
+weights, with data.weight) and `meta.json`, read and written.
 
 It is written into a hidden sibling directory and renamed into place, so readers never see a
 half-written one. The splits are `.npy` because training slices minibatches of whole rows: a
@@ -82,6 +83,7 @@ class Meta:
     text_format: TextFormat = DEFAULT_FORMAT
     # data.target_transform, fitted on the train targets (regression; `none` otherwise).
     target_transform: TargetTransform = field(default_factory=TargetTransform)
+    weight: str | None = None  # data.weight: the column whose values are w_<split>.npy
 
     @property
     def n_features(self) -> int:
@@ -138,6 +140,13 @@ def load_split(
     except FileNotFoundError as error:
         raise DataError(f"no prepared data: {error.filename} is missing; {PREPARE_HINT}") from error
     return X, y
+
+
+def load_row_weights(prepared_dir: str | Path, split: str) -> np.ndarray | None:
+    """The row weights of one split (float32), or None when the data is unweighted (prepared
+    without data.weight: no `w_<split>.npy`)."""
+    path = Path(prepared_dir).expanduser().absolute() / f"w_{split}.npy"
+    return np.load(path, allow_pickle=False) if path.exists() else None
 
 
 def load_codes(prepared_dir: str | Path, split: str, mmap: bool = False) -> np.ndarray:
@@ -249,8 +258,10 @@ def write_prepared(tmp: Path, out: Path, meta: Meta) -> Meta:
 
 
 def write_meta(directory: Path, meta: Meta, arrays: Iterable[str] = ARRAY_FILES) -> Meta:
-    """meta.json of `directory`, fingerprinted on its `arrays` files; the meta written."""
-    meta = replace(meta, fingerprint=files_digest(directory / name for name in arrays))
+    """meta.json of `directory`, fingerprinted on its `arrays` files and its row weights
+    files; the meta written."""
+    names = [*arrays, *sorted(path.name for path in directory.glob("w_*.npy"))]
+    meta = replace(meta, fingerprint=files_digest(directory / name for name in names))
     (directory / META_FILE).write_text(meta.to_json())
     return meta
 

@@ -11,6 +11,7 @@ crafted file that would run code on a plain `torch.load` is refused instead.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ class NetworkSpec:
     n_outputs: int
     task: str
     model: dict[str, Any]
-    threshold: float
+    threshold: float  # binary: score > threshold is the positive class (evaluate.threshold)
     target_mean: float
     target_scale: float
     cardinalities: list[int] | None = None  # per categorical column: its level codes
@@ -55,6 +56,14 @@ class NetworkSpec:
     def from_hparams(cls, hparams: dict[str, Any]) -> NetworkSpec:
         optional = {key: hparams[key] for key in OPTIONAL_HPARAMS if key in hparams}
         return cls(**{key: hparams[key] for key in NETWORK_HPARAMS}, **optional)
+
+
+def labelling_threshold(networks: Iterable[NetworkSpec | float]) -> float:
+    """The binary threshold that labels the mean score of these networks (one, or a fold
+    ensemble), given as specs or as their thresholds: the mean of theirs. They share
+    evaluate.threshold, or, with auto, each carries the one its own validation split chose."""
+    thresholds = [n.threshold if isinstance(n, NetworkSpec) else n for n in networks]
+    return thresholds[0] if len(set(thresholds)) == 1 else sum(thresholds) / len(thresholds)
 
 
 OPTIONAL_HPARAMS = ("cardinalities", "n_continuous", "loss", "target_transform", "bins")

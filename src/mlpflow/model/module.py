@@ -4,6 +4,9 @@ The data module hands each training step a *chunk* of `batches_per_step` minibat
 step takes one optimizer step per minibatch (`model.fast_step`). The math is plain minibatch
 training (the same minibatches in the same order give the same weights for any chunk size);
 Lightning's fixed per-step cost (hooks, logging, progress bar) is paid once per chunk.
+With row weights (data.weight) every loss, train and val, is the weighted mean, and the val
+metrics are the weighted ones; with evaluate.threshold=auto each validation picks the F1-optimal
+threshold on its scores, and the checkpoint of that epoch carries it in its `threshold`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from mlpflow.config.compose import CLIP_GRAD_NORM, build_partial
 from mlpflow.data.transforms import TargetTransform
 from mlpflow.errors import TrainingDiverged
 from mlpflow.model.fast_step import DirectStep, steps_directly
-from mlpflow.model.metrics import build_metrics
+from mlpflow.model.metrics import GatheredRows, build_metrics, f1_threshold, metric_values
 from mlpflow.model.network import build_network
 from mlpflow.model.outputs import loss_target, num_classes, output_scores, squeeze_head
 from mlpflow.model.penalties import penalized_parameters, weight_penalty
 
-Batch = tuple[Tensor, Tensor | None, Tensor]  # features, level codes (or None), targets
+# features, level codes (or None), targets, row weights (None: unweighted)
+Batch = tuple[Tensor, Tensor | None, Tensor, Tensor | None]
 
 
 class MLPModule(pl.LightningModule):
@@ -41,6 +45,7 @@ class MLPModule(pl.LightningModule):
         monitor: dict[str, Any],
         batch_size: int,
         threshold: float = 0.5,
+        auto_threshold: bool = False,
         target_mean: float = 0.0,
         target_scale: float = 1.0,
         cardinalities: list[int] | None = None,
@@ -63,6 +68,7 @@ class MLPModule(pl.LightningModule):
         metrics = build_metrics(task, num_classes(task, n_outputs), threshold)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.val_rows = GatheredRows()  # weighted rows, or auto_threshold: metrics of all rows
         self._epoch_sums: Tensor | None = None
         self._val_sums: Tensor | None = None
 
@@ -81,12 +87,11 @@ class MLPModule(pl.LightningModule):
     def _target_stats(self) -> tuple[float, float, TargetTransform]:
         return self.hparams.target_mean, self.hparams.target_scale, self.target_transform
 
-    def _evaluate(self, batch: Batch, metrics: Any) -> Tensor:
-        """One evaluation forward pass: `metrics` updated with its scores; its mean data loss."""
-        x, codes, y = batch
+    def _evaluate(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """One evaluation forward pass: its scores, and its (weighted) mean data loss."""
+        x, codes, y, weight = batch
         outputs = self(x, codes)
-        metrics.update(self.scores(outputs), y)
-        return self.loss_fn(outputs, self.loss_target(y))
+        return self.scores(outputs), self.loss_fn(outputs, self.loss_target(y), weight)
 
     def on_train_epoch_start(self) -> None:
         # Train losses are summed on the device and logged once per epoch: a `self.log` per
@@ -96,18 +101,20 @@ class MLPModule(pl.LightningModule):
     def training_step(self, chunk: Batch, chunk_idx: int) -> None:
         """One optimizer step per minibatch of the chunk. The targets are converted once per
         chunk and the losses summed once per chunk: per minibatch, only the step itself."""
-        x_chunk, c_chunk, y_chunk = chunk
+        x_chunk, c_chunk, y_chunk, w_chunk = chunk
         size = self.hparams.batch_size
         xs, targets = x_chunk.split(size), self.loss_target(y_chunk).split(size)
         cs = c_chunk.split(size) if c_chunk.shape[1] else [None] * len(xs)
+        ws = w_chunk.split(size) if w_chunk is not None else [None] * len(xs)
         penalize = any(self.penalty_strengths)
         data_losses, penalties = [], []
-        for x, codes, target in zip(xs, cs, targets, strict=True):
+        for x, codes, target, weight in zip(xs, cs, targets, ws, strict=True):
             outputs = self.net(x, codes)
             if outputs.ndim == 3:  # an ensemble's members [N, k, d]: the mean of their losses
                 target = target.repeat_interleave(outputs.shape[1])
+                weight = None if weight is None else weight.repeat_interleave(outputs.shape[1])
                 outputs = outputs.flatten(0, 1)
-            data_loss = self.loss_fn(squeeze_head(outputs), target)
+            data_loss = self.loss_fn(squeeze_head(outputs), target, weight)
             data_losses.append(data_loss.detach())
             if penalize:
                 penalty = weight_penalty(self.penalized, *self.penalty_strengths)
@@ -115,7 +122,10 @@ class MLPModule(pl.LightningModule):
                 data_loss = data_loss + penalty
             self._step_optimizer(data_loss)
         losses = torch.stack(data_losses)
-        rows = torch.tensor([len(t) for t in targets], dtype=losses.dtype, device=losses.device)
+        if w_chunk is None:
+            rows = torch.tensor([len(t) for t in targets], dtype=losses.dtype, device=losses.device)
+        else:  # each minibatch's loss is a weighted mean: the epoch's weighs it by its weight
+            rows = torch.stack([w.sum() for w in ws]).to(losses.dtype)
         penalty_sum = rows @ torch.stack(penalties) if penalties else rows.new_zeros(())
         sums = torch.stack([rows @ losses, penalty_sum, rows.sum()])
         loss = (sums[0] + sums[1]) / sums[2]
@@ -146,22 +156,33 @@ class MLPModule(pl.LightningModule):
         self._val_sums = torch.zeros(2, device=self.device)  # [data loss x rows, rows]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Scores into the metric collection, the loss into a running sum: nothing is logged
-        per batch (the epoch's values are computed once, in `on_validation_epoch_end`)."""
-        rows = len(batch[2])
-        data_loss = self._evaluate(batch, self.val_metrics).detach()
-        self._val_sums += torch.stack([data_loss * rows, data_loss.new_tensor(rows)])
+        """Scores into the metric collection, the loss into a running sum (rows count their
+        weight): nothing is logged per batch (the epoch's values are computed once, in
+        `on_validation_epoch_end`)."""
+        y, weight = batch[2:]
+        scores, data_loss = self._evaluate(batch)
+        if weight is not None or self.hparams.auto_threshold:  # metrics of all rows at once
+            self.val_rows.update(scores, y, weight)
+        else:
+            self.val_metrics.update(scores, y)
+        data_loss = data_loss.detach()
+        rows = data_loss.new_tensor(len(batch[2])) if weight is None else weight.sum()
+        self._val_sums += torch.stack([data_loss * rows, rows.to(data_loss.dtype)])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Lightning's own logging (`trainer.test` in the tests; evaluate scores without it)."""
-        data_loss = self._evaluate(batch, self.test_metrics)
+        scores, data_loss = self._evaluate(batch)
+        self.test_metrics.update(scores, batch[2])
         self.log("test/loss", data_loss, on_epoch=True, batch_size=len(batch[2]))
         self.log_dict(self.test_metrics, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
         """The epoch's validation metrics and train losses, computed once and published in one
         call, before the epoch's checkpoints (`LastCheckpoint` writes the held points first)."""
-        values = self.val_metrics.compute()  # torchmetrics syncs its states across processes
+        if self.val_rows.update_called:
+            values = self._gathered_metrics()
+        else:
+            values = self.val_metrics.compute()  # torchmetrics syncs its states across processes
         self.val_metrics.reset()
         loss_sum, rows = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         values["val/loss"] = loss_sum / rows
@@ -170,6 +191,23 @@ class MLPModule(pl.LightningModule):
         if self._epoch_sums is not None:
             values.update(self._train_losses())
         self._publish(values)
+
+    def _gathered_metrics(self) -> dict[str, Any]:
+        """The val metrics of every val row at once: weighted by the rows' weights, and at the
+        F1-optimal threshold of these scores when auto_threshold (`val/threshold`; stored in
+        the hparams, so this epoch's checkpoint labels by it)."""
+        scores, y, weight = (t if t is None else t.cpu() for t in self.val_rows.compute())
+        self.val_rows.reset()
+        values: dict[str, Any] = {}
+        if self.hparams.auto_threshold:
+            arrays = (None if t is None else t.double().numpy() for t in (scores, y, weight))
+            self.hparams.threshold = f1_threshold(*arrays)
+            values["val/threshold"] = torch.tensor(self.hparams.threshold, device=self.device)
+        classes = num_classes(self.task, self.hparams.n_outputs)
+        metrics = metric_values(self.task, classes, scores, y, self.hparams.threshold, weight)
+        for name, value in metrics.items():
+            values[f"val/{name}"] = torch.tensor(value, device=self.device)
+        return values
 
     def on_train_epoch_end(self) -> None:
         """Log the train losses of an epoch without validation; step the scheduler (manual

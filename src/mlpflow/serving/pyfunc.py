@@ -18,7 +18,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from mlpflow.data.prepared import Meta
 from mlpflow.errors import ModelError
-from mlpflow.model.checkpoint import Weights, load_weights
+from mlpflow.model.checkpoint import Weights, labelling_threshold, load_weights
 from mlpflow.model.outputs import (
     class_probabilities,
     network_outputs,
@@ -60,7 +60,8 @@ class Predictor:
 class FoldEnsemble:
     """The fold models of a cross-validation as one model: each row goes through each fold's
     own preprocessing and network, and their scores are averaged (class probabilities, or
-    predictions in target units). A classifier's label is the averaged score's."""
+    predictions in target units). A classifier's label is the averaged score's, by the
+    members' `labelling_threshold`."""
 
     def __init__(self, members: list[Predictor]) -> None:
         first = members[0]
@@ -68,10 +69,11 @@ class FoldEnsemble:
             if member.meta.task != first.meta.task or member.meta.classes != first.meta.classes:
                 raise ModelError("the fold models disagree on the task or its classes")
         self.members, self.meta, self.spec = members, first.meta, first.spec
+        self.threshold = labelling_threshold(member.spec for member in members)
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         scores = np.mean([member.scores(rows) for member in self.members], axis=0)
-        return scores_frame(self.meta, self.spec.threshold, scores, rows.index)
+        return scores_frame(self.meta, self.threshold, scores, rows.index)
 
 
 def output_columns(meta: Meta) -> list[str]:

@@ -32,12 +32,19 @@ from omegaconf import DictConfig
 
 from mlpflow.config.schema import CVConfig
 from mlpflow.data.folds import FOLDS_DIR, HELDOUT, HELDOUT_ROWS, Folds, fold_dir
-from mlpflow.data.prepared import PREPARE_HINT, Meta, load_codes, load_meta, load_split
+from mlpflow.data.prepared import (
+    PREPARE_HINT,
+    Meta,
+    load_codes,
+    load_meta,
+    load_row_weights,
+    load_split,
+)
 from mlpflow.errors import DataError, RunInterrupted
 from mlpflow.evaluation.importance import Member, column_groups
 from mlpflow.evaluation.scoring import score_metrics, score_split
 from mlpflow.files import read_json, write_json
-from mlpflow.model.checkpoint import best_checkpoint, load_weights
+from mlpflow.model.checkpoint import best_checkpoint, labelling_threshold, load_weights
 from mlpflow.model.outputs import class_probabilities, num_classes
 from mlpflow.stages import resume
 from mlpflow.stages.report import TRAIN_REPORT
@@ -71,6 +78,8 @@ class HeldOut:
     scores: np.ndarray
     target: np.ndarray
     rows: np.ndarray  # each row's number in the source table
+    weight: np.ndarray | None  # the rows' weights (data.weight); None: unweighted
+    threshold: float  # the fold network's binary threshold
 
 
 def fold_config(cfg: DictConfig, index: int, prepared: Path) -> DictConfig:
@@ -171,17 +180,25 @@ def test_members(cfg: DictConfig, folds: Folds, target: torch.Tensor) -> list[Me
 
 
 def score_ensemble(
-    cfg: DictConfig, folds: Folds, members: list[Member], meta: Meta, target: torch.Tensor
+    cfg: DictConfig,
+    folds: Folds,
+    members: list[Member],
+    meta: Meta,
+    target: torch.Tensor,
+    row_weight: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """The fold ensemble on the test split: its metrics (`test/`), the mean of its members'
     (`test_fold_mean/`: the ensemble's gain over them), and its scores, the mean of the
-    members' scores. Each member's test metrics go into its fold's run."""
+    members' scores; weighted by `row_weight` when given. Each member labels by its own
+    threshold, the ensemble by their `labelling_threshold`. Each member's test metrics go into
+    its fold's run."""
     from mlpflow.tracking.results import log_results
 
-    threshold, member_metrics, scores = cfg.evaluate.threshold, [], []
+    member_metrics, scores = [], []
     for member, report in zip(members, fold_reports(cfg, folds), strict=True):
+        weights = member.weights
         metrics, member_scores = score_split(
-            member.weights, member.x, member.codes, target, threshold, "test"
+            weights, member.x, member.codes, target, weights.spec.threshold, "test", row_weight
         )
         member_metrics.append(metrics)
         scores.append(member_scores.double())
@@ -189,7 +206,8 @@ def score_ensemble(
             log_results(report["tracking_uri"], report["run_id"], metrics, {}, report["model_id"])
     ensemble = torch.stack(scores).mean(dim=0).float()
     classes = num_classes(meta.task, meta.n_outputs)
-    metrics = score_metrics(meta.task, classes, ensemble, target, threshold, "test")
+    threshold = labelling_threshold(member.weights.spec for member in members)
+    metrics = score_metrics(meta.task, classes, ensemble, target, threshold, "test", row_weight)
     for key in member_metrics[0]:
         name = key.removeprefix("test/")
         metrics[f"test_fold_mean/{name}"] = float(np.mean([m[key] for m in member_metrics]))
@@ -295,20 +313,24 @@ def _continued_state(models: Path, identity: resume.RunIdentity) -> dict[str, An
 
 
 def score_heldout(fold_cfg: DictConfig) -> HeldOut:
-    """The fold's best checkpoint scored on its held-out rows."""
+    """The fold's best checkpoint scored on its held-out rows (weighted, with data.weight)."""
     prepared = Path(fold_cfg.paths.prepared)
     weights = load_weights(best_checkpoint(fold_cfg.paths.models))
     x, y = (torch.from_numpy(array) for array in load_split(prepared, HELDOUT))
     codes = torch.from_numpy(load_codes(prepared, HELDOUT))
-    metrics, scores = score_split(weights, x, codes, y, fold_cfg.evaluate.threshold, HELDOUT)
+    weight = load_row_weights(prepared, HELDOUT)
+    row_weight = None if weight is None else torch.from_numpy(weight)
+    threshold = weights.spec.threshold
+    metrics, scores = score_split(weights, x, codes, y, threshold, HELDOUT, row_weight)
     rows = np.load(prepared / HELDOUT_ROWS, allow_pickle=False)
-    return HeldOut(metrics, scores.double().numpy(), y.numpy(), rows)
+    return HeldOut(metrics, scores.double().numpy(), y.numpy(), rows, weight, threshold)
 
 
 def summarize(cfg: DictConfig, meta: Meta, results: list[HeldOut]) -> dict[str, float]:
     """`cv/<metric>_mean` and `_std` over the folds' held-out metrics (std over the K x R
     folds, ddof=0), and `oof/<metric>`: the metrics of every row's held-out score, the mean
-    over repeats (docs/math.md)."""
+    over repeats (docs/math.md), labelled by the folds' `labelling_threshold` and weighted by
+    the rows' weights (data.weight)."""
     summary: dict[str, float] = {}
     for key in results[0].metrics:
         values = np.array([result.metrics[key] for result in results])
@@ -324,10 +346,15 @@ def summarize(cfg: DictConfig, meta: Meta, results: list[HeldOut]) -> dict[str, 
     mean /= counts.reshape(-1, *([1] * (scores.ndim - 1)))
     row_target = np.empty(len(rows), dtype=target.dtype)
     row_target[inverse] = target  # a row's copies (one per repeat) share its target
+    row_weight = None
+    if results[0].weight is not None:  # and so its weight
+        row_weight = torch.empty(len(rows), dtype=torch.float32)
+        row_weight[inverse] = torch.from_numpy(np.concatenate([r.weight for r in results]))
     classes = num_classes(meta.task, meta.n_outputs)
     oof_scores, oof_target = torch.from_numpy(mean).float(), torch.from_numpy(row_target)
+    threshold = labelling_threshold(result.threshold for result in results)
     summary.update(
-        score_metrics(meta.task, classes, oof_scores, oof_target, cfg.evaluate.threshold, "oof")
+        score_metrics(meta.task, classes, oof_scores, oof_target, threshold, "oof", row_weight)
     )
     return summary
 

@@ -38,31 +38,34 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import torch
 
     from mlpflow.data.folds import load_folds
-    from mlpflow.data.prepared import load_codes, load_meta, load_split
+    from mlpflow.data.prepared import load_codes, load_meta, load_row_weights, load_split
     from mlpflow.evaluation.figures import write_figures
     from mlpflow.evaluation.importance import Member, column_groups
     from mlpflow.evaluation.plot_specs import write_dvc_plots
     from mlpflow.evaluation.plots import write_plots
     from mlpflow.evaluation.scoring import score_split
-    from mlpflow.model.checkpoint import best_checkpoint, load_weights
+    from mlpflow.model.checkpoint import best_checkpoint, labelling_threshold, load_weights
 
     meta = load_meta(cfg.paths.prepared)
     x, y = (torch.from_numpy(array) for array in load_split(cfg.paths.prepared, "test"))
     codes = torch.from_numpy(load_codes(cfg.paths.prepared, "test"))
+    weight = load_row_weights(cfg.paths.prepared, "test")  # data.weight: weighted metrics
+    row_weight = None if weight is None else torch.from_numpy(weight)
     folds = load_folds(cfg.paths.prepared)
-    # The threshold is evaluate's own param: metrics, confusion and plots all use the current one.
+    # The threshold is the model's: metrics, confusion and plots label as the served model does.
     if folds is None:
         weights = load_weights(best_checkpoint(cfg.paths.models))  # refuses corrupt/foreign files
         members = [Member(weights, x, codes, column_groups(meta))]
-        metrics, scores = score_split(weights, x, codes, y, cfg.evaluate.threshold, "test")
+        threshold = weights.spec.threshold  # evaluate.threshold, or the one auto chose in train
+        metrics, scores = score_split(weights, x, codes, y, threshold, "test", row_weight)
     else:
         from mlpflow.stages.cross_validation import score_ensemble, test_members
 
         members = test_members(cfg, folds, y)
-        metrics, scores = score_ensemble(cfg, folds, members, meta, y)
+        metrics, scores = score_ensemble(cfg, folds, members, meta, y, row_weight)
     curve_args = {
         "class_names": meta.classes,
-        "threshold": cfg.evaluate.threshold,
+        "threshold": labelling_threshold(member.weights.spec for member in members),
         "calibration_bins": cfg.evaluate.calibration_bins,
     }
     target, score_array = y.numpy(), scores.numpy()

@@ -16,11 +16,13 @@ from mlpflow.tracking.store import tracking_uri
 from mlpflow.tracking.trials import objective_name
 
 TRAIN_REPORT = "train.json"
+THRESHOLD = "threshold"  # the run's metric and train.json's key: the model's auto threshold
 
 
 def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
-    """Best epoch and score, epochs run and global step, read from the checkpoint files: after
-    ddp_spawn, this process's trainer and callbacks are not restored."""
+    """Best epoch and score, epochs run and global step (and, with evaluate.threshold=auto, the
+    threshold the best epoch chose), read from the checkpoint files: after ddp_spawn, this
+    process's trainer and callbacks are not restored."""
     best = Path(trainer.checkpoint_callback.best_model_path)
     saved = read_checkpoint(best)
     best_score = float(
@@ -36,7 +38,7 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
         if last_path.exists()
         else {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step}
     )
-    return {
+    facts = {
         "best_epoch": saved["epoch"],
         "epochs_run": last["epoch"] + 1,
         "checkpoint": best.name,
@@ -45,6 +47,9 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
         "global_step": last["global_step"],
         "path": best,
     }
+    if saved["hyper_parameters"].get("auto_threshold"):
+        facts[THRESHOLD] = float(saved["hyper_parameters"]["threshold"])
+    return facts
 
 
 def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str | None, ...]:
@@ -54,6 +59,8 @@ def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str 
     logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
     model = logger.safely(log_model, logger, best, cfg.paths.prepared, facts["best_epoch"])
     logger.safely(client.log_metric, run_id, objective_name(cfg), facts["best_score"])
+    if THRESHOLD in facts:
+        logger.safely(client.log_metric, run_id, THRESHOLD, facts[THRESHOLD])
     run = logger.safely(client.get_run, run_id)
     return (run.info.run_name if run else None), (model.model_id if model else None)
 

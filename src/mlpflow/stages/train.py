@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import resolve_data_defaults
-from mlpflow.config.schema import check_loss_fits, validate
+from mlpflow.config.schema import AUTO, check_loss_fits, check_threshold_fits, validate
 from mlpflow.notice import warn
 from mlpflow.stages import resume
 
@@ -32,6 +32,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
 
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
+    check_threshold_fits(cfg.evaluate.threshold, meta.task)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
     if fold is None and (folds := load_folds(cfg.paths.prepared)) is not None:
         from mlpflow.stages import cross_validation
@@ -134,7 +135,7 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
     """The module to train on this prepared data (a fold's, under cross-validation), with what
     it fits on the train split and carries in its hparams: loss.class_weight as one weight per
     class, from the class counts; a piecewise-linear embedding's bins, on the continuous
-    features."""
+    features. With evaluate.threshold=auto, each validation sets its threshold."""
     from mlpflow.model.embeddings import fit_bins
     from mlpflow.model.losses import class_weights
     from mlpflow.model.module import MLPModule
@@ -148,6 +149,8 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
             hparams["loss"]["class_weight"], meta.classes, counts
         )
     n_continuous = meta.numeric.n_continuous
+    threshold = cfg.evaluate.threshold
+    labelling = {"auto_threshold": True} if threshold == AUTO else {"threshold": threshold}
     x_train = datamodule.splits["train"][0][:, :n_continuous]
     return MLPModule(
         n_features=meta.n_features,
@@ -155,7 +158,7 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
         task=meta.task,
         **hparams,
         batch_size=datamodule.train_batch_size,
-        threshold=cfg.evaluate.threshold,
+        **labelling,
         target_mean=target_mean,
         target_scale=target_scale,
         cardinalities=meta.categorical.cardinalities,

@@ -100,6 +100,11 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# With data.weight, what its weights weigh (docs/math.md): every loss and metric logged, not
+# evaluate's plots, figures and permutation importance.
+WEIGHTED_METRICS = "train/loss, val/*, test/*, heldout/*, oof/*, cv/*"
+
+
 def lineage_tags(cfg: DictConfig, task: str, fingerprint: str) -> dict[str, str]:
     """Tags that lead from a run back to its code, data and config."""
     tags = {
@@ -110,6 +115,8 @@ def lineage_tags(cfg: DictConfig, task: str, fingerprint: str) -> dict[str, str]
         "config.hash": config_hash(cfg),
         "config.digest": config_digest(cfg),
     }
+    if (weight := cfg.data.get("weight")) is not None:
+        tags["metrics.weighted"] = f"{WEIGHTED_METRICS}, by data.weight={weight}"
     commit = _git("rev-parse", "HEAD")
     if commit:
         tags["mlflow.source.git.commit"] = commit
