@@ -85,8 +85,9 @@ def test_the_periodic_embeddings_frequencies_are_never_penalized() -> None:
 
 
 def test_a_network_without_a_numeric_embedding_imports_no_scikit_learn() -> None:
-    """rtdl_num_embeddings imports scikit-learn, which the train stage otherwise never loads:
-    the default network and its penalty leave both unimported."""
+    """rtdl_num_embeddings imports scikit-learn's trees (for its tree-based bins), ~240
+    scikit-learn modules that a network without a numeric embedding does not use: the default
+    network and its penalty leave both unimported."""
     code = """
 import json, sys
 from mlpflow.model.mlp import MLP
