@@ -8,16 +8,25 @@ TORCH_INDEX ?=
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint ui bench compose clean
+.PHONY: setup setup-dev run test test-fast lint ui bench compose clean
 
+# What running needs: torch, then mlpflow with its dependencies (DVC and MLflow among them).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# What the tests and the linters add: pytest and its plugins, ruff, import-linter, Playwright,
+# psycopg, and the launchers' plugins (submitit, Ray) whose tests run in CI.
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev,cluster,ray]"
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 run: setup  ## the pipeline on the default dataset, tracked in ./mlflow.db
 	dvc repro
@@ -25,13 +34,13 @@ run: setup  ## the pipeline on the default dataset, tracked in ./mlflow.db
 
 # One compute thread per test process: two workers on two cores, each torch (and every process
 # a test starts) using one, rather than four threads stalling each other at every parallel region.
-test: setup  ## the whole suite, slow tests included
+test: setup-dev  ## the whole suite, slow tests included
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -rs --durations=15
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 

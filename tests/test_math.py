@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,6 +74,31 @@ def test_penalty_includes_biases_when_configured(tiny_net: MLP) -> None:
 
 def test_zero_strength_penalty_is_exactly_zero(tiny_net: MLP) -> None:
     assert weight_penalty(penalized_parameters(tiny_net)).item() == 0.0
+
+
+def test_the_periodic_embeddings_frequencies_are_never_penalized() -> None:
+    net = MLP(3, 1, [4], numeric_embedding={"kind": "periodic"}, n_continuous=2)
+    params = {id(p) for p in penalized_parameters(net, include_bias=True)}
+    frequencies = net.numeric_embedding.periodic.weight
+    assert id(frequencies) not in params
+    assert params == {id(p) for p in net.parameters() if p is not frequencies}
+
+
+def test_a_network_without_a_numeric_embedding_imports_no_scikit_learn() -> None:
+    """rtdl_num_embeddings imports scikit-learn's trees (for its tree-based bins), ~240
+    scikit-learn modules that a network without a numeric embedding does not use: the default
+    network and its penalty leave both unimported."""
+    code = """
+import json, sys
+from mlpflow.model.mlp import MLP
+from mlpflow.model.penalties import penalized_parameters
+penalized_parameters(MLP(3, 1, [4]))
+print(json.dumps([m for m in ("rtdl_num_embeddings", "sklearn") if m in sys.modules]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(result.stdout) == []
 
 
 LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0])

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rtdl_num_embeddings import PeriodicEmbeddings, PiecewiseLinearEmbeddings, compute_bins
 from torch import Tensor, nn
 
 from mlpflow.data.transforms import FIRST_LEVEL, UNKNOWN
@@ -169,6 +168,8 @@ def fit_bins(options: dict[str, Any], x: np.ndarray) -> list[list[float]] | None
     """
     if options.get("kind") != "piecewise_linear" or x.shape[1] == 0:
         return None
+    from rtdl_num_embeddings import compute_bins
+
     if len(x) > QUANTILE_ROWS:
         rows = np.random.default_rng(0).choice(len(x), QUANTILE_ROWS, replace=False)
         x = np.take(x, np.sort(rows), axis=0)
@@ -198,6 +199,8 @@ def _numeric_embedding(
     kind = options.get("kind", "none")
     if kind == "none" or not n_features:
         return None
+    from rtdl_num_embeddings import PeriodicEmbeddings, PiecewiseLinearEmbeddings
+
     d_embedding = options.get("d_embedding", 24)
     if kind == "periodic":
         return PeriodicEmbeddings(

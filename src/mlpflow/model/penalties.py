@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
-from rtdl_num_embeddings import PeriodicEmbeddings
 from torch import Tensor, nn
 
 
@@ -11,15 +12,24 @@ def penalized_parameters(module: nn.Module, include_bias: bool = False) -> list[
     """Weight matrices (ndim >= 2, not a bias: linear layers, embedding tables); with
     include_bias, every parameter (BatchNorm's too). Never the periodic embeddings' frequencies:
     shrinking them would flatten the embedding, not simplify the model (docs/math.md)."""
-    frequencies = {
-        id(m.periodic.weight) for m in module.modules() if isinstance(m, PeriodicEmbeddings)
-    }
+    frequencies = _frequencies(module)
     return [
         p
         for name, p in module.named_parameters()
         if (include_bias or (p.ndim >= 2 and not name.endswith("bias")))
         and id(p) not in frequencies
     ]
+
+
+def _frequencies(module: nn.Module) -> set[int]:
+    """The ids of the periodic embeddings' frequencies in `module`. A PeriodicEmbeddings exists
+    only once rtdl_num_embeddings is imported (by the network that has one); looked up rather than
+    imported, so that a network without one costs no import of rtdl, which imports scikit-learn."""
+    rtdl = sys.modules.get("rtdl_num_embeddings")
+    if rtdl is None:
+        return set()
+    periodic = rtdl.PeriodicEmbeddings
+    return {id(m.periodic.weight) for m in module.modules() if isinstance(m, periodic)}
 
 
 def weight_penalty(params: list[nn.Parameter], l1: float = 0.0, l2: float = 0.0) -> Tensor:
