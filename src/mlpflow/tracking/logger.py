@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
@@ -184,8 +184,8 @@ def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:
         tags = column_tags(meta.columns)
         if determining := meta.schema.get("determines_target"):  # data/leakage.py
             tags["data.determines_target"] = ", ".join(determining)
-        for key, value in tags.items():
-            logger.safely(client.set_tag, run_id, key, value)
+        run_tags = [RunTag(key, value) for key, value in tags.items()]
+        logger.safely(client.log_batch, run_id, tags=run_tags)  # one transaction, not one a tag
         columns = pd.DataFrame([vars(column) for column in meta.columns])
         logger.safely(client.log_table, run_id, columns, "data/columns.json")
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

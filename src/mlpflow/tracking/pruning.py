@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 
 import optuna
 import pytorch_lightning as pl
@@ -19,11 +20,19 @@ from mlpflow.tracking.trials import PRUNER_ENV, STORAGE_ENV, STUDY_ENV, TRIAL_EN
 
 def this_trial() -> optuna.trial.Trial:
     """The trial the sweeper asked for this job, on its study loaded from the shared storage."""
-    pruner = instantiate(json.loads(os.environ.get(PRUNER_ENV) or "null"))
-    study = optuna.load_study(
-        study_name=os.environ[STUDY_ENV], storage=os.environ[STORAGE_ENV], pruner=pruner
-    )
+    study = _study(os.environ[STORAGE_ENV], os.environ[STUDY_ENV], os.environ.get(PRUNER_ENV))
     return reopen_trial(study, os.environ[TRIAL_ENV])
+
+
+@cache
+def _study(storage: str, name: str, pruner: str | None) -> optuna.Study:
+    """The study, loaded once per process: the trials a process runs (the basic launcher's,
+    a joblib worker's) share it, as `study.optimize`'s do. A load opens the storage and checks
+    its schema (~0.1 s of a small trial); the handle reads the trials from the storage each
+    time the pruner asks."""
+    return optuna.load_study(
+        study_name=name, storage=storage, pruner=instantiate(json.loads(pruner or "null"))
+    )
 
 
 def report_fold(value: float, fold: int) -> None:

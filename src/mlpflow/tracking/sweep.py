@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
+from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.drawing import DPI, plt
@@ -31,6 +32,7 @@ from mlpflow.tracking.store import ensure_store, tracking_uri
 from mlpflow.tracking.trials import PARENT_ENV, SWEEP_ENV, objective_name
 
 SWEEP_KEY_TAG = "sweep.key"
+PARAMS_PER_BATCH = 100  # the most params MLflow takes in one log_batch
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,9 @@ def summarize(client: Any, parent_id: str, metric: str, mode: str) -> list[dict[
         client.log_metric(parent_id, metric, best[metric])
         client.set_tag(parent_id, "best.run_id", best["run_id"])
         client.set_tag(parent_id, "best.run_name", best["run_name"])
-        for key, value in best_run.data.params.items():
-            client.log_param(parent_id, key, value)
+        params = [Param(key, value) for key, value in best_run.data.params.items()]
+        for start in range(0, len(params), PARAMS_PER_BATCH):
+            client.log_batch(parent_id, params=params[start : start + PARAMS_PER_BATCH])
     client.log_figure(parent_id, _history_figure(trials, metric, mode), "optimization_history.png")
     return trials
 
