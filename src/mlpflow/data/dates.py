@@ -3,7 +3,7 @@
 A date column becomes its parts (fastai's `add_datepart`): year, day of month, day of year and
 the days elapsed since 1970-01-01 as numbers; month, weekday and hour (when a cell has a time of
 day) as categories, because their effects are cyclic, not monotonic (December sits next to
-January; benchmarks/README.md measures it). A cell is a date when stored as a date or timestamp,
+January; README.md's data section gives what it measured). A cell is a date when stored as a date or timestamp,
 or written in ISO 8601 (`2023-01-07`, `2023-01-07 13:45:00`, `2023-01-07T13:45Z`); the day-first
 and month-first forms (`03/04/2023`) are never read as dates, since a cell cannot tell which of
 them a file means. Prepare and the served model derive parts with this one module, from the
@@ -109,13 +109,6 @@ def part_levels(seconds: np.ndarray, part: str) -> list[str | None]:
     """A categorical part of each moment as its level (`Jan`, `Mon`, `13h`); None where missing."""
     levels = PART_LEVELS[part]
     return [levels[code] if code >= 0 else None for code in part_codes(seconds, part)]
-
-
-def part_matrix(seconds: np.ndarray, parts: Sequence[str]) -> np.ndarray:
-    """The numeric `parts` of each moment, float64 [n, len(parts)], NaN where missing."""
-    return np.column_stack([part_values(seconds, part) for part in parts]).reshape(
-        len(seconds), len(parts)
-    )
 
 
 def day_month_order_unknown(levels: Sequence[str], share: float) -> bool:
