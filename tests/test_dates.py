@@ -1,7 +1,7 @@
 """Date and time columns as features: the parts of a moment, which cells read as dates, the
 prepare table's roles (dates, free text, day/month dates), and raw rows (date text, datetime64,
 Timestamps, Parquet date32 and time-zone timestamps, missing cells) becoming exactly the inputs
-prepare wrote."""
+prepare wrote, in each cross-validation fold too."""
 
 from __future__ import annotations
 
@@ -12,14 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from test_locales import splits
 
+from mlpflow.config.schema import CVConfig, DataConfig
+from mlpflow.data.build import prepare_dataset
 from mlpflow.data.dates import date_seconds, part_codes, part_values
-from mlpflow.data.prepared import load_codes, load_split
+from mlpflow.data.folds import HELDOUT, HELDOUT_ROWS, load_folds
+from mlpflow.data.prepared import load_codes, load_meta, load_split
+from mlpflow.errors import DataError
 from mlpflow.evaluation.importance import column_groups
 from mlpflow.serving.raw_rows import network_inputs
 
-from conftest import prepare_data
+from conftest import DATA_DEFAULTS, REPO, prepare_data
 
 SEED = 0
 
@@ -106,8 +111,6 @@ def test_prepare_plans_dates_as_parts_and_names_free_text_and_day_month_dates(tm
 
 
 def test_a_date_part_named_like_a_column_is_refused_in_one_line(tmp_path: Path):
-    from mlpflow.errors import DataError
-
     days = pd.date_range("2022-01-01", periods=40).strftime("%Y-%m-%d")
     frame = pd.DataFrame({"when": days, "when_year": np.arange(40) % 3, "y": np.arange(40) % 2})
     frame.to_csv(tmp_path / "t.csv", index=False)
@@ -191,3 +194,26 @@ def test_parquet_date_columns_give_the_prepared_inputs(tmp_path: Path, kind: str
     rows = pd.read_parquet(tmp_path / "t.parquet")
     test = rows.iloc[splits(n, SEED)["test"]].drop(columns="y").reset_index(drop=True)
     assert_rows_give_the_test_split(meta, tmp_path / "p", test)
+
+
+def test_each_fold_derives_the_parts_of_its_heldout_rows_as_the_served_model_does(dated_csv):
+    """cv=kfold: a fold fits its own numeric transform of the parts; its held-out rows, served
+    raw, give the inputs it wrote."""
+    _, prepared, _ = dated_csv
+    table = prepared.parent / "t.csv"
+    kfold = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "cv" / "kfold.yaml"))
+    data = DataConfig.parse({**DATA_DEFAULTS, **csv_data(table)})
+    out = prepared.parent / "folded"
+    prepare_dataset(data, SEED, out, CVConfig.parse({**kfold, "folds": 3}))
+    rows = pd.read_csv(table, dtype=str, keep_default_na=False, na_values=[""])
+    folds = load_folds(out)
+    assert folds is not None and len(folds.dirs) == 3
+    means = set()
+    for directory in folds.dirs:
+        meta = load_meta(directory)
+        held = rows.iloc[np.load(directory / HELDOUT_ROWS)].drop(columns="y")
+        x, codes = network_inputs(meta, held, meta.numeric.estimator())
+        np.testing.assert_allclose(x, load_split(directory, HELDOUT)[0], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(codes, load_codes(directory, HELDOUT))
+        means.add(meta.numeric.fitted["mean_"][meta.numeric.names.index("when_elapsed")])
+    assert len(means) == 3
