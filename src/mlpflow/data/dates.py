@@ -3,7 +3,7 @@
 A date column becomes its parts (fastai's `add_datepart`): year, day of month, day of year and
 the days elapsed since 1970-01-01 as numbers; month, weekday and hour (when a cell has a time of
 day) as categories, because their effects are cyclic, not monotonic (December sits next to
-January; README.md's data section gives what that measured). A cell is a date when stored as a
+January; benchmarks/date_parts.py measures it). A cell is a date when stored as a
 date or timestamp, or written in ISO 8601 (`2023-01-07`, `2023-01-07 13:45:00`,
 `2023-01-07T13:45Z`); the day-first and month-first forms (`03/04/2023`) are never read as
 dates, since a cell cannot tell which of them a file means. Prepare and the served model derive
