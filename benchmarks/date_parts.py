@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-PARTS = ("year", "month", "day", "weekday", "dayofyear")
+PARTS = {
+    "year": "year",
+    "month": "month",
+    "day": "day",
+    "weekday": "day_of_week",
+    "dayofyear": "day_of_year",
+}  # mlpflow's part: pandas' attribute
 VARIANTS = {
     "raw": ([], lambda frame: frame[["date", "x", "y"]]),
     "numbers": ([], lambda frame: frame.drop(columns="date")),
@@ -38,10 +44,11 @@ def make_table(n_rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     days = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365, n_rows), "D")
     month_effect, weekday_effect = rng.normal(size=13), rng.normal(size=7)
-    y = month_effect[days.month] + weekday_effect[days.weekday] + 0.2 * rng.normal(size=n_rows)
+    effect = month_effect[days.month] + weekday_effect[days.day_of_week]
+    y = effect + 0.2 * rng.normal(size=n_rows)
     frame = pd.DataFrame({"date": days.strftime("%Y-%m-%d")})
-    for part in PARTS:
-        frame[part] = getattr(days, part)
+    for part, attribute in PARTS.items():
+        frame[part] = getattr(days, attribute)
     frame["elapsed"] = (days - pd.Timestamp("1970-01-01")).days
     return frame.assign(x=rng.normal(size=n_rows), y=y)
 

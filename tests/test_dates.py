@@ -45,8 +45,8 @@ def test_parts_of_a_moment_agree_with_pandas_across_leap_years_and_before_1970()
         "year": moments.dt.year,
         "month": moments.dt.month,
         "day": moments.dt.day,
-        "weekday": moments.dt.weekday,
-        "dayofyear": moments.dt.dayofyear,
+        "weekday": moments.dt.day_of_week,
+        "dayofyear": moments.dt.day_of_year,
         "hour": moments.dt.hour,
     }
     for part, values in expected.items():
@@ -142,7 +142,7 @@ def dated_csv(tmp_path_factory: pytest.TempPathFactory):
             "x": rng.normal(size=n),
         }
     )
-    frame["y"] = when.month.to_numpy() % 3 + when.weekday.to_numpy() / 7 + frame["x"]
+    frame["y"] = when.month.to_numpy() % 3 + when.day_of_week.to_numpy() / 7 + frame["x"]
     frame.loc[::17, "when"] = None
     frame.loc[5, "day"] = "n/k"
     frame.to_csv(tmp / "t.csv", index=False)
