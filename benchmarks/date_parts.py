@@ -67,7 +67,7 @@ def run_mlpflow(work: Path, frame: pd.DataFrame, name: str, seed: int, extra: li
     if done.returncode != 0:
         return f"failed: {done.stderr.strip().splitlines()[-1]}"
     metrics = json.loads((run_dir / "reports" / "metrics.json").read_text())["test"]
-    return f"R² {metrics['test/r2']:.3f} ({seconds:.0f} s)"
+    return f"R² {metrics['r2']:.3f} ({seconds:.0f} s)"
 
 
 def hgb_r2(frame: pd.DataFrame, seed: int) -> str:
