@@ -44,7 +44,7 @@ CSV_CASES = {
     "nan in features, nan_policy=error": (
         rows(40, lambda i: f"{i * 0.5},{'' if i == 3 else i % 7},{i * 1.5},{i % 2}\n"),
         ["data.nan_policy=error"],
-        ["missing values in numeric columns: b (1)", "data.nan_policy=median"],
+        ["missing values in numeric or date columns: b (1)", "data.nan_policy=median"],
     ),
     "single class": (rows(40, lambda i: f"{i * 0.5},{i % 7},{i * 1.5},1\n"), [], ["single class"]),
     "one class left with a target": (

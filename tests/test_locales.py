@@ -1,7 +1,8 @@
 """Tables from other locales and formats, as a new user brings them: a European CSV (`;`,
 decimal commas, `.` thousands), quoted decimal commas in a comma-delimited CSV, a target with
 thousands separators, an ambiguous column (refused in one line), and a Parquet file with a date
-column whose rows score alike from CSV text, from the Parquet file and from `pd.read_parquet`."""
+column whose rows score alike from CSV text, from the Parquet file and from `pd.read_parquet`;
+a date column kept as levels (data.categorical) matches its cells by meaning."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from sklearn.model_selection import train_test_split
 
 from mlpflow.cli import main
@@ -283,8 +285,8 @@ def test_csv_options_take_words_and_marks_from_the_command_line(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def parquet_model(tmp_path_factory: pytest.TempPathFactory):
-    """A model trained on Parquet: a date column (a timestamp, midnight) and a category column
-    carry the signal; the test rows as the file has them."""
+    """A model trained on Parquet: a date column (a timestamp, midnight: its parts) and a
+    category column carry the signal; the test rows as the file has them."""
     tmp = tmp_path_factory.mktemp("parquet")
     rng = np.random.default_rng(4)
     n = 900
@@ -312,10 +314,13 @@ def parquet_model(tmp_path_factory: pytest.TempPathFactory):
     return cfg, meta, frame.iloc[test].drop(columns="churn").reset_index(drop=True), tmp
 
 
-def test_a_date_column_is_one_level_per_day_whatever_its_print(parquet_model):
-    _, meta, _, _ = parquet_model
-    assert meta.categorical.names == ["day", "shop"]
-    levels = meta.categorical.vocabularies[0]
+def test_a_date_column_is_one_level_per_day_whatever_its_print(parquet_model, tmp_path):
+    cfg, meta, _, _ = parquet_model
+    assert meta.categorical.names == ["day_month", "day_weekday", "shop"]
+    data = {**OmegaConf.to_container(cfg.data), "categorical": ["day"]}
+    kept = prepare_data(data, SEED, tmp_path / "levels")
+    assert kept.categorical.names == ["day", "shop"]
+    levels = kept.categorical.vocabularies[0]
     assert sorted(levels) == [f"2023-01-{d:02d}" for d in range(2, 17)]  # no 00:00:00.000000
 
 
@@ -356,7 +361,7 @@ def test_a_model_trained_on_dates_as_text_matches_timestamps(tmp_path: Path):
     frame = pd.DataFrame({"day": np.tile(days.strftime("%Y-%m-%d"), 20), "x": np.arange(120) % 7})
     frame["y"] = np.tile([0, 1], 60)
     frame.to_csv(tmp_path / "t.csv", index=False)
-    prepare_data(csv_data(tmp_path / "t.csv", "y"), 0, tmp_path / "out")
+    prepare_data(csv_data(tmp_path / "t.csv", "y", categorical=["day"]), 0, tmp_path / "out")
     meta = load_meta(tmp_path / "out")
     plan = next(column for column in meta.columns if column.name == "day")
     assert plan.role == "categorical" and plan.dtype.startswith(("date32", "timestamp"))

@@ -97,16 +97,16 @@ def test_every_kind_of_column_gets_its_role(tmp_path: Path):
     assert meta.schema["nan_counts"] == {"notes": 1200, "income": 30, "city": 48}
 
 
-def test_a_timestamp_on_every_row_is_dropped_as_a_date_not_an_id(tmp_path: Path):
-    """Not an ID, and not usable as it is: the plan says so and how to use it."""
+def test_a_timestamp_on_every_row_becomes_its_parts_not_an_id(tmp_path: Path):
+    """Unique on every row or on few, a date column is its parts (with the hour when a cell has
+    a time of day), never an ID nor levels."""
     frame = export_table(n=600)
     frame["signup"] = pd.date_range("2024-01-01", periods=600, freq="h")  # unique
     frame["day"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(600) % 30, unit="D")
     meta = prepare_data(csv_data(write(frame, tmp_path / "t.csv")), 0, tmp_path / "out")
     plans = {c.name: c for c in meta.columns}
-    assert plans["signup"].role == "drop"
-    assert plans["signup"].action.startswith("dropped: date/time, add its parts")
-    assert plans["day"].role == "categorical"  # 30 dates: levels like any other
+    assert (plans["signup"].role, "hour" in plans["signup"].parts) == ("date", True)
+    assert (plans["day"].role, "hour" in plans["day"].parts) == ("date", False)
     assert plans["customer"].action.startswith("dropped: ID")
 
 

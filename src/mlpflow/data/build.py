@@ -197,12 +197,14 @@ def _report(scan: Scan, columns: Columns, n_kept: int) -> dict:
 
 
 def _determining_columns(job: Job, fitted: Preprocessor, target: Target, n_train: int) -> list[str]:
-    """The feature columns whose train values determine the target (`data/leakage.py`)."""
+    """The raw columns whose train values (a date: one of its parts) determine the target
+    (`data/leakage.py`)."""
     rows = sample_rows(n_train, job.seed)
     x, codes, y = (read_rows(job.tmp / f"{kind}_train.npy", rows) for kind in "XCy")
     n_classes = None if target.classes is None else len(target.classes)
     names = (fitted.numeric_.names, fitted.categorical_.names)
-    return determining_columns(x, codes, y, *names, n_classes)
+    features = determining_columns(x, codes, y, *names, n_classes)
+    return list(dict.fromkeys(fitted.columns.sources[name] for name in features))  # raw columns
 
 
 def _warn_determining(names: list[str], target: str) -> None:

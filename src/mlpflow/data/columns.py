@@ -1,25 +1,34 @@
 """The column plan: each feature column's role, and the target's task and classes.
 
-A column's role is numeric, boolean, categorical, or dropped; inferred from the scan, then
+A column's role is numeric, boolean, categorical, date, or dropped; inferred from the scan, then
 overridden. Text that reads as numbers (but for a few stray cells) is numeric, two boolean words
-are boolean, other text categorical; whole numbers in a column whose name reads as an
+are boolean, a date/time type or text that reads as ISO dates is a date (its parts are features,
+`mlpflow.data.dates`), other text categorical; whole numbers in a column whose name reads as an
 identifier's (`school_id`, `StoreID`, `nr`) are codes of an entity: categorical, or an ID when
-unique. A row number, an ID (unique on nearly every row), a date/time as unique, a constant or
-an empty column is dropped. `data.categorical`, `data.numeric` and `data.drop` override the
-inference; the `cv.group` and `data.weight` columns are dropped. `Columns` reads the planned
-columns' values back out of the scratch file, by role. The target decides the task
+unique. A row number, an ID (unique on nearly every row), free text (sentences, mostly unique), a
+constant or an empty column is dropped. `data.categorical`, `data.numeric` and `data.drop`
+override the inference; the `cv.group` and `data.weight` columns are dropped. `Columns` reads the
+planned columns' values back out of the scratch file, by role. The target decides the task
 (`data.task=auto`: numbers with few whole values are classes) and its classes, 0..K-1.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlpflow.data.dates import (
+    PART_LEVELS,
+    date_parts,
+    day_month_order_unknown,
+    is_categorical_part,
+    part_codes,
+    part_values,
+)
 from mlpflow.data.prepared import ColumnPlan
 from mlpflow.data.scan import NumericStats, Scan, TargetValues, TextStats
 from mlpflow.data.text import boolean_value, is_boolean_text, is_number_type, is_temporal
@@ -29,12 +38,14 @@ from mlpflow.errors import DataError
 if TYPE_CHECKING:
     from mlpflow.config.schema import DataConfig
 
-NUMBER_SHARE = 0.9  # text is numeric when this share of its cells read as numbers
+NUMBER_SHARE = 0.9  # text is numeric (dates) when this share of its cells read as numbers (dates)
 ID_SHARE = 0.95  # text is an ID when it has a distinct value on this share of its rows
 ID_MIN_LEVELS = 20
+FREE_TEXT_WORDS = 3  # an ID whose levels have this many words on average is free text
 ROW_NUMBER_NAMES = ("", "Unnamed: 0")  # the index column pandas' to_csv writes first
-# A timestamp on nearly every row is no ID, but the network cannot use it as it is either.
-TIMESTAMP = "date/time, add its parts (month, weekday, hour) as columns to use it"
+# A time of day on nearly every row is no ID, but the network cannot use it as it is either.
+TIME_OF_DAY = "time of day, add its hour as a column to use it"
+DAY_MONTH = "day/month order unknown, write the dates as YYYY-MM-DD to use their parts"
 # A name whose last word ends so names an entity (school_id, StoreID, schid, countyfips, fcode)
 CODE_ENDINGS = ("id", "code", "fips")
 CODE_WORDS = frozenset({"nr", "no", "key", "zip", "zipcode"})  # or is one of these
@@ -90,6 +101,7 @@ def plan_columns(scan: Scan, data: DataConfig, group: str | None = None) -> Colu
             plans.append(_forced_numeric(name, stats))
         else:
             plans.append(_infer(name, stats, scan.rows, first=name == first))
+    _check_part_names(plans)
     if all(plan.role == "drop" for plan in plans):
         raise DataError(
             f"no usable feature column besides the target {scan.target.name!r}: "
@@ -105,6 +117,32 @@ def _plan(name: str, stats: NumericStats | TextStats, role: str, action: str) ->
     if role == "numeric" and isinstance(stats, TextStats):  # stray text cells are missing too
         missing = _rows(stats) - stats.number_cells
     return ColumnPlan(name, role, stats.dtype, levels, missing, action)
+
+
+def _date_plan(name: str, stats: TextStats, present: int) -> ColumnPlan:
+    """A date column: its parts, numbers and categories named; stray text cells missing."""
+    parts = date_parts(stats.timed)
+    numbers = [part for part in parts if not is_categorical_part(part)]
+    categories = [part for part in parts if is_categorical_part(part)]
+    action = f"date parts: {', '.join(numbers)}; {', '.join(categories)} as levels"
+    strays = present - stats.date_cells
+    if strays:
+        action += f", {strays} stray cells missing"
+    missing = _rows(stats) - stats.date_cells
+    return ColumnPlan(name, "date", stats.dtype, len(stats.levels), missing, action, parts)
+
+
+def _check_part_names(plans: list[ColumnPlan]) -> None:
+    """A date part's feature must not share a column's name (`when_year` beside `when`)."""
+    names = {plan.name for plan in plans}
+    for plan in plans:
+        taken = [feature for feature in plan.features if plan.parts and feature in names]
+        if taken:
+            raise DataError(
+                f"date column {plan.name!r} becomes {', '.join(plan.features)}, but the table "
+                f"has a column {taken[0]!r}; rename one, or keep {plan.name!r} as it is with "
+                f"data.categorical=[{plan.name}] or data.drop=[{plan.name}]"
+            )
 
 
 def _rows(stats: TextStats) -> int:
@@ -160,11 +198,20 @@ def _infer_text(name: str, stats: TextStats, first: bool) -> ColumnPlan:
     if stats.dtype != "dictionary" and stats.number_cells >= NUMBER_SHARE * present:
         strays = present - stats.number_cells
         return _plan(name, stats, "numeric", f"numeric: text, {strays} stray cells missing")
+    if stats.dtype != "dictionary" and stats.date_cells >= NUMBER_SHARE * present:
+        return _date_plan(name, stats, present)
+    unknown_order = day_month_order_unknown(stats.names, NUMBER_SHARE)
     distinct = len(stats.levels) + stats.overflow_rows  # every overflow cell counted distinct
     if distinct >= ID_SHARE * present and len(stats.levels) >= ID_MIN_LEVELS:
         if is_temporal(stats.dtype):
-            return _plan(name, stats, "drop", f"dropped: {TIMESTAMP} ({distinct} distinct)")
+            return _plan(name, stats, "drop", f"dropped: {TIME_OF_DAY} ({distinct} distinct)")
+        if unknown_order:
+            return _plan(name, stats, "drop", f"dropped: dates, {DAY_MONTH}")
+        if _is_free_text(stats.names):
+            return _plan(name, stats, "drop", f"dropped: free text ({distinct} distinct)")
         return _plan(name, stats, "drop", f"dropped: ID ({distinct} distinct of {present})")
+    if unknown_order:
+        return _plan(name, stats, "categorical", f"categorical: dates, {DAY_MONTH}")
     return _plan(name, stats, "categorical", "categorical")
 
 
@@ -182,56 +229,115 @@ def _whole_numbers(stats: TextStats, present: int) -> bool:
     return stats.number_cells == present and all(map(WHOLE_NUMBER.fullmatch, stats.names))
 
 
+def _is_free_text(levels: list[str]) -> bool:
+    """Sentences rather than codes: FREE_TEXT_WORDS or more words per level, on average."""
+    return sum(len(level.split()) for level in levels) >= FREE_TEXT_WORDS * len(levels)
+
+
 # >>> The planned columns' values, read back from the scratch file
 
 
 class Columns:
     """The plans of a scanned table, and the planned columns' values read back from the scan's
-    scratch file a chunk at a time: numbers for the numeric and boolean columns (continuous
-    first, NaN where missing) and level codes for the categorical ones."""
+    scratch file a chunk at a time: numbers for the numeric features (continuous ones first: the
+    numeric columns and the date columns' number parts; then the booleans; NaN where missing)
+    and level codes for the categorical ones (categorical columns, date columns' category
+    parts). `sources` maps each feature to the raw column it comes from."""
 
     def __init__(self, scan: Scan, plans: list[ColumnPlan]) -> None:
         self.plans = plans
-        by_role = {role: [p for p in plans if p.role == role] for role in ("numeric", "boolean")}
-        numeric = by_role["numeric"] + by_role["boolean"]
-        self.numeric_names = [p.name for p in numeric]
-        self.n_continuous = len(by_role["numeric"])
-        self.categorical_names = [p.name for p in plans if p.role == "categorical"]
-        # each categorical column's scanned levels, in the order of their scan codes
-        self.levels = [scan.columns[name].names for name in self.categorical_names]
         self._raw = scan.raw
-        self._numeric = [self._reader(scan.columns[p.name], p.role) for p in numeric]
-        self._code_slots = [scan.columns[name].slot for name in self.categorical_names]
+        continuous: list[tuple[str, Reader]] = []
+        booleans: list[tuple[str, Reader]] = []
+        categorical: list[tuple[str, list[str], Reader]] = []
+        self.sources: dict[str, str] = {}
+        for plan in plans:
+            stats = scan.columns[plan.name]
+            self.sources.update(dict.fromkeys(plan.features, plan.name))
+            if plan.role == "numeric":
+                continuous.append((plan.name, _number_reader(stats)))
+            elif plan.role == "boolean":
+                booleans.append((plan.name, _boolean_reader(stats)))
+            elif plan.role == "categorical":
+                categorical.append((plan.name, stats.names, _code_reader(stats.slot)))
+            elif plan.role == "date":
+                for part, feature in zip(plan.parts or (), plan.features, strict=True):
+                    if is_categorical_part(part):
+                        levels = list(PART_LEVELS[part])
+                        categorical.append((feature, levels, _part_codes(stats, part)))
+                    else:
+                        continuous.append((feature, _part_reader(stats, part)))
+        numeric = continuous + booleans
+        self.numeric_names = [name for name, _ in numeric]
+        self.n_continuous = len(continuous)
+        self.categorical_names = [name for name, _, _ in categorical]
+        # each categorical feature's levels, in the order of their codes in `chunks`
+        self.levels = [levels for _, levels, _ in categorical]
+        self._numeric = [read for _, read in numeric]
+        self._categorical = [read for _, _, read in categorical]
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(first row, numbers [n, numeric columns], level codes [n, categorical columns]) for
+        """(first row, numbers [n, numeric features], level codes [n, categorical features]) for
         consecutive chunks of rows; each chunk is only valid until the next."""
         for start, block in self._raw.chunks():
             yield start, self._numbers(block), self._codes(block)
 
-    @staticmethod
-    def _reader(stats: NumericStats | TextStats, role: str) -> tuple[int, np.ndarray | None]:
-        """(slot, lookup by code or None)."""
-        if isinstance(stats, NumericStats):
-            return stats.slot, None
-        if role == "numeric" or is_number_type(stats.dtype):  # text cells read as numbers
-            return stats.slot + 1, None
-        return stats.slot, np.array([boolean_value(level) for level in stats.names] + [np.nan])
-
     def _numbers(self, block: np.ndarray) -> np.ndarray:
         out = np.empty((len(block), len(self._numeric)), dtype=np.float64)
-        for j, (slot, lookup) in enumerate(self._numeric):
-            values = block[:, slot]
-            if lookup is not None:  # boolean words: code -> 0/1; missing/overflow -> NaN
-                codes = np.where(np.isnan(values) | (values < 0), len(lookup) - 1, values)
-                values = lookup[codes.astype(np.int64)]
-            out[:, j] = values
+        for j, read in enumerate(self._numeric):
+            out[:, j] = read(block)
         return out
 
     def _codes(self, block: np.ndarray) -> np.ndarray:
         """Level codes as int64: -1 where missing, -2 beyond the tracked levels."""
-        values = block[:, self._code_slots]
-        return np.where(np.isnan(values), -1, values).astype(np.int64)
+        out = np.empty((len(block), len(self._categorical)), dtype=np.int64)
+        for j, read in enumerate(self._categorical):
+            out[:, j] = read(block)
+        return out
+
+
+Reader = Callable[[np.ndarray], np.ndarray]  # a block of the scratch file -> one feature
+
+
+def _slot_reader(slot: int) -> Reader:
+    return lambda block: block[:, slot]
+
+
+def _code_reader(slot: int) -> Reader:
+    """A text column's level codes as int64: -1 where missing, -2 (OVERFLOW) kept."""
+    return lambda block: np.where(np.isnan(block[:, slot]), -1, block[:, slot]).astype(np.int64)
+
+
+def _number_reader(stats: NumericStats | TextStats) -> Reader:
+    """A numeric column's values, or a text column's cells read as numbers."""
+    return _slot_reader(stats.slot if isinstance(stats, NumericStats) else stats.slot + 1)
+
+
+def _boolean_reader(stats: NumericStats | TextStats) -> Reader:
+    """0/1 values as they are (numbers scanned as text for their name: the cells' numbers);
+    boolean words by code (missing and overflow cells: NaN)."""
+    if isinstance(stats, NumericStats):
+        return _slot_reader(stats.slot)
+    if is_number_type(stats.dtype):
+        return _slot_reader(stats.slot + 1)
+    lookup = np.array([boolean_value(level) for level in stats.names] + [np.nan])
+
+    def read(block: np.ndarray) -> np.ndarray:
+        codes = block[:, stats.slot]
+        codes = np.where(np.isnan(codes) | (codes < 0), len(lookup) - 1, codes)
+        return lookup[codes.astype(np.int64)]
+
+    return read
+
+
+def _part_reader(stats: TextStats, part: str) -> Reader:
+    """A number part of a date column's cells (NaN where no date)."""
+    return lambda block: part_values(block[:, stats.slot + 2], part)
+
+
+def _part_codes(stats: TextStats, part: str) -> Reader:
+    """A category part of a date column's cells as level codes (-1 where no date)."""
+    return lambda block: part_codes(block[:, stats.slot + 2], part)
 
 
 # >>> The target: task and classes

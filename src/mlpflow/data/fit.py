@@ -73,12 +73,13 @@ def kept_rows(columns: Columns, target: TargetValues, policy: str) -> np.ndarray
     gaps = [
         f"{p.name} ({p.missing})"
         for p in columns.plans
-        if p.role in ("numeric", "boolean") and p.missing
+        if p.role in ("numeric", "boolean", "date") and p.missing
     ]
     if gaps and policy == "error":
         raise DataError(
-            f"missing values in numeric columns: {preview(gaps)}; set data.nan_policy=median "
-            "(impute train medians, add missing indicators) or data.nan_policy=drop (drop rows)"
+            f"missing values in numeric or date columns: {preview(gaps)}; set "
+            "data.nan_policy=median (impute train medians, add missing indicators) or "
+            "data.nan_policy=drop (drop rows)"
         )
     if gaps and policy == "drop":
         for start, numbers, _ in columns.chunks():
@@ -244,7 +245,8 @@ class Preprocessor:
         sample = self.train_sample(train) if names and wanted else None
         if data.nan_policy == "median" and names:
             medians, train_missing = self.train_medians(train, sample)
-            indicators = [name for name, n in zip(names, train_missing, strict=True) if n]
+            gaps = [name for name, n in zip(names, train_missing, strict=True) if n]
+            indicators = self.indicated(gaps)
         estimator, fitted = None, {}
         if self.columns.n_continuous:
             estimator = self.fit_numeric_transform(train, medians, sample)
@@ -262,6 +264,14 @@ class Preprocessor:
             clip=data.soft_clip,
         )
         return numeric, estimator
+
+    def indicated(self, missing: list[str]) -> list[str]:
+        """The features missing in train that get an indicator: one per raw column (a date's
+        parts are missing together; its first part's indicator stands for the date)."""
+        first: dict[str, str] = {}
+        for name in missing:
+            first.setdefault(self.columns.sources[name], name)
+        return list(first.values())
 
     def train_sample(self, train: np.ndarray) -> np.ndarray:
         """The numbers of up to SAMPLE_ROWS train rows, drawn with the seed (all when fewer)."""
@@ -284,9 +294,10 @@ class Preprocessor:
         time (MEDIAN_BUDGET_BYTES)."""
         names = self.columns.numeric_names
         missing_cells = {plan.name: plan.missing for plan in self.columns.plans}
+        sources = self.columns.sources
         n_train = int(train.sum())
         medians, missing = np.median(sample, axis=0), np.zeros(len(names), dtype=np.int64)
-        exact = [j for j, name in enumerate(names) if missing_cells[name] > 0]
+        exact = [j for j, name in enumerate(names) if missing_cells[sources[name]] > 0]
         group = max(1, MEDIAN_BUDGET_BYTES // (8 * max(n_train, 1)))
         for first in range(0, len(exact), group):
             columns = exact[first : first + group]
@@ -417,13 +428,15 @@ class Preprocessor:
     def _describe(self, plan: ColumnPlan, capped: bool) -> ColumnPlan:
         numeric, categorical = self.numeric_, self.categorical_
         done: list[str] = []
-        if plan.role == "numeric":
+        if plan.role in ("numeric", "date"):
             done.append(
                 numeric.transform + (f", soft clip {numeric.clip:g}" if numeric.clip else "")
             )
-        if plan.name in numeric.indicators:
-            done.append(f"median for {plan.missing} missing + indicator {plan.name}_na")
-        elif plan.role in ("numeric", "boolean") and plan.missing and numeric.medians is not None:
+        indicated = [name for name in plan.features if name in numeric.indicators]
+        imputed = plan.role in ("numeric", "boolean", "date") and numeric.medians is not None
+        if indicated:
+            done.append(f"median for {plan.missing} missing + indicator {indicated[0]}_na")
+        elif imputed and plan.missing:
             done.append("median for missing")
         if plan.role == "categorical":
             j = categorical.names.index(plan.name)

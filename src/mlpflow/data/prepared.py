@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpflow.data.dates import part_name
 from mlpflow.data.text import DEFAULT_FORMAT, TextFormat
 from mlpflow.data.transforms import CategoricalColumns, NumericColumns, TargetTransform
 from mlpflow.errors import DataError
@@ -47,11 +48,19 @@ class ColumnPlan:
     per column."""
 
     name: str
-    role: str  # numeric | boolean | categorical | drop
-    dtype: str  # as read: int64, double, bool, string, dictionary...
+    role: str  # numeric | boolean | categorical | date | drop
+    dtype: str  # as read: int64, double, bool, string, dictionary, date32[day], timestamp[s]...
     levels: int | None  # distinct values of a text column
-    missing: int  # empty cells, NaN/inf, and text cells that are not numbers in a numeric one
+    missing: int  # empty or NaN/inf cells; in a numeric (date) one, cells no number (date) too
     action: str  # what was done, in a few words
+    parts: list[str] | None = None  # a date column's parts (`mlpflow.data.dates.PARTS`)
+
+    @property
+    def features(self) -> list[str]:
+        """The features the column becomes: itself, a date column's parts, or none (dropped)."""
+        if self.role == "drop":
+            return []
+        return [part_name(self.name, part) for part in self.parts or ()] or [self.name]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """The scan: one pass over the source's record batches, and what it keeps.
 
 Every feature column lands in a float64 scratch file (`RowFile`): a numeric column as its values,
-a text column as two slots, the code of its level (a per-column dictionary, in order of first
-appearance) and the cell read as a number. Besides, the scan keeps what deciding each column's
-role needs (missing cells, range, whether it counts rows, its levels and their counts), a hash
-per row for duplicates, and the target; memory does not grow with the table's width x length.
+a text column as three slots, the code of its level (a per-column dictionary, in order of first
+appearance), the cell read as a number and the cell read as a date (`mlpflow.data.dates`: per
+cell, so a date column unique on every row keeps every date). Besides, the scan keeps what
+deciding each column's role needs (missing cells, range, whether it counts rows, its levels and
+their counts), a hash per row for duplicates, and the target; memory does not grow with the
+table's width x length.
 The later passes read the scratch file back in chunks with plain `read`s, not a memory map:
 pages of a mapped file count in the process's resident set while mapped, pages a `read` went
 through stay in the kernel's page cache only, so a pass over a file larger than memory costs
@@ -23,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlpflow.data.dates import DAY_SECONDS, parse_dates
 from mlpflow.data.sources import SchemaChanged, TableSource
 from mlpflow.data.text import DEFAULT_FORMAT, TextFormat, level_text, parse_numbers, temporal_text
 from mlpflow.errors import DataError
@@ -34,6 +37,7 @@ OVERFLOW = -2.0  # the code of a level beyond LEVEL_LIMIT (missing cells are NaN
 EXAMPLE_ROWS = 50  # candidates for the model's input example
 HASH_SEED = np.uint64(0x243F6A8885A308D3)
 HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+TEXT_SLOTS = 3  # a text column's: level code, number, date (seconds since 1970-01-01 UTC)
 
 
 # >>> The pass
@@ -87,12 +91,12 @@ def slot_layout(table: TableSource, as_text: set[str]) -> dict[str, ColumnStats]
             columns[name] = TextStats(
                 "dictionary" if pa.types.is_dictionary(kind) else str(kind), slot
             )
-            slot += 2
+            slot += TEXT_SLOTS
     return columns
 
 
 def slot_count(columns: dict[str, ColumnStats]) -> int:
-    return sum(1 if isinstance(stats, NumericStats) else 2 for stats in columns.values())
+    return sum(1 if isinstance(stats, NumericStats) else TEXT_SLOTS for stats in columns.values())
 
 
 def scan_table(table: TableSource, raw: RowFile, columns: dict[str, ColumnStats]) -> Scan:
@@ -111,9 +115,8 @@ def scan_table(table: TableSource, raw: RowFile, columns: dict[str, ColumnStats]
                 stats.update(values, raw.rows)
                 block[:, stats.slot] = np.where(np.isfinite(values), values, np.nan)
             else:
-                block[:, stats.slot], block[:, stats.slot + 1] = stats.update(
-                    batch.column(j), table.text_format
-                )
+                cells = stats.update(batch.column(j), table.text_format)
+                block[:, stats.slot : stats.slot + TEXT_SLOTS] = np.column_stack(cells)
         row_hashes = np.full(batch.num_rows, HASH_SEED, dtype=np.uint64)
         for slot in range(raw.width):
             mix_hash(row_hashes, canonical_bits(block[:, slot]))
@@ -169,15 +172,18 @@ class NumericStats:
 
 @dataclass
 class TextStats:
-    """A column of text (or a dictionary-encoded column): its levels and their counts."""
+    """A column of text (or a dictionary-encoded or a date/time column): its levels and their
+    counts, and how many of its cells read as numbers and as dates."""
 
     dtype: str
-    slot: int  # the codes; slot + 1: the cells read as numbers
+    slot: int  # the codes; slot + 1: the cells read as numbers; slot + 2: as dates
     levels: dict[str, int] = field(default_factory=dict)  # level -> code
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     missing: int = 0
     overflow_rows: int = 0  # cells whose level came after LEVEL_LIMIT others
     number_cells: int = 0  # non-missing cells that read as numbers
+    date_cells: int = 0  # non-missing cells that read as dates
+    timed: bool = False  # a date cell has a time of day (other than midnight)
 
     @property
     def names(self) -> list[str]:
@@ -186,21 +192,26 @@ class TextStats:
 
     def update(
         self, array: pa.Array, fmt: TextFormat = DEFAULT_FORMAT
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The codes (NaN missing, OVERFLOW) and numbers (NaN) of one batch's cells; text is
-        read as numbers in the file's format `fmt`."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The codes (NaN missing, OVERFLOW), numbers (NaN) and dates (seconds, NaN) of one
+        batch's cells; text is read as numbers in the file's format `fmt`."""
         local, indices = _dictionary(array)
         codes = np.array([self._code(value) for value in local] + [math.nan])
         numbers = np.append(parse_numbers(local, fmt), math.nan)
-        cell_codes, cell_numbers = codes[indices], numbers[indices]  # index -1: the NaN
+        dates = np.append(parse_dates(local), math.nan)
+        # index -1: the NaN
+        cell_codes, cell_numbers, cell_dates = codes[indices], numbers[indices], dates[indices]
         self.missing += int((indices < 0).sum())
         self.overflow_rows += int((cell_codes == OVERFLOW).sum())
         self.number_cells += int(np.isfinite(cell_numbers).sum())
+        dated = cell_dates[np.isfinite(cell_dates)]
+        self.date_cells += len(dated)
+        self.timed = self.timed or bool(np.any(dated % DAY_SECONDS))
         seen = cell_codes[cell_codes >= 0].astype(np.int64)
         if len(self.counts) < len(self.levels):
             self.counts = np.pad(self.counts, (0, len(self.levels) - len(self.counts)))
         self.counts += np.bincount(seen, minlength=len(self.counts))
-        return cell_codes, cell_numbers
+        return cell_codes, cell_numbers, cell_dates
 
     def _code(self, level: str) -> float:
         code = self.levels.get(level)

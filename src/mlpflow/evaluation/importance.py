@@ -51,20 +51,24 @@ def column_groups(meta: Meta) -> Groups:
     """Raw column name -> (its X column indices, its C column indices); dropped columns have
     none and are left out.
 
-    X is `meta.numeric.features`: the numeric and boolean columns, then one `<name>_na`
-    indicator per column missing in train; C holds one codes column per categorical column.
+    X is `meta.numeric.features`: the numeric and boolean features, then one `<name>_na`
+    indicator per column missing in train; C holds one codes column per categorical feature. A
+    date column's group is all its parts (`ColumnPlan.features`).
     """
     numeric, categorical = meta.numeric, meta.categorical
     groups: Groups = {}
     for column in meta.columns:
         if column.role == "drop":
             continue
-        name = column.name
-        x_index = [numeric.names.index(name)] if name in numeric.names else []
-        if name in numeric.indicators:
-            x_index.append(len(numeric.names) + numeric.indicators.index(name))
-        c_index = [categorical.names.index(name)] if name in categorical.names else []
-        groups[name] = (x_index, c_index)
+        features = column.features
+        x_index = [numeric.names.index(name) for name in features if name in numeric.names]
+        x_index += [
+            len(numeric.names) + numeric.indicators.index(name)
+            for name in features
+            if name in numeric.indicators
+        ]
+        c_index = [categorical.names.index(name) for name in features if name in categorical.names]
+        groups[column.name] = (x_index, c_index)
     return groups
 
 

@@ -63,8 +63,10 @@ def raw_example(meta: Meta) -> pd.DataFrame:
     that a missing cell in an integer or boolean column fits the signature.
     """
     frame = pd.DataFrame(meta.example)
-    if meta.numeric.medians is None:  # rows the model takes: no missing number
-        complete = frame[meta.numeric.names].notna().all(axis=1)
+    if meta.numeric.medians is None:  # rows the model takes: no missing number or date
+        imputed = ("numeric", "boolean", "date")
+        needed = [column.name for column in meta.columns if column.role in imputed]
+        complete = frame[needed].notna().all(axis=1)
         frame = frame[complete] if complete.any() else frame
     frame = frame.head(EXAMPLE_ROWS).reset_index(drop=True)
     numbers = {"numeric", "boolean"} if meta.numeric.medians is not None else set()

@@ -8,7 +8,8 @@ training table's, meta.json's `text_format`: a model trained on `1.234,5` reads 
 boolean column's is a boolean word or else a number. A categorical cell is matched to the train
 levels by what it means: a date column's `2023-01-07`, `2023-01-07 00:00:00` and a pandas
 Timestamp are one level, and so are a number column's `1010`, `1010.0` and 1010; pandas category
-columns too."""
+columns too. A date column's cells (Timestamps, datetime64 values, ISO text) are read as moments
+and split into the parts prepare derived (`mlpflow.data.dates`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
+from mlpflow.data.dates import date_seconds, is_categorical_part, part_levels, part_values
 from mlpflow.data.prepared import Meta
 from mlpflow.data.text import (
     DEFAULT_FORMAT,
@@ -115,17 +117,45 @@ def _number_level(cell: object, fmt: TextFormat) -> str | None:
     return level_text(cell)
 
 
+def column_dates(column: pd.Series) -> np.ndarray:
+    """A date column's cells as seconds since 1970-01-01 UTC (NaN where missing or no date), as
+    prepare read them: each cell by its ISO text (`level_text`), so a Timestamp, a datetime64
+    value and `2023-01-07 13:45` read alike."""
+    return _by_distinct(column, _cell_seconds, np.float64)
+
+
+def _cell_seconds(cell: object) -> float:
+    return date_seconds(cell if isinstance(cell, str) else level_text(cell))
+
+
+def date_features(meta: Meta, rows: pd.DataFrame) -> dict[str, np.ndarray | list]:
+    """Each date column's parts, by feature name: float64 numbers, or levels (None missing)."""
+    features: dict[str, np.ndarray | list] = {}
+    for plan in meta.columns:
+        if plan.role != "date":
+            continue
+        seconds = column_dates(rows[plan.name])
+        for part, name in zip(plan.parts or (), plan.features, strict=True):
+            categorical = is_categorical_part(part)
+            features[name] = (part_levels if categorical else part_values)(seconds, part)
+    return features
+
+
 def network_inputs(
     meta: Meta, rows: pd.DataFrame, estimator: object
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 features [n, F], int64 level codes [n, categorical columns])."""
+    """(float32 features [n, F], int64 level codes [n, categorical features])."""
     check_columns(meta, rows)
     plans = {column.name: column for column in meta.columns}
+    dates = date_features(meta, rows)
     numeric = meta.numeric
     numbers = np.empty((len(rows), len(numeric.names)), dtype=np.float64)
     fmt = meta.text_format
     for j, name in enumerate(numeric.names):
-        numbers[:, j] = column_numbers(rows[name], plans[name].role == "boolean", fmt)
+        if name in dates:
+            numbers[:, j] = dates[name]
+        else:
+            numbers[:, j] = column_numbers(rows[name], plans[name].role == "boolean", fmt)
     gaps = np.isnan(numbers)
     if gaps.any() and numeric.medians is None:
         columns = [name for name, gap in zip(numeric.names, gaps.any(axis=0), strict=True) if gap]
@@ -134,5 +164,8 @@ def network_inputs(
             f"{', '.join(columns)}; the model was trained with "
             f"data.nan_policy={meta.nan_policy} and cannot impute them"
         )
-    texts = [column_levels(rows[name], plans[name].dtype, fmt) for name in meta.categorical.names]
+    texts = [
+        dates[name] if name in dates else column_levels(rows[name], plans[name].dtype, fmt)
+        for name in meta.categorical.names
+    ]
     return numeric.apply(numbers, estimator), meta.categorical.encode(texts)
