@@ -196,6 +196,18 @@ def test_parquet_date_columns_give_the_prepared_inputs(tmp_path: Path, kind: str
     assert_rows_give_the_test_split(meta, tmp_path / "p", test)
 
 
+def test_a_missing_date_the_model_cannot_impute_is_named_by_its_column(tmp_path: Path):
+    """With data.nan_policy=error the served model names the raw date column, not a part."""
+    when = pd.date_range("2021-01-01", periods=120, freq="D")
+    frame = pd.DataFrame({"when": when, "x": np.arange(120.0), "y": when.month % 2})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    meta = prepare_data(csv_data(tmp_path / "t.csv", nan_policy="error"), SEED, tmp_path / "p")
+    rows = frame.drop(columns="y").head(3).astype(object)
+    rows.loc[1, "when"] = None
+    with pytest.raises(DataError, match=r"in 1 row\(s\), columns when; .*nan_policy=error"):
+        network_inputs(meta, rows, meta.numeric.estimator())
+
+
 def test_each_fold_derives_the_parts_of_its_heldout_rows_as_the_served_model_does(dated_csv):
     """cv=kfold: a fold fits its own numeric transform of the parts; its held-out rows, served
     raw, give the inputs it wrote."""

@@ -158,7 +158,9 @@ def network_inputs(
             numbers[:, j] = column_numbers(rows[name], plans[name].role == "boolean", fmt)
     gaps = np.isnan(numbers)
     if gaps.any() and numeric.medians is None:
-        columns = [name for name, gap in zip(numeric.names, gaps.any(axis=0), strict=True) if gap]
+        sources = {feature: plan.name for plan in meta.columns for feature in plan.features}
+        gapped = [name for name, gap in zip(numeric.names, gaps.any(axis=0), strict=True) if gap]
+        columns = list(dict.fromkeys(sources.get(name, name) for name in gapped))  # raw columns
         raise DataError(
             f"missing or infinite values in {int(gaps.any(axis=1).sum())} row(s), columns "
             f"{', '.join(columns)}; the model was trained with "
