@@ -273,6 +273,8 @@ def test_file_round_trip_keeps_feature_names_and_dtypes(tmp_path, suffix):
         ("school_id", True), ("StoreID", True), ("schid", True), ("nr", True), ("fcode", True),
         ("countyfips", True), ("zip", True), ("schoolid1", True), ("NumCompaniesWorked", False),
         ("idlnchld", False), ("age", False), ("kids", False), ("number_of_rooms", False),
+        ("days_paid", False), ("n_kid", False), ("malic_acid", False), ("Thyroid", False),
+        ("is_valid", False), ("userid", True), ("hhid", True),
     ],
 )  # fmt: skip
 def test_a_name_reads_as_an_identifier_by_its_last_word(name, code):

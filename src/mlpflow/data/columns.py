@@ -49,6 +49,15 @@ DAY_MONTH = "day/month order unknown, write the dates as YYYY-MM-DD to use their
 # A name whose last word ends so names an entity (school_id, StoreID, schid, countyfips, fcode)
 CODE_ENDINGS = ("id", "code", "fips")
 CODE_WORDS = frozenset({"nr", "no", "key", "zip", "zipcode"})  # or is one of these
+# Words that end in "id" and name no identifier (days_paid, n_kid, malic_acid); so do "-oid"s
+NOT_ID_WORDS = frozenset(
+    {
+        "acid", "aid", "avid", "bid", "braid", "candid", "fluid", "grid", "humid", "hybrid",
+        "invalid", "kid", "laid", "lid", "lipid", "liquid", "maid", "mid", "paid", "prepaid",
+        "pyramid", "raid", "rapid", "rid", "rigid", "said", "solid", "squid", "stupid", "timid",
+        "unpaid", "valid", "vivid",
+    }
+)  # fmt: skip
 WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+(\.0*)?\s*")
 MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many values is classes
 
@@ -59,10 +68,13 @@ MAX_AUTO_CLASSES = 20  # task=auto: an integer target with at most this many val
 def names_a_code(name: str) -> bool:
     """Whether a column's name reads as an identifier's: its last word (words split at
     non-letters and at camelCase, digits ignored) ends in id, code or fips, or is nr, no, key or
-    zip. An integer column so named holds codes (a school, a person, a store) whose size means
-    nothing: embedded, each code can carry its own effect, which a standardized number cannot."""
+    zip, and is no English word such as paid, kid, acid or steroid. An integer column so named
+    holds codes (a school, a person, a store) whose size means nothing: embedded, each code can
+    carry its own effect, which a standardized number cannot."""
     words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+", name)
     last = words[-1].lower() if words else ""
+    if last in NOT_ID_WORDS or last.endswith("oid"):
+        return False
     return last.endswith(CODE_ENDINGS) or last in CODE_WORDS
 
 
