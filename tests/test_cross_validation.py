@@ -283,3 +283,23 @@ def test_out_of_fold_scores_are_the_mean_over_repeats_and_each_fold_counts_once(
     table = oof_table(meta, folds, results)
     assert len(table) == 8 and list(table["repeat"]) == [0] * 4 + [1] * 4
     assert list(table.loc[table["repeat"] == 1, "proba_yes"]) == [0.9, 0.3, 0.7, 0.8]
+
+
+def test_a_fold_worker_records_a_signal_and_its_next_training_stops_at_its_first_step():
+    """In a fold worker, SIGINT outside a training raises nothing (it would surface inside any
+    callback, a weakref's among them, as a traceback); a training started afterwards stops at
+    its first step, so the fold stays resumable."""
+    script = (
+        "import os, signal\n"
+        "from mlpflow.stages.interrupt import StopOnSignal, Stopped, record_signals\n"
+        "record_signals()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "try:\n"
+        "    StopOnSignal().on_train_batch_end()\n"
+        "except Stopped as stopped:\n"
+        "    print('stopped by', stopped)\n"
+    )
+    done = subprocess.run(["python", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=subprocess_env())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "stopped by SIGINT" and "Traceback" not in done.stderr

@@ -47,6 +47,7 @@ from mlpflow.files import read_json, write_json
 from mlpflow.model.checkpoint import best_checkpoint, labelling_threshold, load_weights
 from mlpflow.model.outputs import class_probabilities, num_classes
 from mlpflow.stages import resume
+from mlpflow.stages.interrupt import record_signals
 from mlpflow.stages.report import TRAIN_REPORT
 from mlpflow.tracking.cv_run import CVRun
 from mlpflow.tracking.lineage import config_digest
@@ -224,7 +225,8 @@ def _train_in_parallel(
     process of its own with its share of the cores; the folds trained. A fold writes only its
     own models dir and run; this process alone writes cv.json, as each fold ends. SIGTERM or
     SIGINT is passed on to the workers, which stop as a single training does (their folds
-    resumable); a failed fold lets the others finish first."""
+    resumable; a fold whose training had ended finishes); a failed fold lets the others
+    finish first."""
     pending = [index for index in range(len(folds.dirs)) if str(index) not in state["finished"]]
     n_jobs = min(CVConfig.parse(cfg.get("cv")).n_jobs, len(pending))
     if n_jobs < 2:
@@ -232,7 +234,9 @@ def _train_in_parallel(
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
     failure: BaseException | None = None
-    with passed_on_signals() as received, ProcessPoolExecutor(n_jobs, mp_context=context) as pool:
+    with passed_on_signals() as received, ProcessPoolExecutor(
+        n_jobs, mp_context=context, initializer=record_signals
+    ) as pool:
         futures = [
             pool.submit(
                 _train_in_worker,

@@ -14,6 +14,15 @@ from typing import Any
 import pytorch_lightning as pl
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_received_outside_training: list[int] = []
+
+
+def record_signals() -> None:
+    """Record SIGTERM/SIGINT in this process instead of raising KeyboardInterrupt wherever
+    they land (a fold worker, whose parent decides what the CV does): a training running or
+    started afterwards stops at its next step; work after a training ends finishes."""
+    for sig in SIGNALS:
+        signal.signal(sig, lambda signum, frame: _received_outside_training.append(signum))
 
 
 class Stopped(BaseException):
@@ -25,6 +34,8 @@ class StopOnSignal(pl.Callback):
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        if _received_outside_training:  # before the training began
+            self.signum = _received_outside_training[0]
 
     @contextmanager
     def installed(self) -> Iterator[None]:
