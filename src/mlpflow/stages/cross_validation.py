@@ -234,9 +234,10 @@ def _train_in_parallel(
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
     failure: BaseException | None = None
-    with passed_on_signals() as received, ProcessPoolExecutor(
-        n_jobs, mp_context=context, initializer=record_signals
-    ) as pool:
+    with (
+        passed_on_signals() as received,
+        ProcessPoolExecutor(n_jobs, mp_context=context, initializer=record_signals) as pool,
+    ):
         futures = [
             pool.submit(
                 _train_in_worker,
