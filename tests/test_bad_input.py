@@ -127,6 +127,7 @@ CONFIG_CASES = {
     "a single fold": (["cv=kfold", "cv.folds=1"], ["cv.folds=1", ">= 2", "cv.folds=5"]),
     "no repeat": (["cv=kfold", "cv.repeats=0"], ["cv.repeats=0", ">= 1"]),
     "no fold at once": (["cv=kfold", "cv.n_jobs=0"], ["cv.n_jobs=0", ">= 1"]),
+    "refit neither": (["cv=kfold", "cv.refit=maybe"], ["cv.refit='maybe'", "true or false"]),
     "key not in the config": (
         ["trainer.limit_val_batches=0"],
         ["trainer.limit_val_batches", "+trainer.limit_val_batches=..."],

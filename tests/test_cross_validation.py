@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from sklearn.datasets import load_breast_cancer
@@ -23,6 +24,9 @@ from sklearn.metrics import roc_auc_score
 from test_interrupted import epoch_of
 from test_real_tables import export_table, write
 
+from mlpflow.data.prepared import load_codes, load_split
+from mlpflow.evaluation.scoring import score_split
+from mlpflow.model.checkpoint import load_weights, read_checkpoint
 from mlpflow.stages.cross_validation import HeldOut, oof_table, summarize
 
 from conftest import copy_project, sh, subprocess_env
@@ -303,3 +307,38 @@ def test_a_fold_worker_records_a_signal_and_its_next_training_stops_at_its_first
                           env=subprocess_env())  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "stopped by SIGINT" and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_each_fold_member_is_refitted_on_all_its_training_folds_for_its_chosen_epochs(
+    tmp_path: Path,
+):
+    """cv.refit=true: a fold's member is a second network trained on the fold's train
+    and inner val rows for the epochs the inner split chose; it is what the fold's run logs and
+    what scores the held-out rows. Its target standardization saw the val rows."""
+    project = copy_project(tmp_path / "project")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    cross_validate(project, uri, "data=synthetic", "data.task=regression", "data.n_samples=600",
+                   "trainer.max_epochs=6", "cv.refit=true", folds=3)  # fmt: skip
+    client, cv_run, folds = runs_of(uri)
+    (models,) = project.glob("outputs/checkpoints/*/folds")
+    for run in folds:
+        k = run.data.tags["fold"]
+        best, refit = (read_checkpoint(models / k / name) for name in ("best.ckpt", "refit.ckpt"))
+        report = json.loads((models / k / "train.json").read_text())
+        assert best["epoch"] == report["best_epoch"]  # Lightning saves the epochs trained:
+        assert refit["epoch"] == report["refit_epochs"] == report["best_epoch"] + 1
+        assert report["checkpoint"] == "refit.ckpt"
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+        assert logged == {"checkpoints/refit.ckpt"}
+        (prepared,) = project.glob(f"data/cache/*/folds/{k}")
+        y = np.concatenate([load_split(prepared, split)[1] for split in ("train", "val")])
+        assert refit["hyper_parameters"]["target_mean"] == pytest.approx(y.mean(), rel=1e-5)
+        assert best["hyper_parameters"]["target_mean"] != pytest.approx(y.mean(), rel=1e-5)
+        weights = load_weights(models / k / "refit.ckpt")
+        x, y_heldout = load_split(prepared, "heldout")
+        codes = load_codes(prepared, "heldout")
+        metrics, _ = score_split(weights, *(torch.from_numpy(a) for a in (x, codes, y_heldout)),
+                                 0.5, "heldout")  # fmt: skip
+        assert run.data.metrics["heldout/r2"] == pytest.approx(metrics["heldout/r2"], rel=1e-5)
+    assert cv_run.data.params["cv.refit"] == "True"

@@ -252,6 +252,7 @@ class CVConfig:
     repeats: int | None = None
     group: str | None = None
     n_jobs: int = 1  # folds trained at once: where they run, not what they compute
+    refit: bool = False  # each fold's member retrained on all its training folds
 
     @property
     def kfold(self) -> bool:
@@ -289,7 +290,10 @@ class CVConfig:
         n_jobs = cv.get("n_jobs", 1)
         if not _is_int(n_jobs) or n_jobs < 1:
             _fail("cv.n_jobs", n_jobs, "must be an integer >= 1 (folds trained at once)")
-        return cls("kfold", folds, repeats, group, n_jobs)
+        refit = cv.get("refit", False)
+        if not isinstance(refit, bool):
+            _fail("cv.refit", refit, "must be true or false: use e.g. cv.refit=true")
+        return cls("kfold", folds, repeats, group, n_jobs, refit)
 
 
 def _is_int(value: Any) -> bool:

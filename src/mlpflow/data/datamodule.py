@@ -138,7 +138,23 @@ class TabularDataModule(pl.LightningDataModule):
     @property
     def train_batch_size(self) -> int:
         """Minibatch size of one optimizer step (the whole train set for full-batch GD)."""
-        return self.meta.rows["train"] if self.full_batch else self.batch_size
+        if not self.full_batch:
+            return self.batch_size
+        return len(self.splits["train"][2]) if "train" in self.splits else self.meta.rows["train"]
+
+    def train_on_val_too(self) -> None:
+        """Append the val split's rows to train (in memory): a CV fold's refit on all its
+        training folds. Validation still reads the val rows; nothing should stop on them."""
+        self.setup("fit")
+        (x, codes, y), (vx, vcodes, vy) = self.splits["train"], self.splits["val"]
+        self.splits["train"] = (
+            np.concatenate([x, vx]),
+            np.concatenate([codes, vcodes]),
+            torch.cat([y, vy]),
+        )
+        weight, val_weight = self.weights["train"], self.weights["val"]
+        if weight is not None and val_weight is not None:
+            self.weights["train"] = torch.cat([weight, val_weight])
 
     def setup(self, stage: str | None = None) -> None:
         """Open the splits the stage uses: evaluate never reads the (largest) train split.

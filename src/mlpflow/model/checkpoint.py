@@ -3,7 +3,9 @@
 
 The layout lives here: `best.ckpt` (the best epoch; what evaluate and the logged model use) and
 `last.ckpt` (what an interrupted run resumes from), written by the callbacks in conf/callbacks/
-(`filename: best`, `filename: last`: config, checked against these names by a test). Every
+(`filename: best`, `filename: last`: config, checked against these names by a test); a CV
+fold's `refit.ckpt` (cv.refit: its network retrained on all its training folds), written by
+train. Every
 checkpoint is read with `weights_only=True`, which admits tensors and plain containers only: a
 crafted file that would run code on a plain `torch.load` is refused instead.
 """
@@ -24,10 +26,18 @@ from mlpflow.model.network import build_network
 
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
+REFIT_CHECKPOINT = "refit.ckpt"
 
 
 def best_checkpoint(models_dir: str | Path) -> Path:
     return Path(models_dir) / BEST_CHECKPOINT
+
+
+def member_checkpoint(models_dir: str | Path) -> Path:
+    """A CV fold's network in the ensemble and on its held-out rows: its refit when it was
+    refitted (cv.refit), else its best checkpoint."""
+    refit = Path(models_dir) / REFIT_CHECKPOINT
+    return refit if refit.exists() else best_checkpoint(models_dir)
 
 
 def last_checkpoint(models_dir: str | Path) -> Path:

@@ -44,7 +44,7 @@ from mlpflow.errors import DataError, RunInterrupted
 from mlpflow.evaluation.importance import Member, column_groups
 from mlpflow.evaluation.scoring import score_metrics, score_split
 from mlpflow.files import read_json, write_json
-from mlpflow.model.checkpoint import best_checkpoint, labelling_threshold, load_weights
+from mlpflow.model.checkpoint import labelling_threshold, load_weights, member_checkpoint
 from mlpflow.model.outputs import class_probabilities, num_classes
 from mlpflow.stages import resume
 from mlpflow.stages.interrupt import record_signals
@@ -320,7 +320,7 @@ def _continued_state(models: Path, identity: resume.RunIdentity) -> dict[str, An
 def score_heldout(fold_cfg: DictConfig) -> HeldOut:
     """The fold's best checkpoint scored on its held-out rows (weighted, with data.weight)."""
     prepared = Path(fold_cfg.paths.prepared)
-    weights = load_weights(best_checkpoint(fold_cfg.paths.models))
+    weights = load_weights(member_checkpoint(fold_cfg.paths.models))
     x, y = (torch.from_numpy(array) for array in load_split(prepared, HELDOUT))
     codes = torch.from_numpy(load_codes(prepared, HELDOUT))
     weight = load_row_weights(prepared, HELDOUT)
@@ -406,9 +406,10 @@ def _untracked() -> dict[str, Any]:
 
 
 def fold_members(cfg: DictConfig, folds: Folds) -> list[tuple[Path, Path]]:
-    """Each fold's best checkpoint and prepared directory: the fold ensemble's members."""
+    """Each fold's network (`member_checkpoint`) and prepared directory: the fold ensemble's
+    members."""
     models = Path(cfg.paths.models)
-    return [(best_checkpoint(models / fold_dir(i)), d) for i, d in enumerate(folds.dirs)]
+    return [(member_checkpoint(models / fold_dir(i)), d) for i, d in enumerate(folds.dirs)]
 
 
 def fold_reports(cfg: DictConfig, folds: Folds) -> list[dict[str, Any]]:

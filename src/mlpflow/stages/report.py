@@ -53,8 +53,8 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
 
 
 def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str | None, ...]:
-    """The best checkpoint, the pyfunc model (a LoggedModel at the best epoch) and the objective
-    into the run; the run's name and the model's id."""
+    """The best checkpoint (a CV fold's refit, when it has one), the pyfunc model (a LoggedModel
+    at the best epoch) and the objective into the run; the run's name and the model's id."""
     client, run_id, best = logger.experiment, logger.run_id, facts["path"]
     logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
     model = logger.safely(log_model, logger, best, cfg.paths.prepared, facts["best_epoch"])
@@ -65,9 +65,14 @@ def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str 
     return (run.info.run_name if run else None), (model.model_id if model else None)
 
 
-def write_train_report(cfg: DictConfig, trainer: Any, logger: Any) -> dict[str, Any]:
-    """Log the best checkpoint and model; write train.json, the stage's completion mark."""
+def write_train_report(
+    cfg: DictConfig, trainer: Any, logger: Any, refit: Path | None = None
+) -> dict[str, Any]:
+    """Log the best checkpoint and model, or a CV fold's `refit` in their place; write
+    train.json, the stage's completion mark."""
     facts = checkpoint_facts(cfg, trainer)
+    if refit is not None:
+        facts.update(path=refit, checkpoint=refit.name, refit_epochs=facts["best_epoch"] + 1)
     run_name, model_id = _log_best(cfg, logger, facts) if logger else (None, None)
     facts.pop("path")
     report = {

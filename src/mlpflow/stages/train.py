@@ -8,6 +8,7 @@ network per fold (`stages.cross_validation`), each through this same `run`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -64,9 +65,10 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
             if logger is not None:
                 log_run_inputs(logger, cfg, meta)
             trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
+            member = refit(cfg, meta, trainer, stop) if fold is not None and refits(cfg) else None
         if not trainer.is_global_zero:
             return {}
-        report = write_train_report(cfg, trainer, logger)
+        report = write_train_report(cfg, trainer, logger, member)
     except BaseException as error:
         raise stopped(error, stop.signum, logger, trainer) from None
     resume.finish(cfg.paths.models)
@@ -117,6 +119,43 @@ def stopped(error: BaseException, signum: int | None, logger: Any, trainer: Any)
     return RunInterrupted(f"{how} ({run})", int(signum))
 
 
+def refits(cfg: DictConfig) -> bool:
+    from mlpflow.config.schema import CVConfig
+
+    return CVConfig.parse(cfg.get("cv")).refit
+
+
+def refit(cfg: DictConfig, meta: Any, trainer: Any, stop: Any) -> Path:
+    """A CV fold's member (cv.refit): a fresh network, seeded as the first, trained on all the
+    fold's training rows (its train and inner val splits) for as many epochs as the inner
+    split chose, labelling by the threshold that epoch chose; written to refit.ckpt, returned.
+    The held-out fold chose nothing, so its scores stay an honest estimate, and the member
+    learns from every row the fold may use. `stop` stops it as it stops the first training."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from mlpflow.model.checkpoint import REFIT_CHECKPOINT, read_checkpoint
+
+    best = read_checkpoint(trainer.checkpoint_callback.best_model_path)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.train_on_val_too()
+    module = build_module(cfg, meta, datamodule, best["hyper_parameters"]["threshold"])
+    refitter = instantiate(
+        cfg.trainer,
+        max_epochs=best["epoch"] + 1,
+        callbacks=[stop],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    refitter.fit(module, datamodule=datamodule)
+    path = Path(cfg.paths.models) / REFIT_CHECKPOINT
+    refitter.save_checkpoint(path)
+    return path
+
+
 def build_datamodule(cfg: DictConfig) -> Any:
     from mlpflow.data.datamodule import TabularDataModule
 
@@ -131,11 +170,14 @@ def build_datamodule(cfg: DictConfig) -> Any:
     return datamodule
 
 
-def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
+def build_module(
+    cfg: DictConfig, meta: Any, datamodule: Any, threshold: float | None = None
+) -> Any:
     """The module to train on this prepared data (a fold's, under cross-validation), with what
     it fits on the train split and carries in its hparams: loss.class_weight as one weight per
     class, from the class counts; a piecewise-linear embedding's bins, on the continuous
-    features. With evaluate.threshold=auto, each validation sets its threshold."""
+    features. With evaluate.threshold=auto, each validation sets its threshold, unless a fixed
+    `threshold` is given (a refit's)."""
     from mlpflow.model.embeddings import fit_bins
     from mlpflow.model.losses import class_weights
     from mlpflow.model.module import MLPModule
@@ -149,7 +191,7 @@ def build_module(cfg: DictConfig, meta: Any, datamodule: Any) -> Any:
             hparams["loss"]["class_weight"], meta.classes, counts
         )
     n_continuous = meta.numeric.n_continuous
-    threshold = cfg.evaluate.threshold
+    threshold = cfg.evaluate.threshold if threshold is None else threshold
     labelling = {"auto_threshold": True} if threshold == AUTO else {"threshold": threshold}
     x_train = datamodule.splits["train"][0][:, :n_continuous]
     return MLPModule(
