@@ -90,6 +90,16 @@ def test_one_cv_run_holds_the_fold_mean_std_oof_and_ensemble_metrics(default_tab
 
 
 @pytest.mark.slow
+def test_each_fold_trains_from_its_own_seed(default_table):
+    """Fold k's network is seeded `seed` + k (its initialization and its rows' order): five
+    members from one seed would start alike and err alike."""
+    _, uri, _ = default_table
+    _, cv_run, folds = runs_of(uri)
+    seed = int(cv_run.data.params["seed"])
+    assert [int(r.data.params["seed"]) for r in folds] == [seed + k for k in range(FOLDS)]
+
+
+@pytest.mark.slow
 def test_out_of_fold_predictions_hold_every_non_test_row_once(default_table, tmp_path: Path):
     _, uri, _ = default_table
     client, cv_run, _ = runs_of(uri)

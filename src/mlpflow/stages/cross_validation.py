@@ -84,8 +84,10 @@ class HeldOut:
 
 
 def fold_config(cfg: DictConfig, index: int, prepared: Path) -> DictConfig:
-    """The config that trains fold `index`: its prepared data, and its own models dir, which
-    also holds its train.json (a finished fold's mark)."""
+    """The config that trains fold `index`: its prepared data, its own models dir (which also
+    holds its train.json, a finished fold's mark), and its own seed, `seed` + index: members
+    that start from one initialization and see their rows in one order err alike, and an
+    ensemble gains from members whose errors differ."""
     fold = cfg.copy()
     models = Path(cfg.paths.models) / fold_dir(index)
     fold.paths.prepared, fold.paths.models, fold.paths.reports = (
@@ -96,6 +98,7 @@ def fold_config(cfg: DictConfig, index: int, prepared: Path) -> DictConfig:
     for callback in fold.callbacks.values():
         if callback is not None and "dirpath" in callback:
             callback.dirpath = str(models)
+    fold.seed = cfg.seed + index
     return fold
 
 
