@@ -5,9 +5,8 @@ The layout lives here: `best.ckpt` (the best epoch; what evaluate and the logged
 `last.ckpt` (what an interrupted run resumes from), written by the callbacks in conf/callbacks/
 (`filename: best`, `filename: last`: config, checked against these names by a test); a CV
 fold's `refit.ckpt` (cv.refit: its network retrained on all its training folds), written by
-train. Every
-checkpoint is read with `weights_only=True`, which admits tensors and plain containers only: a
-crafted file that would run code on a plain `torch.load` is refused instead.
+train. Every checkpoint is read with `weights_only=True`, which admits tensors and plain
+containers only: a crafted file that would run code on a plain `torch.load` is refused instead.
 """
 
 from __future__ import annotations

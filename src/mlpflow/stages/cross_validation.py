@@ -321,7 +321,8 @@ def _continued_state(models: Path, identity: resume.RunIdentity) -> dict[str, An
 
 
 def score_heldout(fold_cfg: DictConfig) -> HeldOut:
-    """The fold's best checkpoint scored on its held-out rows (weighted, with data.weight)."""
+    """The fold's network (`member_checkpoint`) scored on its held-out rows (weighted, with
+    data.weight)."""
     prepared = Path(fold_cfg.paths.prepared)
     weights = load_weights(member_checkpoint(fold_cfg.paths.models))
     x, y = (torch.from_numpy(array) for array in load_split(prepared, HELDOUT))

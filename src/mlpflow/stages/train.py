@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.compose import resolve_data_defaults
-from mlpflow.config.schema import AUTO, check_loss_fits, check_threshold_fits, validate
+from mlpflow.config.schema import (
+    AUTO,
+    CVConfig,
+    check_loss_fits,
+    check_threshold_fits,
+    validate,
+)
 from mlpflow.notice import warn
 from mlpflow.stages import resume
 
@@ -65,7 +71,8 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
             if logger is not None:
                 log_run_inputs(logger, cfg, meta)
             trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
-            member = refit(cfg, meta, trainer, stop) if fold is not None and refits(cfg) else None
+            refitted = fold is not None and CVConfig.parse(cfg.get("cv")).refit
+            member = refit(cfg, meta, trainer, stop) if refitted else None
         if not trainer.is_global_zero:
             return {}
         report = write_train_report(cfg, trainer, logger, member)
@@ -117,12 +124,6 @@ def stopped(error: BaseException, signum: int | None, logger: Any, trainer: Any)
     end_run(logger, "KILLED", how)
     run = f"MLflow run {logger.run_id} is KILLED" if logger is not None else "not tracked"
     return RunInterrupted(f"{how} ({run})", int(signum))
-
-
-def refits(cfg: DictConfig) -> bool:
-    from mlpflow.config.schema import CVConfig
-
-    return CVConfig.parse(cfg.get("cv")).refit
 
 
 def refit(cfg: DictConfig, meta: Any, trainer: Any, stop: Any) -> Path:
