@@ -17,9 +17,9 @@ the same network (benchmarks/throughput_contenders.py):
                  without autograd, its loss and mlpflow's six torchmetrics computed
   sklearn        MLPClassifier(hidden_layer_sizes=(128, 64), solver adam, batch 256); numeric
                  tables only
-  mlpflow        mlpflow.train.run(cfg) as the DVC stage runs it: default callbacks (checkpoint,
-                 early stopping with patience > epochs, rich progress bar), MLflow logging to a
-                 temp SQLite store, system metrics
+  mlpflow        mlpflow.stages.train.run(cfg) as the DVC stage runs it: default callbacks
+                 (checkpoint, early stopping with patience > epochs, rich progress bar), MLflow
+                 logging to a temp SQLite store, system metrics
   mlpflow-nosys  the same with tracking.system_metrics=false: what the system-metrics sampler costs
 
 Plain loops (but plain-fused-val) and sklearn are timed over their epochs only (no validation
@@ -132,7 +132,7 @@ def make_cfg(root: Path, overrides: list[str], name: str):
 
 
 def mlpflow_fit(root: Path, overrides: list[str], epochs: int, name: str) -> tuple[float, dict]:
-    """Time (`clock.now`) of mlpflow.train.run with max_epochs=epochs, and its report."""
+    """Time (`clock.now`) of mlpflow.stages.train.run with max_epochs=epochs, and its report."""
     from mlpflow.stages import train
 
     cfg = make_cfg(
@@ -221,7 +221,7 @@ def open_store(root: Path, data: Prepared) -> None:
 
     import mlpflow.data.datamodule
     import mlpflow.model.module
-    import mlpflow.train  # noqa: F401  (imports train.run pays once per process)
+    import mlpflow.stages.train  # noqa: F401  (imports train.run pays once per process)
     from mlpflow.tracking.store import ensure_store
 
     cfg = make_cfg(root, [], "store")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlpflow.collector import collect_less_often
 from mlpflow.errors import friendly_errors
 
 STAGES = ("prepare", "train", "evaluate")
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    collect_less_often()
     args = build_parser().parse_args(argv)
     if args.verbose:
         import os
