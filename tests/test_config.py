@@ -110,7 +110,8 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         (["model=tabm", "optimizer.clip_grad_norm=0"], "optimizer.clip_grad_norm=0 must be > 0"),
         (
             ["model.numeric_embedding.kind=ple"],
-            "model.numeric_embedding.kind='ple' is not one of: none, periodic, piecewise_linear",
+            "model.numeric_embedding.kind='ple' is not one of: auto, none, periodic, "
+            "piecewise_linear",
         ),
         (
             ["model.numeric_embedding.kind=piecewise_linear", "model.numeric_embedding.n_bins=1"],
@@ -200,6 +201,20 @@ def test_an_auto_batch_follows_the_train_rows(n_train: int, batch: int) -> None:
     assert cfg.loader.batch_size == "auto"
     resolve_data_defaults(cfg, "binary", n_train)
     assert cfg.loader.batch_size == batch
+
+
+@pytest.mark.parametrize(
+    ("n_train", "kind"),
+    [(398, "none"), (499, "none"), (500, "piecewise_linear"), (10**6, "piecewise_linear")],
+)
+def test_an_auto_numeric_embedding_follows_the_train_rows(n_train: int, kind: str) -> None:
+    cfg = compose()
+    assert cfg.model.numeric_embedding.kind == "auto"
+    resolve_data_defaults(cfg, "binary", n_train)
+    assert cfg.model.numeric_embedding.kind == kind
+    chosen = compose(["model.numeric_embedding.kind=periodic"])
+    resolve_data_defaults(chosen, "binary", n_train)
+    assert chosen.model.numeric_embedding.kind == "periodic"
 
 
 def test_loader_follows_the_optimizer_and_overrides() -> None:

@@ -79,3 +79,25 @@ def test_each_kind_trains_and_the_served_model_predicts_what_evaluate_scored(
     served = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     probability = served.predict(raw_rows(Path(cfg.paths.prepared)))["proba_benign"]  # class 1
     np.testing.assert_allclose(probability, scores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("data", "n_samples", "kind"),
+    [("breast_cancer", None, "none"), ("synthetic", 800, "piecewise_linear")],
+)
+def test_the_default_embeds_a_table_with_enough_train_rows_and_its_run_says_so(
+    tmp_path: Path, data: str, n_samples: int | None, kind: str
+) -> None:
+    """kind=auto (the default): breast cancer's 398 train rows stay as they are, a table of 560
+    train rows is embedded piecewise-linearly; the run's param and the checkpoint name the kind
+    that trained, not `auto`."""
+    sized = [f"data.n_samples={n_samples}", "data.n_features=6"] if n_samples else []
+    cfg = make_cfg(tmp_path, f"data={data}", *sized, "trainer.max_epochs=1")
+    assert cfg.model.numeric_embedding.kind == "auto"
+    prepare.run(cfg)
+    report = train.run(cfg)
+    spec = load_weights(best_checkpoint(cfg.paths.models)).spec
+    assert spec.model["numeric_embedding"]["kind"] == kind
+    assert (spec.bins is not None) == (kind == "piecewise_linear")
+    params = mlflow.MlflowClient(cfg.tracking.uri).get_run(report["run_id"]).data.params
+    assert params["model.numeric_embedding.kind"] == kind

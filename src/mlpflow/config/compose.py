@@ -19,6 +19,8 @@ from mlpflow.config.schema import (
     AUTO,
     AUTO_LOSS,
     CLASS_WEIGHT,
+    EMBEDDED_KIND,
+    EMBEDDED_TABLE_ROWS,
     LARGE_BATCH,
     LOSS_FOR_TASK,
     MOVED_KEYS,
@@ -225,7 +227,10 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
 def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
     """What `auto` means once prepare has seen the data: loss=auto becomes the task's loss
     option from conf/loss/, loader.batch_size=auto a batch that gives a small table enough
-    optimizer steps (SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows, else LARGE_BATCH)."""
+    optimizer steps (SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows, else LARGE_BATCH),
+    model.numeric_embedding.kind=auto an embedding where the train split can fit its bins
+    (EMBEDDED_KIND from EMBEDDED_TABLE_ROWS train rows, else none). The run's params show what
+    `auto` became."""
     if cfg.loss.name == AUTO_LOSS:
         class_weight = cfg.loss.get(CLASS_WEIGHT)
         cfg.loss = OmegaConf.load(conf_dir() / "loss" / f"{LOSS_FOR_TASK[task]}.yaml")
@@ -235,6 +240,9 @@ def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
     if cfg.loader.batch_size == AUTO:
         small = n_train < SMALL_TABLE_ROWS
         cfg.loader.batch_size = SMALL_TABLE_BATCH if small else LARGE_BATCH
+    embedding = cfg.model.get("numeric_embedding")
+    if embedding is not None and embedding.get("kind") == AUTO:
+        embedding.kind = EMBEDDED_KIND if n_train >= EMBEDDED_TABLE_ROWS else "none"
 
 
 # optimizer.clip_grad_norm: the gradients' global L2 norm is clipped to it before each step

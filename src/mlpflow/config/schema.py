@@ -40,6 +40,10 @@ CLASS_WEIGHT_KEY = f"loss.{CLASS_WEIGHT}"
 AUTO_LOSS = AUTO  # loss=auto (the default): LOSS_FOR_TASK of the task prepare found
 # loader.batch_size=auto (the default): SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows.
 SMALL_TABLE_ROWS, SMALL_TABLE_BATCH, LARGE_BATCH = 5000, 32, 256
+# model.numeric_embedding.kind=auto (mlp's default): piecewise_linear from EMBEDDED_TABLE_ROWS
+# train rows, none below (benchmarks/README.md: PLE gains on tables of 900+ train rows, loses on
+# those of 400 and fewer, whose 48 bins hold a handful of rows each).
+EMBEDDED_TABLE_ROWS, EMBEDDED_KIND = 500, "piecewise_linear"
 # model.name -> the options its network takes (`model/network.py` builds it)
 MODEL_OPTIONS = {
     "mlp": (
@@ -442,9 +446,9 @@ def _check_numeric_embedding(options: Any) -> None:
     if options is None:
         return
     if not isinstance(options, Mapping):
-        _fail(key, options, "must be a mapping with kind: none, periodic or piecewise_linear")
+        _fail(key, options, "must be a mapping with kind: auto, none, periodic or piecewise_linear")
     kind = options.get("kind", "none")
-    check_choice(f"{key}.kind", kind, tuple(NUMERIC_EMBEDDINGS))
+    check_choice(f"{key}.kind", kind, (AUTO, *NUMERIC_EMBEDDINGS))
     known = ["kind", *dict.fromkeys(o for opts in NUMERIC_EMBEDDINGS.values() for o in opts)]
     if unknown := [name for name in options if name not in known]:
         raise ConfigError(f"{key}.{unknown[0]} is not an option (its options: {', '.join(known)})")
