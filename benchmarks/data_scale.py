@@ -195,6 +195,7 @@ def compose(root: Path, table: Path, params: Path) -> None:
         f"data.path={table}",
         "data.target=y",
         "trainer.max_epochs=1",
+        "model.numeric_embedding.kind=none",  # the network its recorded figures trained
         f"paths.prepared={root / 'prepared'}",
         f"paths.models={root / 'models'}",
         f"paths.reports={root / 'reports'}",

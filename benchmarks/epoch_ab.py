@@ -34,13 +34,13 @@ WORKTREE = "WORKTREE"  # --after/--before value meaning the working tree as it i
 
 def child(args: argparse.Namespace) -> None:
     """One timed run of the version on sys.path; writes {clock: {phase: median ms}}."""
-    from train_throughput import make_cfg, mlpflow_fit, open_store
+    from train_throughput import PLAIN_NETWORK, make_cfg, mlpflow_fit, open_store
 
     from mlpflow.stages import prepare
 
     root = Path(args.child)
     data = ["data=synthetic", f"data.n_samples={args.n}", f"data.n_features={args.features}"]
-    data += args.overrides
+    data += [PLAIN_NETWORK, *args.overrides]
     if not (root / "prepared").exists():
         prepare.run(make_cfg(root, data, "prepare"))
     if not (root / "mlflow.db").exists():

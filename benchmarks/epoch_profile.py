@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytorch_lightning as pl
-from train_throughput import make_cfg, mlpflow_fit
+from train_throughput import PLAIN_NETWORK, make_cfg, mlpflow_fit
 
 PHASES = ("training steps", "validation", "epoch end")
 
@@ -85,7 +85,7 @@ def main() -> int:
     from mlpflow.stages import prepare
 
     data = ["data=synthetic", f"data.n_samples={args.n}", f"data.n_features={args.features}"]
-    data += args.overrides
+    data += [PLAIN_NETWORK, *args.overrides]
     timer = [*data, f"+callbacks.phases._target_={PhaseTimer.__module__}.PhaseTimer"]
     with tempfile.TemporaryDirectory(prefix="mlpflow-profile-") as tmp:
         root = Path(tmp)

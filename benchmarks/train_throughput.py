@@ -118,6 +118,11 @@ def keep(best: dict[str, float], name: str, seconds: float) -> None:
     best[name] = min(seconds, best.get(name, float("inf")))
 
 
+# The contenders' network: continuous columns as they are, not embedded (mlp's default embeds
+# them from 500 train rows).
+PLAIN_NETWORK = "model.numeric_embedding.kind=none"
+
+
 def make_cfg(root: Path, overrides: list[str], name: str):
     """conf/ composed with overrides; outputs under root/name, tracking in root/mlflow.db."""
     from mlpflow.config.compose import compose
@@ -185,6 +190,7 @@ def prepare_data(args: argparse.Namespace, root: Path) -> Prepared:
         generate(table, args.n, args.features, 262_144, args.categorical, args.levels)
         overrides = ["data=csv", f"data.path={table}", "data.target=y"]
     overrides.append(f"loader.batch_size={args.batch}")
+    overrides.append(PLAIN_NETWORK)
     cfg = make_cfg(root, overrides, "prepare")
     start = time.perf_counter()
     prepare.run(cfg)

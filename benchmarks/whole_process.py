@@ -116,6 +116,7 @@ def run_mlpflow(project: Path, table: Path, epochs: int) -> tuple[float, float]:
     command = [
         sys.executable, "-m", "mlpflow.train", "data=csv", f"data.path={table}",
         "data.target=y", f"trainer.max_epochs={epochs}",
+        "model.numeric_embedding.kind=none",  # the script's network: columns not embedded
     ]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, cwd=project, env=env(), check=True, capture_output=True)
