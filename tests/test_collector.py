@@ -12,6 +12,8 @@ from mlpflow.collector import THRESHOLDS
 
 from conftest import subprocess_env
 
+DEFAULT = str(gc.get_threshold())  # this test process's: CPython's own
+
 
 def python(code: str, cwd: Path) -> str:
     result = subprocess.run(
@@ -43,10 +45,9 @@ def test_the_hydra_entry_sets_the_thresholds_before_it_imports_the_pipeline(tmp_
         "runpy.run_module('mlpflow.train', run_name='__main__')\n",
         tmp_path,
     )
-    default = str(gc.get_threshold())
-    assert default != str(THRESHOLDS)
+    assert str(THRESHOLDS) != DEFAULT
     assert shown.splitlines() == [
-        f"start {default}",
+        f"start {DEFAULT}",
         f"import {THRESHOLDS}",
         f"main {THRESHOLDS}",
     ]
@@ -61,6 +62,5 @@ def test_the_console_script_sets_the_thresholds_and_a_library_import_does_not(tm
         "print(gc.get_threshold())\n",
         tmp_path,
     )
-    default = str(gc.get_threshold())
-    assert default != str(THRESHOLDS)
-    assert shown.splitlines() == [default, "wrote params.yaml", str(THRESHOLDS)]
+    assert str(THRESHOLDS) != DEFAULT
+    assert shown.splitlines() == [DEFAULT, "wrote params.yaml", str(THRESHOLDS)]

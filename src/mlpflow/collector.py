@@ -4,8 +4,8 @@ objects that live as long as it does. At CPython's default thresholds (700, 10, 
 runs ~2,000 times in one training run, and each full collection walks that whole heap again:
 ~3 s of a default breast-cancer run's 18-20 s of CPU (benchmarks/README.md). Young collections
 70x rarer still free every cycle, a finished trial's network included, in a third of that time,
-at the same peak memory. Never set
-on import: a process that imports mlpflow as a library (a served model) keeps its own."""
+at the same peak memory. Never set on import: a process that imports mlpflow as a library (a
+served model) keeps its own."""
 
 from __future__ import annotations
 
