@@ -13,6 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mlpflow.config.choices import ACTIVATIONS
+from mlpflow.model.dropout import Dropout
 from mlpflow.model.embeddings import TabularNetwork
 
 
@@ -32,7 +33,7 @@ def hidden_layers(
             layers.append(nn.BatchNorm1d(width))
         layers.append(getattr(nn, ACTIVATIONS[activation])())
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         width_in = width
     layers.append(nn.Linear(width_in, n_outputs))
     return nn.Sequential(*layers)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mlpflow.config.choices import ACTIVATIONS
+from mlpflow.model.dropout import Dropout
 from mlpflow.model.embeddings import TabularNetwork
 
 
@@ -58,6 +59,10 @@ class TabM(TabularNetwork):
             start_scaling_init=start,
             start_scaling_init_chunks=None if packed else self.input_chunks(),
         )
+        for block in self.backbone.blocks:  # the cheaper mask (model/dropout.py)
+            for index, layer in enumerate(block):
+                if isinstance(layer, torch.nn.Dropout):
+                    block[index] = Dropout(layer.p)
         self.output = tabm.LinearEnsemble(d_block, n_outputs, k=k)
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
