@@ -6,10 +6,17 @@ value distinct) and constant columns; parse numbers stored as text (thousands se
 removed, stray strings such as "n/a", "?", "-" become missing); booleans become 0/1; every
 other text column becomes a pandas 'category'. Both contenders fit on the rows they are given
 (quality.py gives them train + val) and hold out their own early-stopping fraction from them.
+
+Run as a script, it is one pytabkit contender in a process of its own, so that its time, like
+mlpflow's, runs from the interpreter's start (imports, reading the CSV) to its test scores:
+`python quality_contenders.py MODEL CSV TARGET TASK SEED ROWS.npz` (MODEL realmlp or tabm;
+ROWS.npz holds the `fit` and `test` row positions) prints {"metrics", "fit_seconds"} as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 import warnings
 
@@ -182,3 +189,22 @@ def pytabkit_fit_score(model: str, x_train, y_train, x_test, y_test, task: str, 
     seconds = time.perf_counter() - start
     metrics = scores(task, y_test, np.asarray(predicted))
     return metrics[PRIMARY[task]], metrics, seconds
+
+
+def pytabkit_process(argv: list[str]) -> None:
+    """The script entry (module docstring): hand-clean the CSV, fit and score one pytabkit
+    model on the given rows, print the result."""
+    model, csv, target, task, seed, rows = argv
+    table = pd.read_csv(csv)
+    split = np.load(rows)
+    x = hand_cleaned(table.drop(columns=[target]))
+    values = table[target].to_numpy()
+    fit, test = split["fit"], split["test"]
+    _, metrics, seconds = pytabkit_fit_score(
+        model, x.iloc[fit], values[fit], x.iloc[test], values[test], task, int(seed)
+    )
+    print(json.dumps({"metrics": metrics, "fit_seconds": seconds}))
+
+
+if __name__ == "__main__":
+    pytabkit_process(sys.argv[1:])
