@@ -64,6 +64,20 @@ def test_the_members_differ_and_the_prediction_is_the_mean_of_their_scores(
     torch.testing.assert_close(score(combined), score(members).mean(dim=1))
 
 
+def test_outside_training_tabm_runs_in_chunks_that_bound_its_activations() -> None:
+    """32 members of 512 take 16,384 values a row: 512 rows a pass keep each activation within
+    2^23 values (a 128-wide MLP gets 65,536 rows a pass), with the outputs of one whole pass."""
+    torch.manual_seed(0)
+    net = TabM(4, 1, "binary", k=32, n_blocks=1, d_block=512).eval()
+    x, codes = torch.randn(1300, 4), torch.zeros(1300, 0, dtype=torch.int64)
+    with torch.no_grad():
+        whole = net(x).squeeze(-1)
+    passes: list[int] = []
+    net.register_forward_hook(lambda module, args, out: passes.append(len(args[0])))
+    assert torch.allclose(network_outputs(net, x, codes), whole, atol=1e-5)
+    assert passes == [512, 512, 276]
+
+
 def test_a_saturated_member_keeps_the_mean_finite() -> None:
     from mlpflow.model.tabm import member_mean
 

@@ -246,7 +246,11 @@ class TabularNetwork(nn.Module):
     """The input every mlpflow network takes: the numeric features x [N, n_inputs] (the first
     `n_continuous` continuous, optionally through a numeric embedding in their place) joined
     with the categorical columns' one-hot vectors or embeddings (level codes [N, k]).
-    Subclasses put their layers on `input_width` features."""
+    Subclasses put their layers on `input_width` features and set `values_per_row`: the most
+    values one input row takes in any of their activations (what a forward pass's memory and
+    cache use grow with)."""
+
+    values_per_row: int
 
     def __init__(
         self,

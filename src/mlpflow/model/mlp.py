@@ -59,6 +59,7 @@ class MLP(TabularNetwork):
         self.layers = hidden_layers(
             self.input_width, n_outputs, hidden_dims, activation, dropout, batch_norm
         )
+        self.values_per_row = max(self.input_width, n_outputs, *hidden_dims)
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
         if self.categorical is not None and self.categorical.folds(len(codes)):

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mlpflow.data.prepared import EVAL_CHUNK_ROWS
 from mlpflow.data.transforms import TargetTransform
 
 if TYPE_CHECKING:
     from mlpflow.model.checkpoint import NetworkSpec
+    from mlpflow.model.embeddings import TabularNetwork
 
 
 def squeeze_head(out: Tensor) -> Tensor:
@@ -26,6 +27,9 @@ def squeeze_head(out: Tensor) -> Tensor:
 
 
 NO_TRANSFORM = TargetTransform()
+# Values in a forward pass's widest activation outside training (32 MiB of float32): bounds the
+# memory of evaluating, serving and permuting a large split, whatever the network's width.
+EVAL_CHUNK_VALUES = 2**23
 
 
 def output_scores(
@@ -58,10 +62,18 @@ def loss_target(
 
 
 @torch.no_grad()
-def network_outputs(net: nn.Module, x: Tensor, codes: Tensor) -> Tensor:
+def network_outputs(net: TabularNetwork, x: Tensor, codes: Tensor) -> Tensor:
     """Raw outputs of `net` (eval mode) on every row, a chunk of rows at a time."""
-    chunks = zip(x.split(EVAL_CHUNK_ROWS), codes.split(EVAL_CHUNK_ROWS), strict=True)
+    rows = eval_chunk_rows(net)
+    chunks = zip(x.split(rows), codes.split(rows), strict=True)
     return torch.cat([squeeze_head(net(part, part_codes)) for part, part_codes in chunks])
+
+
+def eval_chunk_rows(net: TabularNetwork) -> int:
+    """Rows per forward pass outside training: as many as keep each activation within
+    EVAL_CHUNK_VALUES values (65,536 rows of a 128-wide MLP, 512 of TabM's 32 x 512), at most
+    EVAL_CHUNK_ROWS."""
+    return max(1, min(EVAL_CHUNK_ROWS, EVAL_CHUNK_VALUES // net.values_per_row))
 
 
 def network_scores(outputs: Tensor, spec: NetworkSpec) -> Tensor:

@@ -64,6 +64,7 @@ class TabM(TabularNetwork):
                 if isinstance(layer, torch.nn.Dropout):
                     block[index] = Dropout(layer.p)
         self.output = tabm.LinearEnsemble(d_block, n_outputs, k=k)
+        self.values_per_row = k * max(self.input_width, d_block, n_outputs)
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
         members = self.output(self.backbone(self.ensemble_view(self.joined_input(x, codes))))
