@@ -7,9 +7,12 @@ intermediate val metrics from inside the job (even in a joblib worker process) a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,11 +148,17 @@ class OptunaSweeper(Sweeper):
 
     @staticmethod
     def _outcome(result: Any) -> tuple[optuna.trial.TrialState | None, float | None]:
+        """(state, objective) of a finished job. Reading a failed job's `return_value` raises
+        its error, Hydra's "Error executing job with overrides" line first: the line stays for
+        a failure and goes for a pruned trial, which is not one."""
+        hydra_says = io.StringIO()
         try:
-            value = result.return_value
+            with contextlib.redirect_stderr(hydra_says):
+                value = result.return_value
         except optuna.TrialPruned:
             return optuna.trial.TrialState.PRUNED, None
         except Exception:
+            sys.stderr.write(hydra_says.getvalue())
             return optuna.trial.TrialState.FAIL, None
         if value is None or not math.isfinite(value):
             return optuna.trial.TrialState.FAIL, None
