@@ -78,6 +78,28 @@ def test_outside_training_tabm_runs_in_chunks_that_bound_its_activations() -> No
     assert passes == [512, 512, 276]
 
 
+def test_training_validates_tabm_in_chunks_that_bound_its_activations(tmp_path: Path) -> None:
+    """The validation split (750 rows) reaches TabM's 32 x 512 members 512 rows at a time, as
+    evaluate does; a 128-wide MLP still gets it in one chunk."""
+    from mlpflow.config.compose import resolve_data_defaults
+    from mlpflow.data.prepared import load_meta
+    from mlpflow.stages import prepare, train
+
+    chunks = {}
+    for model in ("tabm", "mlp"):
+        cfg = make_cfg(
+            tmp_path / model, f"model={model}", "data=synthetic", "data.n_samples=5000",
+            tracking=False,
+        )  # fmt: skip
+        prepare.run(cfg)
+        meta = load_meta(cfg.paths.prepared)
+        resolve_data_defaults(cfg, meta.task, meta.rows["train"])
+        datamodule = train.build_datamodule(cfg)
+        train.build_module(cfg, meta, datamodule)
+        chunks[model] = [len(y) for _, _, y, _ in datamodule.val_dataloader()]
+    assert chunks == {"tabm": [512, 238], "mlp": [750]}
+
+
 def test_a_saturated_member_keeps_the_mean_finite() -> None:
     from mlpflow.model.tabm import member_mean
 

@@ -127,6 +127,9 @@ class TabularDataModule(pl.LightningDataModule):
         self.batches_per_step = batches_per_step
         self.seed = seed
         self.full_batch = full_batch
+        # Rows per validation/test chunk: the training stage sizes it to the network's widest
+        # activation (model/outputs.py::eval_chunk_rows), which this module does not know.
+        self.eval_rows = EVAL_CHUNK_ROWS
         self.splits: dict[str, tuple[np.ndarray, np.ndarray, Tensor]] = {}
         self.weights: dict[str, Tensor | None] = {}  # row weights per split; None: unweighted
 
@@ -205,7 +208,7 @@ class TabularDataModule(pl.LightningDataModule):
     def _in_order(self, split: str) -> ShuffledChunks:
         return ShuffledChunks(
             *self.splits[split],
-            EVAL_CHUNK_ROWS,
+            self.eval_rows,
             self.seed,
             int,
             shuffle=False,

@@ -178,10 +178,12 @@ def build_module(
     it fits on the train split and carries in its hparams: loss.class_weight as one weight per
     class, from the class counts; a piecewise-linear embedding's bins, on the continuous
     features. With evaluate.threshold=auto, each validation sets its threshold, unless a fixed
-    `threshold` is given (a refit's)."""
+    `threshold` is given (a refit's). The datamodule's validation then runs in chunks sized to
+    the network (`eval_chunk_rows`): 512 rows of TabM's 32 x 512 rather than 65,536."""
     from mlpflow.model.embeddings import fit_bins
     from mlpflow.model.losses import class_weights
     from mlpflow.model.module import MLPModule
+    from mlpflow.model.outputs import eval_chunk_rows
 
     target_mean, target_scale = datamodule.target_stats()
     sections = ("model", "loss", "regularization", "optimizer", "scheduler", "monitor")
@@ -195,7 +197,7 @@ def build_module(
     threshold = cfg.evaluate.threshold if threshold is None else threshold
     labelling = {"auto_threshold": True} if threshold == AUTO else {"threshold": threshold}
     x_train = datamodule.splits["train"][0][:, :n_continuous]
-    return MLPModule(
+    module = MLPModule(
         n_features=meta.n_features,
         n_outputs=meta.n_outputs,
         task=meta.task,
@@ -209,6 +211,8 @@ def build_module(
         target_transform=meta.target_transform.as_hparams(),
         bins=fit_bins(hparams["model"].get("numeric_embedding") or {}, x_train),
     )
+    datamodule.eval_rows = eval_chunk_rows(module.net)
+    return module
 
 
 def build_trainer(
