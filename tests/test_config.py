@@ -102,6 +102,7 @@ def test_every_option_composes_validates_and_instantiates(group: str, option: st
         (["trainer.max_epochs=0"], "trainer.max_epochs"),
         (["regularization=l1", "regularization.l1=-1"], "regularization.l1"),
         (["monitor.metric=train/loss"], "monitor.metric"),
+        (["monitor.metric=auto"], "monitor.metric=auto follows the task's main metric"),
         (["data.nan_policy=ignore"], "data.nan_policy"),
         (["model=tabm", "model.k=0"], "model.k"),
         (["model=tabm", "model.arch_type=tabm-large"], "model.arch_type"),
@@ -215,6 +216,21 @@ def test_an_auto_numeric_embedding_follows_the_train_rows(n_train: int, kind: st
     chosen = compose(["model.numeric_embedding.kind=periodic"])
     resolve_data_defaults(chosen, "binary", n_train)
     assert chosen.model.numeric_embedding.kind == "periodic"
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("binary", "val/roc_auc"), ("multiclass", "val/acc"), ("regression", "val/r2")],
+)
+def test_an_auto_monitor_follows_the_task(task: str, metric: str) -> None:
+    cfg = compose(["monitor.metric=auto", "monitor.mode=max"])
+    validate(cfg)
+    resolve_data_defaults(cfg, task, 1000)
+    assert (cfg.monitor.metric, cfg.callbacks.model_checkpoint.monitor) == (metric, metric)
+    assert cfg.callbacks.early_stopping.monitor == metric
+    chosen = compose(["monitor.metric=val/f1", "monitor.mode=max"])
+    resolve_data_defaults(chosen, task, 1000)
+    assert chosen.monitor.metric == "val/f1"
 
 
 def test_loader_follows_the_optimizer_and_overrides() -> None:

@@ -16,11 +16,10 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from mlpflow.config.compose import compose
-from mlpflow.config.schema import validate
+from mlpflow.config.schema import MAIN_METRIC, validate
 from mlpflow.data.prepared import load_codes, load_meta, load_split
 from mlpflow.errors import ConfigError
 from mlpflow.evaluation.importance import (
-    MAIN_METRIC,
     MAX_ROWS,
     Member,
     column_groups,

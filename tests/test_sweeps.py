@@ -79,6 +79,24 @@ def test_joblib_grid_on_a_fresh_store_nests_every_trial_under_one_parent(project
     assert {"trials.json", "optimization_history.png"} <= artifacts
 
 
+def test_a_sweep_monitoring_auto_reports_the_metric_its_trials_resolved(project: Path):
+    """The sweep's config says monitor.metric=auto; its trials, having seen the data, monitor
+    val/roc_auc, and the parent names and picks the best trial by that."""
+    result = sweep(
+        project,
+        "monitor.metric=auto",
+        "monitor.mode=max",
+        "optimizer.lr=1e-4,1e-2",
+        env=fresh_store(project, "auto.db"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, (parent,), children = runs_of(project, "auto.db")
+    assert {c.data.params["monitor.metric"] for c in children} == {"val/roc_auc"}
+    best = max(children, key=lambda c: c.data.metrics["val/best_roc_auc"])
+    assert parent.data.tags["best.run_id"] == best.info.run_id
+    assert parent.data.metrics["val/best_roc_auc"] == best.data.metrics["val/best_roc_auc"]
+
+
 def test_eight_parallel_trials_lose_nothing(project: Path):
     result = sweep(
         project,

@@ -166,6 +166,20 @@ def test_minibatch_steps_do_not_depend_on_batches_per_step(tmp_path: Path):
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+def test_monitor_auto_keeps_the_checkpoint_of_the_best_main_metric(cfg_factory):
+    """monitor.metric=auto on a binary task: the best checkpoint is the epoch of the highest
+    val/roc_auc, and the run's params say what auto became."""
+    cfg = cfg_factory("monitor.metric=auto", "monitor.mode=max", "trainer.max_epochs=6")
+    prepare.run(cfg)
+    report = train.run(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    assert client.get_run(report["run_id"]).data.params["monitor.metric"] == "val/roc_auc"
+    history = [m.value for m in client.get_metric_history(report["run_id"], "val/roc_auc")]
+    assert report["monitor"] == "val/roc_auc"
+    assert report["best_score"] == pytest.approx(max(history))
+    assert report["best_epoch"] == history.index(max(history))
+
+
 def test_loss_that_does_not_fit_inferred_task_fails_before_training(cfg_factory, tmp_path):
     from mlpflow.errors import ConfigError
 

@@ -23,6 +23,7 @@ from mlpflow.config.schema import (
     EMBEDDED_TABLE_ROWS,
     LARGE_BATCH,
     LOSS_FOR_TASK,
+    MAIN_METRIC,
     MOVED_KEYS,
     SMALL_TABLE_BATCH,
     SMALL_TABLE_ROWS,
@@ -229,8 +230,9 @@ def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
     option from conf/loss/, loader.batch_size=auto a batch that gives a small table enough
     optimizer steps (SMALL_TABLE_BATCH below SMALL_TABLE_ROWS train rows, else LARGE_BATCH),
     model.numeric_embedding.kind=auto an embedding where the train split can fit its bins
-    (EMBEDDED_KIND from EMBEDDED_TABLE_ROWS train rows, else none). The run's params show what
-    `auto` became."""
+    (EMBEDDED_KIND from EMBEDDED_TABLE_ROWS train rows, else none), monitor.metric=auto the
+    task's main metric on the validation split (MAIN_METRIC: val/roc_auc, val/acc, val/r2).
+    The run's params show what `auto` became."""
     if cfg.loss.name == AUTO_LOSS:
         class_weight = cfg.loss.get(CLASS_WEIGHT)
         cfg.loss = OmegaConf.load(conf_dir() / "loss" / f"{LOSS_FOR_TASK[task]}.yaml")
@@ -243,6 +245,8 @@ def resolve_data_defaults(cfg: DictConfig, task: str, n_train: int) -> None:
     embedding = cfg.model.get("numeric_embedding")
     if embedding is not None and embedding.get("kind") == AUTO:
         embedding.kind = EMBEDDED_KIND if n_train >= EMBEDDED_TABLE_ROWS else "none"
+    if cfg.monitor.metric == AUTO:
+        cfg.monitor.metric = f"val/{MAIN_METRIC[task]}"
 
 
 # optimizer.clip_grad_norm: the gradients' global L2 norm is clipped to it before each step

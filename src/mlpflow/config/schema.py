@@ -33,6 +33,9 @@ LOSS_TASKS = {
     "huber": ("regression",),
 }
 LOSS_FOR_TASK = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse"}
+# The task's main metric, as metrics.json names it (higher is better): what monitor.metric=auto
+# follows and what permutation importance measures.
+MAIN_METRIC = {"binary": "roc_auc", "multiclass": "acc", "regression": "r2"}
 AUTO = "auto"
 NONE, BALANCED = "none", "balanced"
 CLASS_WEIGHT = "class_weight"  # loss.class_weight, resolved per class by model/losses.py
@@ -366,6 +369,21 @@ def check_moved_keys(cfg: DictConfig) -> None:
             raise moved_key_error(key)
 
 
+def check_monitor(monitor: DictConfig) -> None:
+    """monitor.metric: a val/ metric, or auto (the task's MAIN_METRIC, all maximized)."""
+    check_choice("monitor.mode", monitor.mode, ("min", "max"))
+    if monitor.metric == AUTO:
+        if monitor.mode != "max":
+            _fail(
+                "monitor.mode",
+                monitor.mode,
+                "monitor.metric=auto follows the task's main metric (roc_auc, acc or r2), "
+                "which is maximized: set monitor.mode=max",
+            )
+    elif not str(monitor.metric).startswith("val/"):
+        _fail("monitor.metric", monitor.metric, "must be a val/ metric, e.g. val/loss, or auto")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value and combination the stages rely on, before any work starts."""
     check_moved_keys(cfg)
@@ -396,9 +414,7 @@ def validate(cfg: DictConfig) -> None:
     check_number("trainer.max_epochs", cfg.trainer.max_epochs, 1, integer=True)
     interval = cfg.tracking.get("system_metrics_interval", 1.0)
     check_number("tracking.system_metrics_interval", interval, 0, low_open=True)
-    check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
-    if not str(cfg.monitor.metric).startswith("val/"):
-        _fail("monitor.metric", cfg.monitor.metric, "must be a val/ metric, e.g. val/loss")
+    check_monitor(cfg.monitor)
     _check_validation_runs(cfg)
     if cfg.evaluate.threshold != AUTO:
         check_number("evaluate.threshold", cfg.evaluate.threshold, 0, 1, low_open=True)

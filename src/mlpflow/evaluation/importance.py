@@ -21,15 +21,13 @@ from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc, multiclass_accuracy
 from torchmetrics.functional.regression import r2_score
 
+from mlpflow.config.schema import MAIN_METRIC
 from mlpflow.data.prepared import Meta
 from mlpflow.drawing import saved_figure
 from mlpflow.evaluation.plot_specs import PLOTS, write_plot
 from mlpflow.model.checkpoint import Weights
 from mlpflow.model.outputs import network_outputs, network_scores
 
-# The metric of each task that importance is measured with (higher is better), as metrics.json
-# names it.
-MAIN_METRIC = {"binary": "roc_auc", "multiclass": "acc", "regression": "r2"}
 MAX_ROWS = 2000  # of a larger split, a sample: the cost stays bounded on large tables
 FIGURE_COLUMNS = 20  # the figure shows the most important columns; the JSON holds them all
 

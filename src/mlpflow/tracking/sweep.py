@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
+from mlpflow.config.schema import AUTO
 from mlpflow.drawing import DPI, plt
 from mlpflow.errors import MlpflowError, friendly_errors
 from mlpflow.tracking.owner import OWNER_TAG, is_alive, this_process
@@ -33,6 +34,7 @@ from mlpflow.tracking.trials import PARENT_ENV, SWEEP_ENV, objective_name
 
 SWEEP_KEY_TAG = "sweep.key"
 PARAMS_PER_BATCH = 100  # the most params MLflow takes in one log_batch
+MONITOR_PARAM = "monitor.metric"  # a trial's run param: the val metric it monitored
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,7 @@ class SweepRunCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
             return
-        trials = summarize(
-            self.client, self.parent_id, objective_name(config), str(config.monitor.mode)
-        )
+        trials = summarize(self.client, self.parent_id, config)
         failed = sum(t["status"] == "FAILED" for t in trials)  # pruned trials end KILLED
         rate = failed / len(trials) if trials else 1.0
         status = "FAILED" if rate > self.max_failure_rate else "FINISHED"
@@ -132,8 +132,10 @@ def interrupted_sweep(client: Any, experiment_id: str, key: str) -> Any:
     return None
 
 
-def summarize(client: Any, parent_id: str, metric: str, mode: str) -> list[dict[str, Any]]:
-    """Log the trials table, the best trial and the optimization history on the parent run."""
+def summarize(client: Any, parent_id: str, config: DictConfig) -> list[dict[str, Any]]:
+    """Log the trials table, the best trial and the optimization history on the parent run.
+    With monitor.metric=auto the trials name what it became (their `monitor.metric` param:
+    one task, one metric), which the sweep's own config cannot know before the data."""
     parent = client.get_run(parent_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
@@ -141,6 +143,11 @@ def summarize(client: Any, parent_id: str, metric: str, mode: str) -> list[dict[
         max_results=10000,
         order_by=["attributes.start_time ASC"],
     )
+    monitored = None
+    if config.monitor.metric == AUTO:  # "val/auto" when no trial got as far as its params
+        params = (run.data.params.get(MONITOR_PARAM) for run in runs)
+        monitored = next((name for name in params if name), "val/auto")
+    metric, mode = objective_name(config, monitored), str(config.monitor.mode)
     trials = [
         {
             "job": int(run.data.tags.get("sweep.job", -1)),

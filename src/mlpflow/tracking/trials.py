@@ -104,10 +104,11 @@ def mark_trial(cfg: DictConfig, job: int, status: str, reason: str) -> None:
     client.set_terminated(run_id, status)
 
 
-def objective_name(cfg: DictConfig) -> str:
-    """The metric a trial reports: the best value of the checkpoint monitor, e.g. val/best_loss;
-    under cross-validation, its mean over the held-out folds, e.g. cv/loss_mean."""
-    split, name = str(cfg.monitor.metric).split("/", 1)
+def objective_name(cfg: DictConfig, monitored: str | None = None) -> str:
+    """The metric a trial reports: the best value of the checkpoint monitor (`monitored`, else
+    cfg's monitor.metric), e.g. val/best_loss; under cross-validation, its mean over the
+    held-out folds, e.g. cv/loss_mean."""
+    split, name = (monitored or str(cfg.monitor.metric)).split("/", 1)
     if cfg.get("cv") is not None and cfg.cv.name != "none":
         return f"cv/{name}_mean"
     return f"{split}/best_{name}"
