@@ -230,7 +230,8 @@ def last_error_line(stderr: str) -> str:
 def run_mlpflow(
     project: Path, csv: Path, target: str, name: str, seed: int, timeout: float, extra: list[str]
 ) -> dict:
-    """The default-config run on csv: {"seconds", "metrics"} or {"seconds", "error"}."""
+    """The default-config run on csv: {"seconds", "metrics", "epochs_run", "best_epoch"} (no
+    epochs under cv) or {"seconds", "error"}."""
     run_dir = project / f"run-{name}"
     command = [
         sys.executable, "-m", "mlpflow.train", "data=csv", f"data.path={csv}",
@@ -250,7 +251,9 @@ def run_mlpflow(
     if done.returncode != 0 or not metrics.exists():
         return {"seconds": seconds, "error": last_error_line(done.stderr)}
     scores = json.loads(metrics.read_text())
-    result = {"seconds": seconds, "metrics": scores["test"]}
+    trained = json.loads((run_dir / "reports" / "train.json").read_text())
+    epochs = {key: trained[key] for key in ("epochs_run", "best_epoch") if key in trained}
+    result = {"seconds": seconds, "metrics": scores["test"], **epochs}
     if "test_fold_mean" in scores:
         result["fold_mean"] = scores["test_fold_mean"]
     return result
