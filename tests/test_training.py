@@ -180,6 +180,20 @@ def test_monitor_auto_keeps_the_checkpoint_of_the_best_main_metric(cfg_factory):
     assert report["best_epoch"] == history.index(max(history))
 
 
+def test_a_monitor_the_task_does_not_log_fails_before_training(cfg_factory):
+    from mlpflow.errors import ConfigError
+
+    cfg = cfg_factory("data=diabetes", "monitor.metric=val/roc_auc", "monitor.mode=max")
+    prepare.run(cfg)
+    with pytest.raises(
+        ConfigError,
+        match=r"monitor.metric='val/roc_auc' is not logged for the "
+        r"regression task: choose one of val/loss, val/mae, val/mse, val/r2, val/rmse",
+    ):
+        train.run(cfg)
+    assert not Path(cfg.paths.models).exists()
+
+
 def test_loss_that_does_not_fit_inferred_task_fails_before_training(cfg_factory, tmp_path):
     from mlpflow.errors import ConfigError
 

@@ -63,6 +63,11 @@ def build_metrics(
     return torchmetrics.MetricCollection(metrics)
 
 
+def metric_names(task: str) -> list[str]:
+    """The unprefixed names `build_metrics` gives the task's metrics."""
+    return list(build_metrics(task, num_classes=2).keys())
+
+
 def metric_values(
     task: str,
     num_classes: int,
