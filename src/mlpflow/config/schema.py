@@ -331,6 +331,17 @@ def check_loss_fits(loss: str, task: str, data_name: str) -> None:
         )
 
 
+def check_monitor_fits(metric: str, task: str, metrics: Sequence[str]) -> None:
+    """monitor.metric names what validation logs for the task: val/loss or one of its
+    `metrics` (Lightning would fail on another only after the first epoch)."""
+    logged = ["val/loss", *(f"val/{name}" for name in metrics)]
+    if metric not in logged:
+        raise ConfigError(
+            f"monitor.metric={metric!r} is not logged for the {task} task: choose one of "
+            f"{', '.join(logged)}, or auto (the task's main metric)"
+        )
+
+
 def check_class_weight(option: Any) -> None:
     """loss.class_weight: none, balanced, or a positive weight per named class."""
     if option in (None, NONE, BALANCED):

@@ -18,10 +18,10 @@ from mlpflow.config.schema import (
     AUTO,
     CVConfig,
     check_loss_fits,
+    check_monitor_fits,
     check_threshold_fits,
     validate,
 )
-from mlpflow.errors import ConfigError
 from mlpflow.notice import warn
 from mlpflow.stages import resume
 
@@ -35,6 +35,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     validate(cfg)
     from mlpflow.data.folds import load_folds
     from mlpflow.data.prepared import load_meta
+    from mlpflow.model.metrics import metric_names
     from mlpflow.stages.report import write_train_report
     from mlpflow.tracking.logger import log_run_inputs, training_logger
 
@@ -42,7 +43,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
     check_threshold_fits(cfg.evaluate.threshold, meta.task)
     resolve_data_defaults(cfg, meta.task, meta.rows["train"])
-    check_monitor_fits(cfg.monitor.metric, meta.task)
+    check_monitor_fits(cfg.monitor.metric, meta.task, metric_names(meta.task))
     if fold is None and (folds := load_folds(cfg.paths.prepared)) is not None:
         from mlpflow.stages import cross_validation
 
@@ -82,19 +83,6 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
         raise stopped(error, stop.signum, logger, trainer) from None
     resume.finish(cfg.paths.models)
     return report
-
-
-def check_monitor_fits(metric: str, task: str) -> None:
-    """monitor.metric names what validation logs for this task: val/loss or one of its metrics
-    (Lightning would fail on it only after the first epoch)."""
-    from mlpflow.model.metrics import metric_names
-
-    logged = ["val/loss", *(f"val/{name}" for name in metric_names(task))]
-    if metric not in logged:
-        raise ConfigError(
-            f"monitor.metric={metric!r} is not logged for the {task} task: choose one of "
-            f"{', '.join(logged)}, or auto (the task's main metric)"
-        )
 
 
 def resume_point(cfg: DictConfig, data: str) -> tuple[resume.ResumePoint, resume.RunIdentity]:
