@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from mlpflow.config.schema import validate
 from mlpflow.errors import DataError
 from mlpflow.files import read_json, write_json
+from mlpflow.stages.allocator import reuse_freed_memory
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -29,6 +30,7 @@ METRICS_FILE = "metrics.json"
 def run(cfg: DictConfig) -> dict[str, float]:
     """Test the best checkpoint; write reports/metrics.json, plots/ and figures/; log them."""
     validate(cfg)
+    reuse_freed_memory()
     reports = Path(cfg.paths.reports)
     train_report_path = reports / "train.json"
     if not train_report_path.exists():

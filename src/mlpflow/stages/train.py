@@ -24,6 +24,7 @@ from mlpflow.config.schema import (
 )
 from mlpflow.notice import warn
 from mlpflow.stages import resume
+from mlpflow.stages.allocator import reuse_freed_memory
 
 if TYPE_CHECKING:
     from mlpflow.stages.cross_validation import FoldRun
@@ -33,6 +34,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     """Train on cfg.paths.prepared (each of its folds, when it has them); write the checkpoint
     and train.json; return the report. A `fold` trains in a run nested under its CV run."""
     validate(cfg)
+    reuse_freed_memory()
     from mlpflow.data.folds import load_folds
     from mlpflow.data.prepared import load_meta
     from mlpflow.model.metrics import metric_names
@@ -182,7 +184,7 @@ def build_module(
     class, from the class counts; a piecewise-linear embedding's bins, on the continuous
     features. With evaluate.threshold=auto, each validation sets its threshold, unless a fixed
     `threshold` is given (a refit's). The datamodule's validation then runs in chunks sized to
-    the network (`eval_chunk_rows`): 512 rows of TabM's 32 x 512 rather than 65,536."""
+    the network (`eval_chunk_rows`): 128 rows of TabM's 32 x 512 rather than 65,536."""
     from mlpflow.model.embeddings import fit_bins
     from mlpflow.model.losses import class_weights
     from mlpflow.model.module import MLPModule
