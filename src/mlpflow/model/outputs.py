@@ -27,9 +27,11 @@ def squeeze_head(out: Tensor) -> Tensor:
 
 
 NO_TRANSFORM = TargetTransform()
-# Values in a forward pass's widest activation outside training (32 MiB of float32): bounds the
-# memory of evaluating, serving and permuting a large split, whatever the network's width.
-EVAL_CHUNK_VALUES = 2**23
+# Values in a forward pass's widest activation outside training (8 MiB of float32): bounds the
+# memory of evaluating, serving and permuting a large split, whatever the network's width, and
+# keeps each activation within the CPU's last-level cache: TabM's forward pass runs 2.7x as
+# fast in chunks of 128 rows as of 512 (benchmarks/README.md, "Facts measured here").
+EVAL_CHUNK_VALUES = 2**21
 
 
 def output_scores(
@@ -71,7 +73,7 @@ def network_outputs(net: TabularNetwork, x: Tensor, codes: Tensor) -> Tensor:
 
 def eval_chunk_rows(net: TabularNetwork) -> int:
     """Rows per forward pass outside training: as many as keep each activation within
-    EVAL_CHUNK_VALUES values (65,536 rows of a 128-wide MLP, 512 of TabM's 32 x 512), at most
+    EVAL_CHUNK_VALUES values (16,384 rows of a 128-wide MLP, 128 of TabM's 32 x 512), at most
     EVAL_CHUNK_ROWS."""
     return max(1, min(EVAL_CHUNK_ROWS, EVAL_CHUNK_VALUES // net.values_per_row))
 
