@@ -142,12 +142,8 @@ def test_the_same_seed_gives_the_same_importances(trained: DictConfig):
 
 def every_row_importance(members: list[Member], y: torch.Tensor, repeats: int, seed: int):
     """The importance by its definition: every permuted row through the network again."""
-    weights, x, codes, groups = (
-        members[0].weights,
-        members[0].x,
-        members[0].codes,
-        members[0].groups,
-    )
+    (member,) = members
+    weights, x, codes, groups = member.weights, member.x, member.codes, member.groups
     net, metric = weights.network(), main_metric(weights.spec.task, weights.spec.n_outputs)
     generator = torch.Generator().manual_seed(seed)
     baseline = metric(network_scores(network_outputs(net, x, codes), weights.spec), y)

@@ -118,7 +118,7 @@ def permutation_importance(
         order = torch.cat([torch.randperm(n, generator=generator) for _ in range(repeats)])
         permuted = [_permuted(member, name, order, repeats) for member in members]
         changed = torch.stack([moved for _, _, moved in permuted]).any(dim=0)
-        permuted_scores = baseline_scores.repeat(repeats, *[1] * (baseline_scores.ndim - 1))
+        permuted_scores = torch.cat([baseline_scores] * repeats)
         if changed.any():
             permuted_scores[changed] = scores([(x[changed], c[changed]) for x, c, _ in permuted])
         drops = [baseline - metric(part, y) for part in permuted_scores.split(n)]
