@@ -136,6 +136,34 @@ def test_same_seed_same_metrics(tmp_path: Path):
     assert runs[0] == runs[1]
 
 
+def test_an_untracked_run_trains_and_evaluates_without_importing_mlflow(tmp_path: Path):
+    """tracking=none costs no MLflow import (about a second a run): the command as a user runs
+    it, with sys.modules read as it exits."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    code = """
+import atexit, runpy, sys
+atexit.register(lambda: print("mlflow imported:", "mlflow" in sys.modules))
+sys.argv = ["mlpflow.train", *sys.argv[1:]]
+runpy.run_module("mlpflow.train", run_name="__main__")
+"""
+    args = ["data=wine", "trainer.max_epochs=1", "tracking=none", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args, "callbacks.progress_bar=null"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "reports" / "metrics.json").exists()
+    assert "mlflow imported: False" in done.stdout
+
+
 def test_gd_takes_exactly_one_optimizer_step_per_epoch(cfg_factory):
     cfg = cfg_factory("optimizer=gd", "trainer.max_epochs=7", "callbacks=none", tracking=False)
     prepare.run(cfg)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 FOLDS_FILE = "folds.json"
 FOLDS_DIR = "folds"
+CV_STATE = "cv.json"  # in the models dir: an unfinished cross-validation's progress
 HELDOUT_ROWS = f"rows_{HELDOUT}.npy"  # int64: each held-out row's 0-based row in the source
 # What a fold directory's meta.json fingerprint covers: its held-out rows tell folds apart.
 FOLD_ARRAYS = (*ARRAY_FILES, *(f"{kind}_{HELDOUT}.npy" for kind in "XCy"), HELDOUT_ROWS)

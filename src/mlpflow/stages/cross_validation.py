@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig
 
 from mlpflow.config.schema import CVConfig
-from mlpflow.data.folds import FOLDS_DIR, HELDOUT, HELDOUT_ROWS, Folds, fold_dir
+from mlpflow.data.folds import CV_STATE, FOLDS_DIR, HELDOUT, HELDOUT_ROWS, Folds, fold_dir
 from mlpflow.data.prepared import (
     PREPARE_HINT,
     Meta,
@@ -53,7 +53,6 @@ from mlpflow.tracking.cv_run import CVRun
 from mlpflow.tracking.lineage import config_digest
 from mlpflow.tracking.trials import objective_name
 
-CV_STATE = "cv.json"
 OOF_FILE = "oof_predictions.csv"
 
 

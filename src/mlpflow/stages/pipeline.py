@@ -61,10 +61,9 @@ def trained_here(cfg: DictConfig) -> dict | None:
     not finish: a job requeued (submitit) or stopped during evaluate evaluates again, rather than
     training a new run. A run dir whose evaluate finished, or that trained another config,
     trains anew, as a new command does."""
-    from mlpflow.data.folds import FOLDS_DIR
+    from mlpflow.data.folds import CV_STATE, FOLDS_DIR
     from mlpflow.files import read_json
     from mlpflow.model.checkpoint import best_checkpoint
-    from mlpflow.stages.cross_validation import CV_STATE
     from mlpflow.stages.evaluate import METRICS_FILE
     from mlpflow.stages.report import TRAIN_REPORT
     from mlpflow.stages.resume import STATE_FILE

@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from mlpflow.files import write_json
 from mlpflow.model.checkpoint import last_checkpoint, read_checkpoint
 from mlpflow.notice import warn
-from mlpflow.serving.export import log_model
 from mlpflow.tracking.lineage import config_digest
 from mlpflow.tracking.store import tracking_uri
 from mlpflow.tracking.trials import objective_name
@@ -55,6 +54,8 @@ def checkpoint_facts(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
 def _log_best(cfg: DictConfig, logger: Any, facts: dict[str, Any]) -> tuple[str | None, ...]:
     """The best checkpoint (a CV fold's refit, when it has one), the pyfunc model (a LoggedModel
     at the best epoch) and the objective into the run; the run's name and the model's id."""
+    from mlpflow.serving.export import log_model  # MLflow's model code, only for a tracked run
+
     client, run_id, best = logger.experiment, logger.run_id, facts["path"]
     logger.safely(client.log_artifact, run_id, str(best), "checkpoints")
     model = logger.safely(log_model, logger, best, cfg.paths.prepared, facts["best_epoch"])

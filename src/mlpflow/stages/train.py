@@ -39,7 +39,6 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     from mlpflow.data.prepared import load_meta
     from mlpflow.model.metrics import metric_names
     from mlpflow.stages.report import write_train_report
-    from mlpflow.tracking.logger import log_run_inputs, training_logger
 
     meta = load_meta(cfg.paths.prepared)
     check_loss_fits(cfg.loss.name, meta.task, cfg.data.name)
@@ -51,7 +50,11 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
 
         return cross_validation.run(cfg, folds, meta, train_fold=run)
     start, identity = resume_point(cfg, meta.fingerprint)
-    logger = training_logger(cfg, meta, start.run_id, fold.tags() if fold else {})
+    logger = None
+    if cfg.tracking.enabled:  # MLflow's modules (about a second to import) only when tracked
+        from mlpflow.tracking.logger import log_run_inputs, training_logger
+
+        logger = training_logger(cfg, meta, start.run_id, fold.tags() if fold else {})
 
     import pytorch_lightning as pl
 
@@ -90,17 +93,18 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
 def resume_point(cfg: DictConfig, data: str) -> tuple[resume.ResumePoint, resume.RunIdentity]:
     """Where this config's interrupted run on this data stopped (nothing: a fresh start), and
     its identity (`resume.identity`)."""
-    from mlpflow.tracking.logger import run_exists
-
     identity = resume.identity(cfg, data)
     store = identity.store
     if not cfg.tracking.get("resume", True):  # opted out: an interrupted run stays as it is
         start = resume.discard(cfg.paths.models)
     else:
         start = resume.find(cfg.paths.models, identity)
-    if start.run_id and store and not run_exists(store, start.run_id):
-        warn(f"MLflow run {start.run_id} was deleted: training this config from the start")
-        start = resume.discard(cfg.paths.models)
+    if start.run_id and store:
+        from mlpflow.tracking.logger import run_exists
+
+        if not run_exists(store, start.run_id):
+            warn(f"MLflow run {start.run_id} was deleted: training this config from the start")
+            start = resume.discard(cfg.paths.models)
     if start.checkpoint is not None:
         from mlpflow.console import console
 
@@ -114,7 +118,6 @@ def stopped(error: BaseException, signum: int | None, logger: Any, trainer: Any)
     import signal
 
     from mlpflow.errors import RunInterrupted, first_line
-    from mlpflow.tracking.logger import end_run
 
     if signum is None and isinstance(error, KeyboardInterrupt):
         signum = signal.SIGINT
@@ -122,13 +125,15 @@ def stopped(error: BaseException, signum: int | None, logger: Any, trainer: Any)
     if signum is None:
         killed = isinstance(error, SystemExit)  # e.g. submitit requeueing a preempted job
         reason = f"{type(error).__name__}: {first_line(error, '')}"
-        end_run(logger, "KILLED" if killed else "FAILED", reason + (f"; {resume_hint}" * killed))
+        if logger is not None:
+            logger.end("KILLED" if killed else "FAILED", reason + (f"; {resume_hint}" * killed))
         return error
     name = signal.Signals(signum).name
     how = f"stopped by {name} in epoch {trainer.current_epoch}; {resume_hint}"
-    end_run(logger, "KILLED", how)
-    run = f"MLflow run {logger.run_id} is KILLED" if logger is not None else "not tracked"
-    return RunInterrupted(f"{how} ({run})", int(signum))
+    if logger is None:
+        return RunInterrupted(f"{how} (not tracked)", int(signum))
+    logger.end("KILLED", how)
+    return RunInterrupted(f"{how} (MLflow run {logger.run_id} is KILLED)", int(signum))
 
 
 def refit(cfg: DictConfig, meta: Any, trainer: Any, stop: Any) -> Path:

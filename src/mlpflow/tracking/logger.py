@@ -111,6 +111,15 @@ class TrackingLogger(MLFlowLogger):
     def log_hyperparams(self, params: Any) -> None:
         self.safely(super().log_hyperparams, params)
 
+    def end(self, status: str, reason: str) -> None:
+        """Mark the run FAILED or KILLED and say why (`run.end`): no run stays RUNNING once its
+        process has ended."""
+        if self.existing_run_id() is None:
+            return
+        client, run_id = self.experiment, self.run_id
+        self.safely(client.set_tag, run_id, "run.end", reason[:5000])
+        self.safely(client.set_terminated, run_id, status)
+
     def finalize(self, status: str = "success") -> None:
         """Flush first: on a kill too, every finished epoch's points reach the store."""
         self.flush()
@@ -160,16 +169,6 @@ def run_exists(uri: str, run_id: str) -> bool:
         return MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
     except MlflowException:
         return False
-
-
-def end_run(logger: TrackingLogger | None, status: str, reason: str) -> None:
-    """Mark the run FAILED or KILLED and say why (`run.end`): no run stays RUNNING once its
-    process has ended."""
-    if logger is None or logger.existing_run_id() is None:
-        return
-    client, run_id = logger.experiment, logger.run_id
-    logger.safely(client.set_tag, run_id, "run.end", reason[:5000])
-    logger.safely(client.set_terminated, run_id, status)
 
 
 def log_run_inputs(logger: TrackingLogger, cfg: DictConfig, meta: Any) -> None:

@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
-from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
 from mlpflow.config.schema import AUTO
@@ -52,6 +50,8 @@ class SweepRunCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
+        from mlflow import MlflowClient  # here: Hydra builds this callback for every run
+
         uri = tracking_uri(config)
         experiment_id = ensure_store(uri, config.tracking.experiment)
         self.client = MlflowClient(uri)
@@ -172,6 +172,8 @@ def summarize(client: Any, parent_id: str, config: DictConfig) -> list[dict[str,
         client.log_metric(parent_id, metric, best[metric])
         client.set_tag(parent_id, "best.run_id", best["run_id"])
         client.set_tag(parent_id, "best.run_name", best["run_name"])
+        from mlflow.entities import Param
+
         params = [Param(key, value) for key, value in best_run.data.params.items()]
         for start in range(0, len(params), PARAMS_PER_BATCH):
             client.log_batch(parent_id, params=params[start : start + PARAMS_PER_BATCH])

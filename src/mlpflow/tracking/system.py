@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from omegaconf import DictConfig
 
 
@@ -18,6 +17,8 @@ def system_metrics(cfg: DictConfig, logger: Any, uri: str | None, resumed: bool)
     if logger is None or uri is None or not cfg.tracking.get("system_metrics", False):
         yield
         return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
     monitor = SystemMetricsMonitor(
         logger.run_id,
         sampling_interval=float(cfg.tracking.system_metrics_interval),
