@@ -46,8 +46,11 @@ def page_faults(mode: str) -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc only")
 def test_freed_activations_are_reused_rather_than_faulted_in_again():
-    # measured here: 20-100% of the pages faulted anew by glibc alone, at most 10% reusing
-    assert page_faults("default") > 0.15 * PAGES_WRITTEN
+    # glibc alone faults 11-100% of the pages anew, as its heap's top happens to be free or not
+    # (measured here and in CI); with the thresholds set, at most 10%
+    alone = page_faults("default")
+    if alone <= 0.15 * PAGES_WRITTEN:
+        pytest.skip(f"glibc alone faulted {alone / PAGES_WRITTEN:.0%} of the pages here")
     assert page_faults("reuse") < 0.125 * PAGES_WRITTEN
 
 
