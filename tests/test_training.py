@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +141,6 @@ def test_same_seed_same_metrics(tmp_path: Path):
 def test_an_untracked_run_trains_and_evaluates_without_importing_mlflow(tmp_path: Path):
     """tracking=none costs no MLflow import (about a second a run): the command as a user runs
     it, with sys.modules read as it exits."""
-    import subprocess
-    import sys
-
     from conftest import subprocess_env
 
     code = """

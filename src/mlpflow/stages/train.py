@@ -52,7 +52,7 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
     start, identity = resume_point(cfg, meta.fingerprint)
     logger = None
     if cfg.tracking.enabled:  # MLflow's modules (about a second to import) only when tracked
-        from mlpflow.tracking.logger import log_run_inputs, training_logger
+        from mlpflow.tracking.logger import training_logger
 
         logger = training_logger(cfg, meta, start.run_id, fold.tags() if fold else {})
 
@@ -77,6 +77,8 @@ def run(cfg: DictConfig, fold: FoldRun | None = None) -> dict[str, Any]:
             system_metrics(cfg, sampled, identity.store, bool(start.checkpoint)),
         ):
             if logger is not None:
+                from mlpflow.tracking.logger import log_run_inputs
+
                 log_run_inputs(logger, cfg, meta)
             trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
             refitted = fold is not None and CVConfig.parse(cfg.get("cv")).refit

@@ -129,11 +129,9 @@ class TrackingLogger(MLFlowLogger):
 def training_logger(
     cfg: DictConfig, meta: Any, run_id: str | None, nesting: dict[str, str]
 ) -> TrackingLogger | None:
-    """The logger of this training run (a resumed one continues `run_id`); None when tracking
-    is off, or optional and unreachable. `nesting`: tags that nest the run under another (a
-    fold's under its CV run) rather than under a sweep's run."""
-    if not cfg.tracking.enabled:
-        return None
+    """The logger of this tracked training run (a resumed one continues `run_id`); None when
+    tracking is optional and the store unreachable. `nesting`: tags that nest the run under
+    another (a fold's under its CV run) rather than under a sweep's run."""
     uri = tracking_uri(cfg)
     try:
         ensure_store(uri, cfg.tracking.experiment)
