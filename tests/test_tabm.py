@@ -110,6 +110,26 @@ def test_a_saturated_member_keeps_the_mean_finite() -> None:
     torch.testing.assert_close(torch.sigmoid(combined), expected)
 
 
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_the_output_layers_compute_what_tabms_linear_ensemble_computes(n_outputs: int) -> None:
+    import tabm
+
+    from mlpflow.model.tabm import OutputLayers
+
+    torch.manual_seed(0)
+    ours, theirs = OutputLayers(16, n_outputs, k=4), tabm.LinearEnsemble(16, n_outputs, k=4)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(8, 4, 16)
+    inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    outputs = [layer(inp) for layer, inp in zip([ours, theirs], inputs, strict=True)]
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for out in outputs:
+        (out * torch.arange(out.numel()).view_as(out)).sum().backward()  # a gradient per output
+    torch.testing.assert_close(inputs[0].grad, inputs[1].grad)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad)
+    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad)
+
+
 def test_training_minimizes_the_mean_of_the_members_losses(tmp_path: Path) -> None:
     """One training step's logged data loss is the members' losses averaged (the loss of each
     member on the batch, then the mean over members), not the loss of their mean."""

@@ -63,12 +63,26 @@ class TabM(TabularNetwork):
             for index, layer in enumerate(block):
                 if isinstance(layer, torch.nn.Dropout):
                     block[index] = Dropout(layer.p)
-        self.output = tabm.LinearEnsemble(d_block, n_outputs, k=k)
+        self.output = OutputLayers(d_block, n_outputs, k=k)
         self.values_per_row = k * max(self.input_width, d_block, n_outputs)
 
     def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
         members = self.output(self.backbone(self.ensemble_view(self.joined_input(x, codes))))
         return members if self.training else member_mean(members, self.task)
+
+
+class OutputLayers(tabm.LinearEnsemble):
+    """tabm's LinearEnsemble: the members' k output layers. With one output (binary, regression)
+    its batched product of the transposed activations [k, N, d] @ [k, d, 1] is one dot product
+    per member and row, which a multiply and a sum over d compute in place, without the
+    transposed copies: a TabM training step about 6% cheaper on the CPU (benchmarks/README.md).
+    The same parameters, initialization and result."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.out_features != 1:
+            return super().forward(x)
+        out = (x * self.weight.squeeze(-1)).sum(dim=-1, keepdim=True)
+        return out if self.bias is None else out + self.bias
 
 
 def member_mean(members: Tensor, task: str) -> Tensor:
