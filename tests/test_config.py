@@ -158,6 +158,9 @@ def test_model_tabm_brings_its_recipe_and_an_override_still_wins() -> None:
     assert cfg.optimizer.clip_grad_norm == 1.0 and cfg.loader.batch_size == 256
     assert cfg.callbacks.early_stopping.patience == 16
     assert cfg.trainer.max_epochs == 1000 and compose([]).trainer.max_epochs == 50
+    # TabM with PLE: numbers through piecewise-linear embeddings, 2 blocks of 512
+    assert cfg.model.numeric_embedding.kind == "piecewise_linear"
+    assert (cfg.model.n_blocks, cfg.model.d_block) == (2, 512)
     cfg = compose(["model=tabm", "optimizer=adam", "optimizer.lr=0.01", "loader.batch_size=64"])
     assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.loader.batch_size) == ("adam", 0.01, 64)
     assert compose([]).optimizer.get("clip_grad_norm") is None  # model=mlp: no recipe

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from rtdl_num_embeddings import PiecewiseLinearEmbeddings
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 
@@ -80,7 +81,8 @@ def test_outside_training_tabm_runs_in_chunks_that_bound_its_activations() -> No
 
 def test_training_validates_tabm_in_chunks_that_bound_its_activations(tmp_path: Path) -> None:
     """The validation split (750 rows) reaches TabM's 32 x 512 members 128 rows at a time, as
-    evaluate does; a 128-wide MLP still gets it in one chunk."""
+    evaluate does; a 128-wide MLP still gets it in one chunk. (Without numeric embeddings: with
+    them the input can be the widest layer, and the chunk follows it.)"""
     from mlpflow.config.compose import resolve_data_defaults
     from mlpflow.data.prepared import load_meta
     from mlpflow.stages import prepare, train
@@ -89,7 +91,7 @@ def test_training_validates_tabm_in_chunks_that_bound_its_activations(tmp_path: 
     for model in ("tabm", "mlp"):
         cfg = make_cfg(
             tmp_path / model, f"model={model}", "data=synthetic", "data.n_samples=5000",
-            tracking=False,
+            "model.numeric_embedding.kind=none", tracking=False,
         )  # fmt: skip
         prepare.run(cfg)
         meta = load_meta(cfg.paths.prepared)
@@ -181,9 +183,12 @@ def test_model_tabm_trains_from_a_csv_and_the_served_model_predicts_what_evaluat
 
     (prepared,) = (tmp_path / "data" / "cache").glob("csv-*")
     weights = load_weights(best_checkpoint(tmp_path / "run" / "models"))
+    network = weights.network()
+    # the recipe's numbers enter through piecewise-linear embeddings fitted on train
+    assert isinstance(network.numeric_embedding, PiecewiseLinearEmbeddings)
     x_test, y_test = load_split(prepared, "test")
     outputs = network_outputs(
-        weights.network(),
+        network,
         torch.from_numpy(x_test),
         torch.from_numpy(load_codes(prepared, "test")),
     )

@@ -75,8 +75,8 @@ class OutputLayers(tabm.LinearEnsemble):
     """tabm's LinearEnsemble: the members' k output layers. With one output (binary, regression)
     its batched product of the transposed activations [k, N, d] @ [k, d, 1] is one dot product
     per member and row, which a multiply and a sum over d compute in place, without the
-    transposed copies: a TabM training step about 6% cheaper on the CPU (benchmarks/README.md).
-    The same parameters, initialization and result."""
+    transposed copies: a TabM training step about a tenth cheaper on the CPU (benchmarks/README.md,
+    Facts). The same parameters, initialization and result."""
 
     def forward(self, x: Tensor) -> Tensor:
         if self.out_features != 1:
