@@ -76,7 +76,7 @@ class OutputLayers(tabm.LinearEnsemble):
     its batched product of the transposed activations [k, N, d] @ [k, d, 1] is one dot product
     per member and row, which a multiply and a sum over d compute in place, without the
     transposed copies: a TabM training step about a tenth cheaper on the CPU (benchmarks/README.md,
-    Facts). The same parameters, initialization and result."""
+    Facts). The same parameters and initialization; the result equal up to float rounding."""
 
     def forward(self, x: Tensor) -> Tensor:
         if self.out_features != 1:
