@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import tabm
 import torch
 from mlflow import MlflowClient
 from rtdl_num_embeddings import PiecewiseLinearEmbeddings
@@ -23,7 +24,7 @@ from mlpflow.model.checkpoint import best_checkpoint, load_weights
 from mlpflow.model.losses import BinaryCrossEntropy
 from mlpflow.model.module import MLPModule
 from mlpflow.model.outputs import network_outputs, network_scores
-from mlpflow.model.tabm import TabM
+from mlpflow.model.tabm import OutputLayers, TabM
 from mlpflow.serving import export
 from mlpflow.tracking.store import use_tracking_uri
 
@@ -114,10 +115,6 @@ def test_a_saturated_member_keeps_the_mean_finite() -> None:
 
 @pytest.mark.parametrize("n_outputs", [1, 3])
 def test_the_output_layers_compute_what_tabms_linear_ensemble_computes(n_outputs: int) -> None:
-    import tabm
-
-    from mlpflow.model.tabm import OutputLayers
-
     torch.manual_seed(0)
     ours, theirs = OutputLayers(16, n_outputs, k=4), tabm.LinearEnsemble(16, n_outputs, k=4)
     theirs.load_state_dict(ours.state_dict())

@@ -74,7 +74,7 @@ class TabM(TabularNetwork):
 class OutputLayers(tabm.LinearEnsemble):
     """tabm's LinearEnsemble: the members' k output layers. With one output (binary, regression)
     its batched product of the transposed activations [k, N, d] @ [k, d, 1] is one dot product
-    per member and row, which a multiply and a sum over d compute in place, without the
+    per member and row, which a multiply and a sum over d compute directly, without the
     transposed copies: a TabM training step about a tenth cheaper on the CPU (benchmarks/README.md,
     Facts). The same parameters and initialization; the result equal up to float rounding."""
 
