@@ -70,7 +70,7 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """Readable and explicit: mlp128x64-relu-bce-l2-adam-1a2b3c, tabm32x3x512-relu-... (k
+    """Readable and explicit: mlp128x64-relu-bce-l2-adam-1a2b3c, tabm32x2x512-relu-... (k
     members x blocks x width); MLflow's random names collide."""
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
